@@ -1,0 +1,173 @@
+"""FaceAnalyzer: one interface over the face backends, for single images and for videos."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal
+
+import numpy as np
+
+from ..media import to_rgb
+from .analysis import FaceAnalysis, NoFaceError
+from .gaps import fill_gaps
+from .mesh_backend import MeshRunner
+from .mesh_parsing import analysis_from_mesh
+from .smoothing import OneEuroFilter, SmoothingConfig
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "mesh", "farl"]
+
+NO_FACE_HINT = "use a photo where one face is clearly visible, roughly frontal and at least 64 px wide"
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """How a driving video is tracked."""
+
+    fps: float = 25.0  # frame rate, for the smoothing filter's time constants
+    smoothing: SmoothingConfig | None = SmoothingConfig()  # None: raw landmarks
+    max_gap: int = 12  # longest run of faceless frames filled from its neighbours
+    max_missing: float = 0.5  # more faceless frames than this fraction is an error
+
+
+def _box_area(points: np.ndarray) -> float:
+    span = points.max(axis=0) - points.min(axis=0)
+    return float(span[0] * span[1])
+
+
+class FaceAnalyzer:
+    """Finds the face in images and videos and returns parsing maps with eye landmarks.
+
+    backend: "mesh" (MediaPipe, offline), "farl" (facer's FaRL parser and WFLW landmarks,
+    the paper's choice; needs its weights), or "auto" (farl when its weights are on disk).
+    `self.backend` says which one runs and `self.backend_note` why.
+    """
+
+    def __init__(
+        self,
+        backend: Backend = "auto",
+        *,
+        segment: bool = True,
+        device: str = "cpu",
+        farl_models=None,
+    ):
+        if backend not in ("auto", "mesh", "farl"):
+            raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
+        self.segment = segment
+        self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
+        self._static: MeshRunner | None = None
+        self._farl = farl_models
+        if backend == "farl" and farl_models is None:
+            from .farl_backend import FarlModels
+
+            self._farl = FarlModels.load(device=device, download=True)
+        elif backend == "auto" and farl_models is None:
+            from .farl_backend import FarlModels, local_weights, weights_dir
+
+            if local_weights() is not None:
+                self._farl = FarlModels.load(device=device)
+            else:
+                self.backend_note = f"mesh (MediaPipe): FaRL weights not found in {weights_dir()}"
+        self.backend = "farl" if self._farl is not None else "mesh"
+        if self.backend == "farl":
+            self.backend_note = "farl (FaRL parsing + WFLW eye landmarks)"
+        elif backend == "mesh":
+            self.backend_note = "mesh (MediaPipe face mesh + selfie segmentation)"
+        log.info("face backend: %s", self.backend_note)
+
+    # -- single images ------------------------------------------------------------------
+    def _mesh(self) -> MeshRunner:
+        if self._static is None:
+            self._static = MeshRunner(tracking=False)
+        return self._static
+
+    def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
+        """Analyse the largest face of an RGB image (other forms are converted, with a note).
+
+        Raises NoFaceError when there is no face, media.InputError for unusable images.
+        """
+        loaded = to_rgb(image, name)
+        rgb = loaded.rgb
+        notes = list(loaded.notes)
+        with self._lock:
+            faces = self._mesh().faces(rgb)
+            if not faces:
+                raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
+            if len(faces) > 1:
+                notes.append(f"found {len(faces)} faces; using the largest")
+            points = max(faces, key=_box_area)
+            person = self._mesh().person_mask(rgb) if self.segment else None
+            analysis = analysis_from_mesh(points, rgb.shape[:2], person)
+            if self._farl is not None:
+                from .farl_backend import analyze_with_farl, five_points
+
+                mesh_analysis = analysis
+                analysis = analyze_with_farl(self._farl, rgb, five_points(points), analysis.box, person)
+                if not analysis.eye_points.size:
+                    analysis = mesh_analysis
+        analysis.notes = notes
+        for note in notes:
+            log.info("%s: %s", name, note)
+        return analysis
+
+    # -- videos -------------------------------------------------------------------------
+    def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
+        """Analyse a driving video frame by frame, lazily: MediaPipe's tracking mode, then
+        short gaps filled from neighbours, then One-Euro smoothing of the landmarks.
+
+        Yields one item per frame (None where no face could be found or filled); raises
+        NoFaceError at the end if more than `config.max_missing` of the frames had no face.
+        Person segmentation is skipped (the motion map does not use it): `foreground` is the face.
+        """
+        shapes: list[tuple[int, int]] = []
+        counts = {"frames": 0, "missing": 0}
+        runner = MeshRunner(tracking=True, max_faces=1)
+
+        def detections() -> Iterator[np.ndarray | None]:
+            for i, frame in enumerate(frames):
+                rgb = to_rgb(frame, f"frame {i}").rgb
+                shapes.append(rgb.shape[:2])
+                counts["frames"] += 1
+                faces = runner.faces(rgb)
+                if not faces:
+                    counts["missing"] += 1
+                yield faces[0] if faces else None
+
+        smoother = OneEuroFilter(config.fps, config.smoothing) if config.smoothing else None
+        try:
+            for i, (points, filled) in enumerate(fill_gaps(detections(), config.max_gap, _lerp)):
+                if points is None:
+                    if smoother:
+                        smoother.reset()  # do not smooth across a long gap
+                    yield None
+                    continue
+                if smoother:
+                    span = points.max(axis=0) - points.min(axis=0)
+                    points = smoother(points, float(max(span)))
+                analysis = analysis_from_mesh(points, shapes[i])
+                analysis.interpolated = filled
+                yield analysis
+        finally:
+            runner.close()
+        if counts["frames"] == 0:
+            raise NoFaceError("the video has no frames")
+        if counts["missing"] > config.max_missing * counts["frames"]:
+            raise NoFaceError(
+                f"no face in {counts['missing']} of {counts['frames']} frames of the driving video: "
+                "use a clip where the face stays visible"
+            )
+
+    def track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> list[FaceAnalysis | None]:
+        """`iter_track` as a list (one entry per frame; None: no face)."""
+        return list(self.iter_track(frames, config))
+
+    def close(self) -> None:
+        if self._static is not None:
+            self._static.close()
+            self._static = None
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    return (1 - t) * a + t * b

@@ -1,0 +1,105 @@
+"""Square face crops for the model, one fixed crop per video, and pasting results back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .analysis import FaceAnalysis
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """How much of the head and its surroundings the model sees."""
+
+    scale: float = 2.0  # crop side in face-box sizes (room for hair and head motion)
+    lift: float = 0.1  # move the crop up by this many face sizes (include the hair)
+    feather: float = 0.08  # width of the blended border when pasting back, in crop sizes
+
+
+@dataclass(frozen=True)
+class SquareBox:
+    """A square region of an image, which may extend past the image border."""
+
+    cx: float
+    cy: float
+    size: float
+
+    def matrix(self, out_size: int) -> np.ndarray:
+        """2x3 affine mapping image pixels to crop pixels of an `out_size` square."""
+        s = out_size / self.size
+        return np.array(
+            [[s, 0, out_size / 2 - s * self.cx], [0, s, out_size / 2 - s * self.cy]], np.float64
+        )
+
+
+def face_square(box: Sequence[float], config: CropConfig = CropConfig()) -> SquareBox:
+    """The square crop around one face box."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0)
+    return SquareBox((x0 + x1) / 2, (y0 + y1) / 2 - config.lift * side, config.scale * side)
+
+
+def video_square(boxes: Sequence[Sequence[float] | None], config: CropConfig = CropConfig()) -> SquareBox:
+    """One crop for a whole video: centred on the typical face position and large enough
+    for the face wherever it goes (robust to a few bad frames), so head motion stays visible
+    as motion inside the crop instead of being cancelled by a moving crop."""
+    valid = np.array([b for b in boxes if b is not None], np.float64)
+    if len(valid) == 0:
+        raise ValueError("no face boxes to place a crop around")
+    lo = np.percentile(valid[:, :2], 2, axis=0)
+    hi = np.percentile(valid[:, 2:], 98, axis=0)
+    side = float(np.median(np.maximum(valid[:, 2] - valid[:, 0], valid[:, 3] - valid[:, 1])))
+    cx, cy = (lo + hi) / 2
+    span = float(max(hi - lo))
+    size = max(config.scale * side, span + (config.scale - 1) * side)
+    return SquareBox(float(cx), float(cy - config.lift * side), size)
+
+
+def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False) -> np.ndarray:
+    """Cut `square` out of `image` and resize it to out_size x out_size; outside the image
+    the border pixels are repeated (labels and masks: pass `nearest=True`)."""
+    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if square.size > out_size else cv2.INTER_LINEAR
+    border = cv2.BORDER_CONSTANT if nearest else cv2.BORDER_REPLICATE
+    return cv2.warpAffine(image, square.matrix(out_size), (out_size, out_size), flags=flags, borderMode=border)
+
+
+def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> FaceAnalysis:
+    """The same analysis in crop coordinates (maps resampled, points moved)."""
+    m = square.matrix(out_size)
+
+    def move(p: np.ndarray) -> np.ndarray:
+        return (np.asarray(p, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+    x0, y0 = move(np.array(analysis.box[:2]))
+    x1, y1 = move(np.array(analysis.box[2:]))
+    s = m[0, 0]
+    return analysis.replace(
+        labels=crop_image(analysis.labels, square, out_size, nearest=True),
+        foreground=crop_image(analysis.foreground.astype(np.uint8), square, out_size, nearest=True) > 0,
+        iris=move(analysis.iris),
+        iris_radius=(analysis.iris_radius * s).astype(np.float32),
+        eye_points=move(analysis.eye_points),
+        landmarks=None if analysis.landmarks is None else move(analysis.landmarks),
+        box=(float(x0), float(y0), float(x1), float(y1)),
+        notes=list(analysis.notes),
+    )
+
+
+def paste_crop(
+    frame: np.ndarray, crop: np.ndarray, square: SquareBox, config: CropConfig = CropConfig()
+) -> np.ndarray:
+    """Put a (processed) crop back where it came from, blending its border into the frame."""
+    h, w = frame.shape[:2]
+    n = crop.shape[0]
+    inverse = cv2.invertAffineTransform(square.matrix(n))
+    back = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ramp = max(1, int(round(config.feather * n)))
+    alpha = np.zeros((n, n), np.float32)
+    alpha[ramp:-ramp, ramp:-ramp] = 1
+    alpha = cv2.GaussianBlur(alpha, (0, 0), ramp / 2)
+    alpha = cv2.warpAffine(alpha, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    out = frame.astype(np.float32) * (1 - alpha) + back.astype(np.float32) * alpha
+    return np.clip(out.round(), 0, 255).astype(frame.dtype)

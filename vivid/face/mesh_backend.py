@@ -1,0 +1,67 @@
+"""The offline backend: MediaPipe face mesh (478 points with irises) and selfie segmentation.
+
+Both models ship inside the mediapipe 0.10.14 wheel, so this works with no download.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+import mediapipe as mp  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Selfie-segmentation probability above which a pixel counts as the person.
+PERSON_THRESHOLD = 0.5
+
+
+class MeshRunner:
+    """Runs the face mesh on RGB frames and returns every face's points in pixels.
+
+    `tracking=True` uses MediaPipe's video mode: the face found in one frame seeds the
+    next, which is faster and steadier than detecting from scratch on every frame.
+    """
+
+    def __init__(self, *, tracking: bool = False, max_faces: int = 4, min_confidence: float = 0.5):
+        self.tracking = tracking
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not tracking,
+            max_num_faces=max_faces,
+            refine_landmarks=True,  # adds the 10 iris points (468-477)
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+        self._segmenter = None
+
+    def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """(478, 2) float32 pixel coordinates of each face found, in MediaPipe's order."""
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        if not result.multi_face_landmarks:
+            return []
+        scale = np.array([w, h], np.float32)
+        return [
+            np.array([(p.x, p.y) for p in face.landmark], np.float32) * scale
+            for face in result.multi_face_landmarks
+        ]
+
+    def person_mask(self, rgb: np.ndarray) -> np.ndarray:
+        """Boolean mask of the person (face, hair, neck, body) from selfie segmentation."""
+        if self._segmenter is None:
+            self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        result = self._segmenter.process(np.ascontiguousarray(rgb))
+        return result.segmentation_mask > PERSON_THRESHOLD
+
+    def close(self) -> None:
+        self._mesh.close()
+        if self._segmenter is not None:
+            self._segmenter.close()
+
+    def __enter__(self) -> "MeshRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
