@@ -92,7 +92,7 @@ class FaceAnalyzer:
         rgb = loaded.rgb
         notes = list(loaded.notes)
         with self._lock:
-            faces = self._mesh().faces(rgb)
+            faces = self._mesh().faces_anywhere(rgb)
             if not faces:
                 raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
             if len(faces) > 1:

@@ -48,6 +48,28 @@ class MeshRunner:
             for face in result.multi_face_landmarks
         ]
 
+    def faces_anywhere(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Like `faces`, but when the whole image shows none, also look in overlapping zoomed
+        tiles: MediaPipe's detector sees the image at 128 px, so a face under ~10% of the
+        image width (a full-body photo, a group) is missed otherwise."""
+        found = self.faces(rgb)
+        if found or self.tracking:
+            return found
+        h, w = rgb.shape[:2]
+        for tiles in (2, 3):
+            side = int(min(h, w) * 2 / (tiles + 1))
+            if side < 96:
+                break
+            for y in np.linspace(0, h - side, max(tiles, round(h / side * 1.5))).astype(int):
+                for x in np.linspace(0, w - side, max(tiles, round(w / side * 1.5))).astype(int):
+                    for pts in self.faces(rgb[y : y + side, x : x + side]):
+                        pts = pts + np.array([x, y], np.float32)
+                        if not any(_overlap(pts, f) > 0.3 for f in found):
+                            found.append(pts)
+            if found:
+                return found
+        return found
+
     def person_mask(self, rgb: np.ndarray) -> np.ndarray:
         """Boolean mask of the person (face, hair, neck, body) from selfie segmentation."""
         if self._segmenter is None:
@@ -65,3 +87,12 @@ class MeshRunner:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of the boxes of two landmark sets."""
+    lo = np.maximum(a.min(axis=0), b.min(axis=0))
+    hi = np.minimum(a.max(axis=0), b.max(axis=0))
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    area = lambda p: float(np.prod(p.max(axis=0) - p.min(axis=0)))  # noqa: E731
+    return inter / max(area(a) + area(b) - inter, 1e-6)

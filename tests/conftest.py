@@ -1,0 +1,59 @@
+"""Shared fixtures: real faces (packaged with scikit-image/matplotlib, or ../shared/data)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"{path} not present (sample data lives in ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    import matplotlib
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    from vivid.face import FaceAnalyzer
+
+    a = FaceAnalyzer("mesh")
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="session")
+def astronaut_analysis(analyzer, astronaut):
+    return analyzer.analyze(astronaut)
+
+
+@pytest.fixture(scope="session")
+def big_face(astronaut, astronaut_analysis):
+    """The astronaut's face cropped and enlarged to 512 px, so small parts have many pixels."""
+    from vivid.face import crop_analysis, crop_image, face_square
+
+    square = face_square(astronaut_analysis.box)
+    return crop_image(astronaut, square, 512), crop_analysis(astronaut_analysis, square, 512)
