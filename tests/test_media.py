@@ -1,0 +1,39 @@
+"""Reading videos: frames streamed, clear errors for bad files; writing mp4."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from vivid.media import InputError, probe_video, read_video, write_video
+
+
+def test_write_then_read_roundtrip(tmp_path, astronaut):
+    path = tmp_path / "clip.mp4"
+    frames = [np.roll(astronaut, 4 * i, axis=1) for i in range(10)]
+    assert write_video(path, iter(frames), fps=24) == 10
+    info = probe_video(path)
+    assert info.fps == pytest.approx(24) and (info.width, info.height) == (512, 512) and not info.has_audio
+    back = list(read_video(path))
+    assert len(back) == 10 and back[0].shape == (512, 512, 3) and back[0].dtype == np.uint8
+    assert np.abs(back[3].astype(int) - frames[3].astype(int)).mean() < 6
+
+
+def test_bad_videos(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        list(read_video(tmp_path / "missing.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputError, match="not a readable video"):
+        list(read_video(junk))
+    with pytest.raises(InputError, match="no frames"):
+        write_video(tmp_path / "empty.mp4", iter([]), fps=25)
+
+
+def test_reads_sample_clip_lazily():
+    path = shared_file("driving", "d6.mp4")
+    info = probe_video(path)
+    assert info.frames == 1008 and info.fps == pytest.approx(30)
+    frames = read_video(path, max_frames=5)
+    assert next(frames).shape == (480, 480, 3)
+    assert len(list(frames)) == 4
