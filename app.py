@@ -87,9 +87,9 @@ def parse_video(path: str | None, progress=gr.Progress()):
     lines = [f"{n} frames at {info.fps:g} fps, backend: mesh (MediaPipe tracking)"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")
-    lines.append(f"Frames without a face: {_ranges(missing) or 'none'}")
+    lines.append(f"Frames without a face: {_ranges(sorted(missing + filled)) or 'none'}")
     if filled:
-        lines.append(f"Frames filled in from their neighbours: {_ranges(filled)}")
+        lines.append(f"  of these, filled in from neighbouring frames: {_ranges(filled)}")
     return str(out), "\n".join(lines)
 
 
