@@ -152,9 +152,11 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def _first_frame_rotation(container, stream) -> int:
     """Display rotation (degrees clockwise) that phones record in the stream's side data."""
+    import av
+
     try:
         frame = next(container.decode(stream))
-    except (StopIteration, Exception):  # an undecodable stream is reported by read_video
+    except (StopIteration, av.error.FFmpegError):  # an undecodable stream is reported by read_video
         return 0
     return int(round(-getattr(frame, "rotation", 0))) % 360
 

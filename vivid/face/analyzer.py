@@ -13,7 +13,7 @@ from .analysis import FaceAnalysis, NoFaceError
 from .gaps import fill_gaps
 from .mesh_backend import MeshRunner
 from .mesh_parsing import analysis_from_mesh
-from .smoothing import OneEuroFilter, SmoothingConfig
+from .smoothing import SmoothingConfig, smooth_stream
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ class FaceAnalyzer:
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
         """Analyse a driving video frame by frame, lazily: MediaPipe's tracking mode, then
-        short gaps filled from neighbours, then One-Euro smoothing of the landmarks.
+        short gaps filled from neighbours, then lag-free adaptive smoothing of the landmarks
+        (results come `smoothing.radius` frames behind the input).
 
         Yields one item per frame (None where no face could be found or filled); raises
         NoFaceError at the end if more than `config.max_missing` of the frames had no face.
@@ -135,17 +136,14 @@ class FaceAnalyzer:
                     counts["missing"] += 1
                 yield faces[0] if faces else None
 
-        smoother = OneEuroFilter(config.fps, config.smoothing) if config.smoothing else None
+        stream = fill_gaps(detections(), config.max_gap, _lerp)
+        if config.smoothing is not None:
+            stream = smooth_stream(stream, config.fps, config.smoothing)
         try:
-            for i, (points, filled) in enumerate(fill_gaps(detections(), config.max_gap, _lerp)):
+            for i, (points, filled) in enumerate(stream):
                 if points is None:
-                    if smoother:
-                        smoother.reset()  # do not smooth across a long gap
                     yield None
                     continue
-                if smoother:
-                    span = points.max(axis=0) - points.min(axis=0)
-                    points = smoother(points, float(max(span)))
                 analysis = analysis_from_mesh(points, shapes[i])
                 analysis.interpolated = filled
                 yield analysis

@@ -1,52 +1,81 @@
-"""Temporal smoothing of landmarks: the One-Euro filter (Casiez et al., CHI 2012).
+"""Temporal smoothing of landmarks without lag: a centred window whose strength adapts to speed.
 
-It follows fast motion (a blink, a mouth opening) with little lag and removes the small
-frame-to-frame jitter of still parts, which a fixed low-pass filter cannot do both at once.
+Still points (the jitter peers are criticised for) are averaged over neighbouring frames;
+fast ones (a blink, a mouth opening, a head turn) keep their raw position, so nothing lags
+or gets washed out. The window looks `radius` frames ahead, so a stream is delayed by that
+many frames, never more.
 """
 from __future__ import annotations
 
-import math
+from collections import deque
 from dataclasses import dataclass
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    """One-Euro parameters. Speeds are measured in face sizes per second, so the same
-    settings fit a face of 100 px and of 1000 px."""
+    """Speeds are in face sizes per second, so settings fit a face of any pixel size."""
 
-    min_cutoff: float = 1.5  # Hz: cutoff when a point is still (lower = steadier)
-    beta: float = 0.8  # how fast the cutoff rises with speed (higher = less lag)
-    d_cutoff: float = 1.0  # Hz: cutoff for the speed estimate
-
-
-def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
-    tau = 1.0 / (2 * math.pi * cutoff)
-    return 1.0 / (1.0 + tau / dt)
+    radius: int = 3  # frames on each side of the centre frame
+    sigma: float = 1.5  # Gaussian width of the window, in frames
+    still_speed: float = 0.25  # below about this speed a point is smoothed fully
 
 
-class OneEuroFilter:
-    """Filters a stream of point arrays of one fixed shape, one call per frame."""
+def _gaussian_at(window: np.ndarray, i: int, config: SmoothingConfig) -> np.ndarray:
+    """Gaussian average of the window's frames around frame i (at most `radius` away)."""
+    offsets = np.arange(len(window)) - i
+    w = np.exp(-0.5 * (offsets / config.sigma) ** 2) * (np.abs(offsets) <= config.radius)
+    return np.tensordot(w / w.sum(), window, axes=1)
 
-    def __init__(self, fps: float, config: SmoothingConfig = SmoothingConfig()):
-        self.dt = 1.0 / fps
-        self.config = config
-        self.reset()
 
-    def reset(self) -> None:
-        self._x: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
+def smooth_window(window: np.ndarray, centre: int, fps: float, face_size: float, config: SmoothingConfig) -> np.ndarray:
+    """Smoothed points of frame `centre` of `window` (F, N, 2), its neighbours around it."""
+    smooth = _gaussian_at(window, centre, config)  # (N, 2)
+    if len(window) < 3:
+        return smooth.astype(np.float32)
+    # Speed of the smoothed trajectory (so noise does not count as motion), face sizes / s.
+    lo, hi = max(centre - 1, 0), min(centre + 1, len(window) - 1)
+    velocity = (_gaussian_at(window, hi, config) - _gaussian_at(window, lo, config)) / (hi - lo)
+    speed = np.linalg.norm(velocity, axis=-1, keepdims=True) * fps / max(face_size, 1e-6)
+    keep_smooth = 1.0 / (1.0 + (speed / config.still_speed) ** 2)
+    return (keep_smooth * smooth + (1 - keep_smooth) * window[centre]).astype(np.float32)
 
-    def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
-        """Smoothed copy of `x`; `scale` is the face size in the units of `x`."""
-        x = np.asarray(x, np.float64)
-        if self._x is None:
-            self._x, self._dx = x.copy(), np.zeros_like(x)
-            return x.astype(np.float32)
-        c = self.config
-        dx = (x - self._x) / self.dt / max(scale, 1e-6)
-        self._dx = self._dx + _alpha(c.d_cutoff, self.dt) * (dx - self._dx)
-        cutoff = c.min_cutoff + c.beta * np.abs(self._dx)
-        self._x = self._x + _alpha(cutoff, self.dt) * (x - self._x)
-        return self._x.astype(np.float32)
+
+def smooth_stream(
+    items: Iterable[tuple[np.ndarray | None, T]], fps: float, config: SmoothingConfig
+) -> Iterator[tuple[np.ndarray | None, T]]:
+    """Smooth a stream of (points or None, tag) lazily; None breaks the trajectory
+    (nothing is averaged across a gap). Tags pass through untouched."""
+    buffer: deque[tuple[np.ndarray, T]] = deque()
+    emitted = 0  # frames of the current run already emitted
+
+    def emit(centre_index: int) -> tuple[np.ndarray, T]:
+        lo = max(centre_index - config.radius, 0)
+        hi = min(centre_index + config.radius + 1, len(buffer))
+        window = np.stack([buffer[i][0] for i in range(lo, hi)])
+        face = float(np.ptp(buffer[centre_index][0], axis=0).max())
+        return smooth_window(window, centre_index - lo, fps, face, config), buffer[centre_index][1]
+
+    for points, tag in items:
+        if points is None:
+            while emitted < len(buffer):
+                yield emit(emitted)
+                emitted += 1
+            buffer.clear()
+            emitted = 0
+            yield None, tag
+            continue
+        buffer.append((np.asarray(points, np.float64), tag))
+        if len(buffer) - emitted > config.radius:
+            yield emit(emitted)
+            emitted += 1
+            if emitted > config.radius:  # the oldest frame is no longer anyone's neighbour
+                buffer.popleft()
+                emitted -= 1
+    while emitted < len(buffer):
+        yield emit(emitted)
+        emitted += 1
