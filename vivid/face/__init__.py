@@ -4,12 +4,13 @@ from .analyzer import FaceAnalyzer, TrackConfig
 from .crop import CropConfig, SquareBox, crop_analysis, crop_image, face_square, paste_crop, video_square
 from .labels import EXPRESSION_PARTS, LABELS, colorize, label_mask
 from .motion_map import MotionMapStyle, render_motion_map
+from .motion_track import MotionTrack
 from .random_scaling import component_centres, random_scale, scale_components
 from .smoothing import SmoothingConfig
 
 __all__ = [
     "FaceAnalysis", "NoFaceError", "FaceAnalyzer", "TrackConfig", "CropConfig", "SquareBox",
     "crop_analysis", "crop_image", "face_square", "paste_crop", "video_square", "EXPRESSION_PARTS",
-    "LABELS", "colorize", "label_mask", "MotionMapStyle", "render_motion_map", "component_centres",
+    "LABELS", "colorize", "label_mask", "MotionMapStyle", "MotionTrack", "render_motion_map", "component_centres",
     "random_scale", "scale_components", "SmoothingConfig",
 ]

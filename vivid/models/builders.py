@@ -1,0 +1,91 @@
+"""Build the networks: from the base models the paper starts from, or tiny and random for tests."""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from .pose_guider import PoseGuider
+
+
+@dataclass(frozen=True)
+class BaseModels:
+    """Hugging Face ids (or local folders) of the pretrained parts (DESIGN.md, method 4)."""
+
+    stable_diffusion: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # UNet, scheduler
+    vae: str = "stabilityai/sd-vae-ft-mse"
+    image_encoder: str = "lambdalabs/sd-image-variations-diffusers"  # CLIP ViT-L/14 with projection
+    motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-2"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def scheduler_config() -> dict:
+    """DDIM as AnimateAnyone-family models sample: SD 1.5 betas, v1 offset, zero-SNR off."""
+    return dict(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+        timestep_spacing="trailing",
+    )
+
+
+def networks_from_unet2d(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> tuple[UNet2DConditionModel, UNetMotionModel, PoseGuider]:
+    """ReferenceNet (a copy of the image UNet), the denoising UNet with temporal layers, and a
+    PoseGuider whose output width matches the UNet's first block."""
+    reference_net = copy.deepcopy(unet2d)
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    pose_guider = PoseGuider(out_channels=unet.config.block_out_channels[0])
+    return reference_net, unet, pose_guider
+
+
+def load_base_components(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> dict:
+    """Every component from the pretrained base models (downloads on first use)."""
+    unet2d = UNet2DConditionModel.from_pretrained(base.stable_diffusion, subfolder="unet", torch_dtype=dtype)
+    adapter = MotionAdapter.from_pretrained(base.motion_adapter, torch_dtype=dtype)
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(base.image_encoder, subfolder="image_encoder", torch_dtype=dtype)
+    reference_net, unet, pose_guider = networks_from_unet2d(unet2d, adapter)
+    return dict(
+        vae=AutoencoderKL.from_pretrained(base.vae, torch_dtype=dtype),
+        image_encoder=image_encoder,
+        feature_extractor=CLIPImageProcessor.from_pretrained(base.image_encoder, subfolder="feature_extractor"),
+        reference_net=reference_net,
+        unet=unet,
+        pose_guider=pose_guider.to(dtype),
+        scheduler=DDIMScheduler(**scheduler_config()),
+    )
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """Tiny random components with the same architecture families as the real ones, for
+    tests and UI work: a 64 px model that runs in seconds on a CPU."""
+    torch.manual_seed(seed)
+    width = 32
+    unet2d = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(width, 2 * width), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=width, attention_head_dim=8, norm_num_groups=8,
+    )
+    adapter = MotionAdapter(
+        block_out_channels=(width, 2 * width), motion_layers_per_block=1, motion_num_attention_heads=2,
+        motion_norm_num_groups=8, motion_max_seq_length=32,
+    )
+    reference_net, unet, _ = networks_from_unet2d(unet2d, adapter)
+    pose_guider = PoseGuider(block_out_channels=(4, 8, 8, 16), out_channels=width)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        sample_size=64,
+    )
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(hidden_size=width, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                         image_size=32, patch_size=8, projection_dim=width)
+    )
+    feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return dict(
+        vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor, reference_net=reference_net,
+        unet=unet, pose_guider=pose_guider, scheduler=DDIMScheduler(**scheduler_config()),
+    )

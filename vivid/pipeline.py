@@ -1,0 +1,326 @@
+"""VividPipeline: the diffusion engine (DESIGN.md, method points 3-5).
+
+Reads like the paper: analyse faces -> encode the reference (VAE, CLIP fg/bg, ReferenceNet
+once) -> prepare windows -> denoise (PoseGuider per window, overlapping predictions
+averaged, cyclic shift each step) -> decode in chunks, streaming frames out.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from .face import CropConfig, FaceAnalyzer, MotionTrack, crop_image, face_square
+from .media import to_rgb
+from .models.builders import BaseModels, load_base_components, tiny_components
+from .models.image_conditioning import ReferenceEmbeddings, reference_embeddings
+from .models.pose_guider import PoseInjector
+from .models.reference_attention import ReferenceBank, install_reference_attention
+from .models.weights import load_strict
+from .windows import average_windows, context_windows
+
+log = logging.getLogger(__name__)
+
+#: Approximate linear map from SD 1.5 latents to RGB, for cheap previews of the estimate.
+LATENT_RGB_FACTORS = torch.tensor(
+    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+)
+#: Trained weight files written by train/ and read by `load_trained`.
+TRAINED_FILES = {
+    "reference_net": "reference_net.safetensors",
+    "unet": "denoising_unet.safetensors",
+    "pose_guider": "pose_guider.safetensors",
+}
+
+
+@dataclass
+class ProgressEvent:
+    """Denoising step `step` of `total` finished; `preview` is a small RGB of the estimate."""
+
+    step: int
+    total: int
+    preview: np.ndarray | None
+    kind: Literal["progress"] = "progress"
+
+
+@dataclass
+class FrameEvent:
+    """Output frame `index` (RGB uint8), yielded as soon as it is decoded."""
+
+    index: int
+    frame: np.ndarray
+    kind: Literal["frame"] = "frame"
+
+
+@dataclass
+class PreparedReference:
+    """The reference portrait cropped for the model, with its person mask."""
+
+    image: np.ndarray  # (res, res, 3) uint8
+    person: np.ndarray  # (res, res) bool
+
+
+def _auto_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class VividPipeline(DiffusionPipeline):
+    """Portrait animation guided by facial parsing maps.
+
+    Components: `vae`, `image_encoder` (+ `feature_extractor`), `reference_net`, `unet`
+    (UNetMotionModel), `pose_guider`, `scheduler`.
+    """
+
+    model_cpu_offload_seq = "image_encoder->reference_net->pose_guider->unet->vae"
+
+    def __init__(
+        self,
+        vae,
+        image_encoder,
+        feature_extractor,
+        reference_net,
+        unet,
+        pose_guider,
+        scheduler,
+        resolution: int = 512,
+        face_backend: str = "auto",
+        separate_fg_bg: bool = True,
+        base_models: dict | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor,
+            reference_net=reference_net, unet=unet, pose_guider=pose_guider, scheduler=scheduler,
+        )
+        self.register_to_config(
+            resolution=resolution, face_backend=face_backend, separate_fg_bg=separate_fg_bg,
+            base_models=base_models or {},
+        )
+        self.bank = ReferenceBank()
+        install_reference_attention(reference_net, unet, self.bank)
+        self.pose_injector = PoseInjector(unet)
+        self._analyzer: FaceAnalyzer | None = None
+        self.crop = CropConfig()
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, seed: int = 0, resolution: int = 64) -> "VividPipeline":
+        """Tiny random components on the CPU, same code paths as the full model."""
+        return cls(**tiny_components(seed), resolution=resolution, face_backend="mesh")
+
+    @classmethod
+    def from_base_models(
+        cls,
+        base: BaseModels = BaseModels(),
+        trained: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        resolution: int = 512,
+    ) -> "VividPipeline":
+        """Base components by Hugging Face id or local folder, plus our trained weights
+        (`trained`: a folder with the files of TRAINED_FILES) loaded strictly."""
+        device = torch.device(device) if device else _auto_device()
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        pipe = cls(**load_base_components(base, dtype), resolution=resolution, base_models=base.to_dict())
+        if trained is not None:
+            pipe.load_trained(trained)
+        return pipe.to(device)
+
+    def load_trained(self, folder: str) -> None:
+        """Load ReferenceNet, denoising UNet and PoseGuider weights; any missing or
+        mismatched tensor is an error naming the file."""
+        from pathlib import Path
+
+        for name, filename in TRAINED_FILES.items():
+            load_strict(getattr(self, name), Path(folder) / filename, name)
+
+    # -- faces ----------------------------------------------------------------------------
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer(self.config.face_backend)
+        return self._analyzer
+
+    def prepare_reference(self, reference: np.ndarray) -> PreparedReference:
+        """Find the face, crop the square the model works in, and the person mask there."""
+        rgb = to_rgb(reference, "reference").rgb
+        analysis = self.analyzer.analyze(rgb, "the reference image")
+        square = face_square(analysis.box, self.crop)
+        res = self.config.resolution
+        return PreparedReference(
+            image=crop_image(rgb, square, res),
+            person=crop_image(analysis.foreground.astype(np.uint8), square, res, nearest=True) > 0,
+        )
+
+    def prepare_driving(self, frames: Iterable[np.ndarray], fps: float = 25.0) -> MotionTrack:
+        return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop)
+
+    # -- the diffusion steps --------------------------------------------------------------
+    def check_inputs(self, window: int, overlap: int, steps: int, guidance: float) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 frame, got {window}")
+        if not 0 <= overlap < window:
+            raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if window > self.unet.config.motion_max_seq_length:
+            raise ValueError(f"window {window} is longer than the temporal layers' "
+                             f"{self.unet.config.motion_max_seq_length} frames")
+
+    def _image_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1] on the pipeline's device/dtype."""
+        t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        return (t.to(self._execution_device, self.unet.dtype) / 127.5) - 1.0
+
+    @torch.no_grad()
+    def encode_reference(self, ref: PreparedReference, guided: bool) -> ReferenceEmbeddings:
+        """CLIP fg/bg embeddings and the ReferenceNet's attention features, once per video."""
+        emb = reference_embeddings(
+            self.image_encoder, self.feature_extractor, ref.image, ref.person, self.config.separate_fg_bg
+        )
+        latents = self.vae.encode(self._image_tensor(ref.image[None])).latent_dist.mean
+        latents = latents * self.vae.config.scaling_factor
+        context = emb.reference_net.to(self.reference_net.dtype)
+        if guided:  # unconditional branch first, as in the denoising batch
+            latents = torch.cat([latents, latents])
+            context = torch.cat([torch.zeros_like(context), context])
+        self.bank.clear()
+        t0 = torch.zeros(latents.shape[0], dtype=torch.long, device=latents.device)
+        self.reference_net(latents, t0, encoder_hidden_states=context)
+        return emb
+
+    def _predict_window(
+        self, latents: torch.Tensor, frames: list[int], t: torch.Tensor, motion: MotionTrack,
+        context: torch.Tensor, guidance: float,
+    ) -> torch.Tensor:
+        """Guided noise prediction for the frames of one window: (1, C, len(frames), h, w)."""
+        guided = guidance > 1.0
+        sample = latents[:, :, frames]
+        sample = torch.cat([sample, sample]) if guided else sample
+        sample = self.scheduler.scale_model_input(sample, t)
+        pose = self.pose_guider(self._image_tensor(motion.motion_maps(frames)).to(self.pose_guider.dtype))
+        pose = torch.cat([pose, pose]) if guided else pose  # (B*F, C, h, w), frames inner
+        ctx = context.repeat_interleave(len(frames), dim=0)
+        with self.pose_injector.inject(pose):
+            noise = self.unet(sample, t, encoder_hidden_states=ctx).sample
+        if guided:
+            uncond, cond = noise.chunk(2)
+            noise = uncond + guidance * (cond - uncond)
+        return noise
+
+    def _preview(self, x0: torch.Tensor | None, frame: int) -> np.ndarray | None:
+        """The current estimate of one frame, straight from latents (no VAE), 4x upscaled."""
+        if x0 is None:
+            return None
+        lat = x0[0, :, frame].float().cpu()  # (C, h, w)
+        rgb = torch.einsum("chw,cr->hwr", lat, LATENT_RGB_FACTORS[: lat.shape[0]])
+        img = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+        return np.asarray(Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
+        """VAE-decode (1, C, F, h, w) latents a few frames at a time, yielding RGB frames."""
+        latents = latents / self.vae.config.scaling_factor
+        for start in range(0, latents.shape[2], chunk):
+            part = latents[0, :, start : start + chunk].permute(1, 0, 2, 3).to(self.vae.dtype)
+            images = self.vae.decode(part).sample  # (n, 3, H, W) in [-1, 1]
+            images = ((images.float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+            yield from images.permute(0, 2, 3, 1).cpu().numpy()
+
+    # -- entry points ---------------------------------------------------------------------
+    def stream(
+        self,
+        reference: np.ndarray,
+        driving_frames: Iterable[np.ndarray],
+        *,
+        window: int = 24,
+        overlap: int = 4,
+        cyclic: bool = True,
+        steps: int = 25,
+        guidance: float = 3.5,
+        seed: int = 0,
+        fps: float = 25.0,
+    ) -> Iterator[ProgressEvent | FrameEvent]:
+        """Animate `reference` with `driving_frames`: progress events during denoising, then
+        the frames one by one. Closing the generator stops the work."""
+        self.check_inputs(window, overlap, steps, guidance)
+        ref = self.prepare_reference(reference)
+        motion = self.prepare_driving(driving_frames, fps)
+        yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, steps=steps,
+                                 guidance=guidance, seed=seed)
+
+    @torch.no_grad()
+    def generate(
+        self, ref: PreparedReference, motion: MotionTrack, *, window: int = 24, overlap: int = 4,
+        cyclic: bool = True, steps: int = 25, guidance: float = 3.5, seed: int = 0, decode_chunk: int = 8,
+    ) -> Iterator[ProgressEvent | FrameEvent]:
+        """The engine on prepared inputs (reference crop + driving motion)."""
+        self.check_inputs(window, overlap, steps, guidance)
+        guided = guidance > 1.0
+        device = self._execution_device
+        try:
+            emb = self.encode_reference(ref, guided)
+            context = emb.unet.to(device, self.unet.dtype)
+            if guided:
+                context = torch.cat([torch.zeros_like(context), context])
+            num_frames = len(motion)
+            h = w = self.config.resolution // self.vae_scale_factor
+            generator = torch.Generator("cpu").manual_seed(seed)
+            shape = (1, self.unet.config.in_channels, num_frames, h, w)
+            latents = torch.randn(shape, generator=generator).to(device, self.unet.dtype)
+            self.scheduler.set_timesteps(steps, device=device)
+            latents = latents * self.scheduler.init_noise_sigma
+            timesteps = self.scheduler.timesteps
+            for i, t in enumerate(timesteps):
+                windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic)
+                preds = [self._predict_window(latents, w_, t, motion, context, guidance) for w_ in windows]
+                noise = average_windows(preds, windows, num_frames)
+                out = self.scheduler.step(noise, t, latents)
+                latents = out.prev_sample
+                yield ProgressEvent(i + 1, len(timesteps), self._preview(getattr(out, "pred_original_sample", None), num_frames // 2))
+            for index, frame in enumerate(self.decode(latents, decode_chunk)):
+                yield FrameEvent(index, frame)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise RuntimeError(
+                f"out of GPU memory at {self.config.resolution} px with window={window}: "
+                "lower --window (e.g. 16) or --size"
+            ) from exc
+        finally:
+            self.bank.clear()
+
+    def __call__(
+        self,
+        reference: np.ndarray,
+        driving_frames: Iterable[np.ndarray],
+        *,
+        window: int = 24,
+        overlap: int = 4,
+        cyclic: bool = True,
+        steps: int = 25,
+        guidance: float = 3.5,
+        seed: int = 0,
+        fps: float = 25.0,
+    ) -> list[np.ndarray]:
+        """All output frames (RGB uint8, the model's resolution), with a progress bar."""
+        frames: list[np.ndarray] = []
+        bar = self.progress_bar(total=steps)
+        for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic,
+                                 steps=steps, guidance=guidance, seed=seed, fps=fps):
+            if event.kind == "progress":
+                bar.update(1)
+            else:
+                frames.append(event.frame)
+        bar.close()
+        return frames
