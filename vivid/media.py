@@ -6,6 +6,7 @@ Everything that enters the program as pixels goes through `load_image` / `to_rgb
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 MIN_SIDE = 64
 #: Largest image we accept, in pixels (about 8000 x 6000).
 MAX_PIXELS = 50_000_000
+#: Longest driving video we accept (10 minutes at 30 fps) and its largest frame side.
+MAX_VIDEO_FRAMES = 18_000
+MAX_VIDEO_SIDE = 4096
 
 
 class InputError(ValueError):
@@ -126,7 +130,8 @@ class VideoInfo:
 
 
 def probe_video(path: str | Path) -> VideoInfo:
-    """Frame rate, size, rotation and audio presence of a video file."""
+    """Frame rate, displayed size, rotation and audio presence of a video file, with a
+    clear error for anything unreadable or beyond the limits."""
     import av
 
     path = Path(path)
@@ -138,16 +143,23 @@ def probe_video(path: str | Path) -> VideoInfo:
                 raise InputError(f"{path.name}: has no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            return VideoInfo(
+            rotation = _first_frame_rotation(container, stream)
+            w, h = stream.codec_context.width, stream.codec_context.height
+            info = VideoInfo(
                 fps=float(rate),
                 frames=int(stream.frames or 0),
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
-                rotation=_first_frame_rotation(container, stream),
+                width=h if rotation in (90, 270) else w,  # as displayed
+                height=w if rotation in (90, 270) else h,
+                rotation=rotation,
                 has_audio=bool(container.streams.audio),
             )
     except av.error.FFmpegError as exc:
         raise InputError(f"{path.name}: not a readable video ({exc})") from exc
+    if max(info.width, info.height) > MAX_VIDEO_SIDE:
+        raise InputError(f"{path.name} is {info.width}x{info.height}; the limit is {MAX_VIDEO_SIDE} px, please downscale it")
+    if info.frames > MAX_VIDEO_FRAMES:
+        raise InputError(f"{path.name} has {info.frames} frames; the limit is {MAX_VIDEO_FRAMES}, please trim it")
+    return info
 
 
 def _first_frame_rotation(container, stream) -> int:
@@ -184,14 +196,39 @@ def read_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.n
                 count += 1
                 if max_frames is not None and count >= max_frames:
                     break
+                if count >= MAX_VIDEO_FRAMES:
+                    raise InputError(f"{path.name} is longer than {MAX_VIDEO_FRAMES} frames, please trim it")
     except av.error.FFmpegError as exc:
         raise InputError(f"{path.name}: video could not be decoded after {count} frames ({exc})") from exc
     if count == 0:
         raise InputError(f"{path.name}: the video has no frames")
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> int:
-    """Write RGB frames as an H.264 mp4 that browsers play; returns the frame count."""
+def write_video(
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, audio_from: str | Path | None = None
+) -> int:
+    """Write RGB frames as an H.264 mp4 that browsers play, frame by frame; with
+    `audio_from`, carry that file's audio over (cut to the video's length). Returns the
+    frame count. Nothing is left behind if writing fails."""
+    path = Path(path)
+    if audio_from is None or not probe_video(audio_from).has_audio:
+        try:
+            return _encode(path, frames, fps)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".vivid-") as tmp:
+        silent = Path(tmp) / "video.mp4"
+        count = _encode(silent, frames, fps)
+        try:
+            mux_audio(silent, audio_from, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return count
+
+
+def _encode(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
     import av
 
     count = 0
@@ -201,7 +238,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> i
             if stream is None:
                 h, w = frame.shape[:2]
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                stream.width, stream.height = w - w % 2, h - h % 2
+                stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sides
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": "18", "preset": "veryfast"}
             img = np.ascontiguousarray(frame[: stream.height, : stream.width])
@@ -213,3 +250,38 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> i
         for packet in stream.encode():
             container.mux(packet)
     return count
+
+
+def mux_audio(video: str | Path, audio_from: str | Path, out: str | Path) -> None:
+    """`video`'s stream (not re-encoded) plus the first audio stream of `audio_from`, cut to
+    the video's duration; AAC/MP3 audio is copied, anything else re-encoded to AAC."""
+    import av
+
+    with av.open(str(video)) as vin, av.open(str(audio_from)) as ain, av.open(str(out), "w") as dst:
+        vs = vin.streams.video[0]
+        ov = dst.add_stream_from_template(vs)
+        src_audio = ain.streams.audio[0]
+        copy = src_audio.codec_context.name in ("aac", "mp3")
+        oa = dst.add_stream_from_template(src_audio) if copy else dst.add_stream("aac", rate=src_audio.rate or 44100)
+        duration = float(vs.duration * vs.time_base) if vs.duration else None
+        for packet in vin.demux(vs):
+            if packet.dts is None:
+                continue
+            packet.stream = ov
+            dst.mux(packet)
+        for packet in ain.demux(src_audio):
+            if packet.dts is None:
+                continue
+            if duration is not None and packet.pts is not None and packet.pts * packet.time_base > duration:
+                break
+            if copy:
+                packet.stream = oa
+                dst.mux(packet)
+            else:
+                for frame in packet.decode():
+                    frame.pts = None
+                    for p in oa.encode(frame):
+                        dst.mux(p)
+        if not copy:
+            for p in oa.encode():
+                dst.mux(p)

@@ -9,7 +9,10 @@ import os
 
 import numpy as np
 
+import warnings
+
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
 import mediapipe as mp  # noqa: E402
 
 log = logging.getLogger(__name__)

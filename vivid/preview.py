@@ -1,0 +1,258 @@
+"""The CPU preview engine: animates the reference by warping it with the driving face's
+motion. Needs no downloaded weights; runs in real time on two cores.
+
+Per driving frame: the head's motion (a similarity transform of stable face points
+relative to the first driving frame) and the expression (what remains of the mesh motion
+once the head motion is removed) are moved onto the reference face, normalised for size
+and in-plane rotation; the reference is then warped piecewise-affinely from its own mesh to
+that target mesh. A dark mouth interior is painted where the mouth opens wider than in the
+reference, and the warped face is blended back into the whole reference image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from .face import FaceAnalyzer, NoFaceError, TrackConfig, crop_image, face_square
+from .face import mesh_topology as mt
+from .face.crop import CropConfig, SquareBox
+from .media import to_rgb
+
+#: Points that move with the head but little with expression: face outline, nose bridge,
+#: outer eye corners. Head motion is estimated from these.
+STABLE_POINTS = tuple(sorted(set(mt.FACE_OVAL) | {168, 6, 197, 195, 33, 263}))
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """Options of the preview engine (defaults are what the app and CLI use)."""
+
+    size: int = 512  # side of the square face crop that is animated, in px
+    crop_scale: float = 2.6  # crop side in face-box sizes: room for head motion
+    relative: bool = True  # motion relative to the first driving frame (False: absolute)
+    crop_only: bool = False  # output the animated crop instead of the whole image
+    head_ring: float = 1.35  # ring (in face radii) that moves rigidly with the head: hair, neck
+    falloff_ring: float = 2.3  # ring that moves half as much; the crop border stays still
+    mouth_color: tuple[int, int, int] = (45, 14, 18)  # inside of an open mouth
+    teeth_color: tuple[int, int, int] = (200, 192, 180)  # upper teeth, shown under the upper lip
+    teeth_depth: float = 0.35  # teeth band height, in mouth-opening heights
+    mouth_opacity: float = 0.9
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2x3 similarity (rotation, uniform scale, translation) mapping src to dst."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - ms, dst - md
+    cov = d.T @ s / len(src)
+    u, sigma, vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
+    fix = np.diag([1.0, sign])
+    rot = u @ fix @ vt
+    scale = (sigma * np.diag(fix)).sum() / max((s**2).sum() / len(src), 1e-12)
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
+
+
+def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 transform of applying b, then a."""
+    out = np.zeros((2, 3))
+    out[:, :2] = a[:, :2] @ b[:, :2]
+    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
+    return out
+
+
+def invert(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(m)
+
+
+@dataclass
+class PreparedReference:
+    """The reference, its animated crop, mesh and triangulation (built once per video)."""
+
+    image: np.ndarray  # whole reference, RGB
+    square: SquareBox
+    crop: np.ndarray  # (size, size, 3)
+    points: np.ndarray  # (478, 2) mesh in crop pixels
+    rings: tuple[np.ndarray, np.ndarray]  # head ring, falloff ring (crop pixels)
+    border: np.ndarray  # still points on the crop border
+    triangles: np.ndarray  # (T, 3) indices into [points, head ring, falloff ring, border]
+    mouth_area: float  # inner-mouth area of the reference, px^2
+
+
+def _polygon_area(p: np.ndarray) -> float:
+    x, y = p[:, 0], p[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def _inner_mouth(points: np.ndarray) -> np.ndarray:
+    return points[list(mt.INNER_UPPER_LIP + mt.INNER_LOWER_LIP[-2:0:-1])]
+
+
+class PreviewAnimator:
+    """Warps a reference portrait with the motion of a driving video, frame by frame."""
+
+    def __init__(self, config: PreviewConfig = PreviewConfig(), analyzer: FaceAnalyzer | None = None):
+        self.config = config
+        self.analyzer = analyzer or FaceAnalyzer("mesh", segment=False)
+        n = config.size
+        self._grid = np.mgrid[0:n, 0:n].astype(np.float32)  # (2, n, n): y, x
+
+    def prepare(self, reference: np.ndarray) -> PreparedReference:
+        """Analyse and crop the reference and triangulate its mesh with the support rings."""
+        c = self.config
+        rgb = to_rgb(reference, "reference").rgb
+        analysis = self.analyzer.analyze(rgb, "the reference image")
+        if analysis.landmarks is None or len(analysis.landmarks) < mt.NUM_POINTS:
+            raise NoFaceError("the preview engine needs the face mesh of the reference")
+        square = face_square(analysis.box, CropConfig(scale=c.crop_scale, lift=0.05))
+        m = square.matrix(c.size)
+        points = apply(m, analysis.landmarks.astype(np.float64))
+        oval = points[list(mt.FACE_OVAL)]
+        centre = oval.mean(axis=0)
+        rings = (centre + c.head_ring * (oval - centre), centre + c.falloff_ring * (oval - centre))
+        k = np.linspace(0, c.size - 1, 9)
+        edge = np.r_[np.c_[k, np.zeros(9)], np.c_[k, np.full(9, c.size - 1)],
+                     np.c_[np.zeros(7), k[1:-1]], np.c_[np.full(7, c.size - 1), k[1:-1]]]
+        border = edge * 1.0  # exact crop border: still, so the crop joins the image seamlessly
+        everything = np.concatenate([points, *rings, border])
+        triangles = Delaunay(everything).simplices.astype(np.int32)
+        return PreparedReference(
+            image=rgb, square=square, crop=crop_image(rgb, square, c.size), points=points, rings=rings,
+            border=border, triangles=triangles, mouth_area=_polygon_area(_inner_mouth(points)),
+        )
+
+    # -- motion transfer ----------------------------------------------------------------
+    def target_points(self, ref: PreparedReference, first: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reference mesh moved like the driving face moved from `first` to `current`
+        (driving pixels); returns the target mesh and the head motion in crop pixels."""
+        stable = list(STABLE_POINTS)
+        to_ref = similarity(first[stable], ref.points[stable])  # driving frame 0 -> reference
+        head_drv = similarity(first[stable], current[stable])  # head motion in the driving video
+        head = compose(to_ref, compose(head_drv, invert(to_ref)))  # the same motion, on the reference
+        if not self.config.relative:  # the driving mesh itself, placed on the reference face
+            return apply(to_ref, current), head
+        expression = apply(invert(head_drv), current) - first  # in driving frame-0 coordinates
+        expression = expression @ to_ref[:, :2].T  # rotated and scaled onto the reference face
+        return apply(head, ref.points + expression), head
+
+    def warp(self, ref: PreparedReference, target: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Warped crop and the mask of pixels that moved (for blending back)."""
+        c = self.config
+        n = c.size
+        head_ring = apply(head, ref.rings[0])
+        falloff = 0.5 * (ref.rings[1] + apply(head, ref.rings[1]))
+        src = np.concatenate([ref.points, *ref.rings, ref.border])
+        dst = np.concatenate([target, head_ring, falloff, ref.border])
+        tri = ref.triangles
+        # Affine map of each triangle, target -> source, solved for all triangles at once.
+        tgt = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], axis=2)  # (T, 3, 3)
+        valid = np.abs(np.linalg.det(tgt)) > 1e-6
+        affine = np.zeros((len(tri), 3, 2))
+        affine[valid] = np.linalg.solve(tgt[valid], src[tri][valid])
+        # Which triangle covers each output pixel (0 = none: pixel stays).
+        index = np.zeros((n, n), np.int32)
+        corners = np.round(dst[tri] * 16).astype(np.int32)  # 4 fractional bits
+        for k in np.nonzero(valid)[0]:
+            cv2.fillConvexPoly(index, corners[k], int(k) + 1, cv2.LINE_8, 4)
+        coef = np.concatenate([[[1, 0, 0, 0, 1, 0]], affine.transpose(0, 2, 1).reshape(-1, 6)]).astype(np.float32)
+        c = coef[index]  # (n, n, 6): x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5
+        ys, xs = self._grid
+        map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
+        map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
+        out = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
+        self._paint_mouth(out, ref, target, moved)
+        return out, moved
+
+    def _paint_mouth(self, out: np.ndarray, ref: PreparedReference, target: np.ndarray, moved: np.ndarray) -> None:
+        """Paint a mouth interior where the target mouth opens wider than the reference's:
+        only the newly opened share is painted, so a reference that already shows its teeth
+        keeps them."""
+        c = self.config
+        inner = _inner_mouth(target)
+        area = _polygon_area(inner)
+        face_area = _polygon_area(target[list(mt.FACE_OVAL)])
+        opened = area - ref.mouth_area
+        strength = float(np.clip(opened / (0.004 * face_area + 1e-6), 0, 1)) * (opened / max(area, 1e-6))
+        strength *= c.mouth_opacity
+        if strength <= 0.02:
+            return
+        x, y, w, h = cv2.boundingRect(np.round(inner).astype(np.int32))
+        pad = 4
+        y0, x0 = max(y - pad, 0), max(x - pad, 0)
+        y1, x1 = min(y + h + pad, out.shape[0]), min(x + w + pad, out.shape[1])
+        if y0 >= y1 or x0 >= x1:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [np.round((inner - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        # Interior colour: dark, with a soft band of upper teeth under the upper lip.
+        upper = target[list(mt.INNER_UPPER_LIP)]
+        top = np.interp(np.arange(x0, x1), upper[:, 0][np.argsort(upper[:, 0])], upper[:, 1][np.argsort(upper[:, 0])])
+        depth = (np.arange(y0, y1)[:, None] - top[None, :]) / max(h, 1)  # 0 at the upper lip
+        teeth = np.clip(1.0 - depth / c.teeth_depth, 0, 1)[..., None] * min(1.0, h / (0.06 * np.sqrt(face_area)))
+        colour = np.array(c.mouth_color, np.float32) * (1 - teeth) + np.array(c.teeth_color, np.float32) * teeth
+        alpha = cv2.GaussianBlur(mask, (0, 0), 1.2).astype(np.float32)[..., None] / 255 * strength
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = (region * (1 - alpha) + colour * alpha).round().astype(np.uint8)
+        moved[y0:y1, x0:x1] |= mask > 0
+
+    def compose_output(self, ref: PreparedReference, crop: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """The whole reference image with the animated crop blended in where it changed."""
+        if self.config.crop_only:
+            return crop
+        out = ref.image.copy()
+        x0, y0, x1, y1 = _bounds(moved)
+        if x0 >= x1:
+            return out
+        pad = 8  # room for the soft edge
+        alpha = np.zeros(moved.shape, np.uint8)
+        alpha[moved] = 255
+        alpha = cv2.GaussianBlur(cv2.dilate(alpha, np.ones((5, 5), np.uint8)), (0, 0), 2)
+        # Only the image region under the changed part of the crop is resampled and blended.
+        inverse = cv2.invertAffineTransform(ref.square.matrix(self.config.size))
+        corners = np.array([[x0 - pad, y0 - pad], [x1 + pad, y1 + pad]], np.float64) @ inverse[:, :2].T + inverse[:, 2]
+        h, w = out.shape[:2]
+        ix0, iy0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [w, h])
+        ix1, iy1 = np.clip(np.ceil(corners.max(axis=0)).astype(int), 0, [w, h])
+        if ix0 >= ix1 or iy0 >= iy1:
+            return out
+        roi = inverse.copy()
+        roi[:, 2] -= (ix0, iy0)  # image -> ROI coordinates, composed into the crop -> image map
+        size = (int(ix1 - ix0), int(iy1 - iy0))
+        back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None].astype(np.float32) / 255
+        region = out[iy0:iy1, ix0:ix1].astype(np.float32)
+        out[iy0:iy1, ix0:ix1] = (region * (1 - a) + back.astype(np.float32) * a).round().astype(np.uint8)
+        return out
+
+    # -- whole videos ---------------------------------------------------------------------
+    def stream(self, reference: np.ndarray, driving_frames: Iterable[np.ndarray], fps: float = 25.0) -> Iterator[np.ndarray]:
+        """Animated frames, one per driving frame, produced lazily (memory stays flat)."""
+        ref = self.prepare(reference)
+        first: np.ndarray | None = None
+        last = ref.crop, np.zeros(ref.crop.shape[:2], bool)
+        for analysis in self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps)):
+            if analysis is not None:
+                current = analysis.landmarks.astype(np.float64)
+                first = current if first is None else first
+                target, head = self.target_points(ref, first, current)
+                last = self.warp(ref, target, head)
+            yield self.compose_output(ref, *last)
+
+
+def _bounds(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    ys = np.nonzero(alpha.any(axis=1))[0]
+    xs = np.nonzero(alpha.any(axis=0))[0]
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    return int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1
