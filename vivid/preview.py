@@ -31,15 +31,22 @@ STABLE_POINTS = tuple(sorted(set(mt.FACE_OVAL) | {168, 6, 197, 195, 33, 263}))
 class PreviewConfig:
     """Options of the preview engine (defaults are what the app and CLI use)."""
 
-    size: int = 512  # side of the square face crop that is animated, in px
+    size: int | None = None  # side of the animated face crop in px; None: the reference's own
+    max_size: int = 1024  # ... but at most this (a large photo is animated at this size)
     crop_scale: float = 2.6  # crop side in face-box sizes: room for head motion
     relative: bool = True  # motion relative to the first driving frame (False: absolute)
     crop_only: bool = False  # output the animated crop instead of the whole image
     head_ring: float = 1.35  # ring (in face radii) that moves rigidly with the head: hair, neck
-    falloff_ring: float = 2.3  # ring that moves half as much; the crop border stays still
+    falloff_ring: float = 2.3  # outer ring: between the two rings the background stretches
+    falloff_follow: float = 0.0  # share of the head motion the outer ring follows
+    flow_smoothing: float = 0.0  # Gaussian smoothing of the warp, in crop sizes (0: none)
+    neck_follow: float = 0.2  # share of the head motion that ring points below the chin follow
     mouth_color: tuple[int, int, int] = (45, 14, 18)  # inside of an open mouth
     teeth_color: tuple[int, int, int] = (200, 192, 180)  # upper teeth, shown under the upper lip
     teeth_depth: float = 0.35  # teeth band height, in mouth-opening heights
+    eyelid_start: float = 0.55  # below this eye opening (vs the first frame) lids start to cover
+    eyelid_full: float = 0.2  # at or below this the eye is fully covered by the lids
+    lash_color: tuple[int, int, int] = (40, 30, 30)
     mouth_opacity: float = 0.9
 
 
@@ -76,6 +83,15 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Target:
+    """Where the reference mesh should be in one output frame (crop pixels)."""
+
+    points: np.ndarray  # (478, 2)
+    head: np.ndarray  # 2x3 head motion since the first driving frame
+    eye_opening: np.ndarray  # (2,) each eye's opening relative to the first driving frame
+
+
+@dataclass
 class PreparedReference:
     """The reference, its animated crop, mesh and triangulation (built once per video)."""
 
@@ -84,9 +100,48 @@ class PreparedReference:
     crop: np.ndarray  # (size, size, 3)
     points: np.ndarray  # (478, 2) mesh in crop pixels
     rings: tuple[np.ndarray, np.ndarray]  # head ring, falloff ring (crop pixels)
+    ring_follow: tuple[np.ndarray, np.ndarray]  # how much each ring point follows the head (0-1)
     border: np.ndarray  # still points on the crop border
     triangles: np.ndarray  # (T, 3) indices into [points, head ring, falloff ring, border]
     mouth_area: float  # inner-mouth area of the reference, px^2
+    grid: np.ndarray  # (2, size, size) pixel coordinates y, x of the crop
+
+    @property
+    def size(self) -> int:
+        return self.crop.shape[0]
+
+
+#: Each eye: eyelid contour (corners first and at index 8) and its iris points.
+EYE_CONTOURS = ((mt.SUBJECT_RIGHT_EYE, mt.SUBJECT_RIGHT_IRIS), (mt.SUBJECT_LEFT_EYE, mt.SUBJECT_LEFT_IRIS))
+#: An eye may open at most this much wider than in the reference.
+MAX_EYE_OPENING = 1.6
+
+
+def _eye_opening(points: np.ndarray, eye: tuple) -> float:
+    """Area of the eyelid contour over the squared eye width: 0 when closed."""
+    contour = points[list(eye[0])]
+    width = np.linalg.norm(contour[0] - contour[8])
+    return _polygon_area(contour) / max(width**2, 1e-6)
+
+
+def _retarget_eyelids(moved: np.ndarray, ref: np.ndarray, eye: tuple, ratio: float) -> None:
+    """Set the eyelids' opening to `ratio` times the reference's, in place: eyes blink as
+    fully as the driver's whatever the two faces' eye sizes (adding the driver's lid motion
+    would close a large eye only part of the way)."""
+    ratio = float(np.clip(ratio, 0.0, MAX_EYE_OPENING))
+    contour, iris = list(eye[0]), list(eye[1])
+    a, b = moved[contour[0]], moved[contour[8]]
+    axis = (b - a) / max(np.linalg.norm(b - a), 1e-6)
+    normal = np.array([-axis[1], axis[0]])
+    ra, rb = ref[contour[0]], ref[contour[8]]
+    r_axis = (rb - ra) / max(np.linalg.norm(rb - ra), 1e-6)
+    r_normal = np.array([-r_axis[1], r_axis[0]])
+    for i in contour + iris:
+        across = (moved[i] - a) @ normal
+        wanted = ratio * ((ref[i] - ra) @ r_normal)
+        if i in iris:  # the eyeball stays where it is unless the lids would close over it
+            wanted = across if ratio >= 1 else across * max(ratio, 0.3)
+        moved[i] = moved[i] + (wanted - across) * normal
 
 
 def _polygon_area(p: np.ndarray) -> float:
@@ -104,8 +159,6 @@ class PreviewAnimator:
     def __init__(self, config: PreviewConfig = PreviewConfig(), analyzer: FaceAnalyzer | None = None):
         self.config = config
         self.analyzer = analyzer or FaceAnalyzer("mesh", segment=False)
-        n = config.size
-        self._grid = np.mgrid[0:n, 0:n].astype(np.float32)  # (2, n, n): y, x
 
     def prepare(self, reference: np.ndarray) -> PreparedReference:
         """Analyse and crop the reference and triangulate its mesh with the support rings."""
@@ -115,44 +168,66 @@ class PreviewAnimator:
         if analysis.landmarks is None or len(analysis.landmarks) < mt.NUM_POINTS:
             raise NoFaceError("the preview engine needs the face mesh of the reference")
         square = face_square(analysis.box, CropConfig(scale=c.crop_scale, lift=0.05))
-        m = square.matrix(c.size)
+        size = c.size or min(int(round(square.size)), c.max_size)
+        size += size % 2
+        if c.size is None and size < c.max_size:
+            # Whole-pixel crop at the reference's own scale: cropping and pasting back are
+            # exact copies, so the untouched parts of the face stay sharp.
+            square = SquareBox(float(round(square.cx)), float(round(square.cy)), float(size))
+        m = square.matrix(size)
         points = apply(m, analysis.landmarks.astype(np.float64))
         oval = points[list(mt.FACE_OVAL)]
         centre = oval.mean(axis=0)
         rings = (centre + c.head_ring * (oval - centre), centre + c.falloff_ring * (oval - centre))
-        k = np.linspace(0, c.size - 1, 9)
-        edge = np.r_[np.c_[k, np.zeros(9)], np.c_[k, np.full(9, c.size - 1)],
-                     np.c_[np.zeros(7), k[1:-1]], np.c_[np.full(7, c.size - 1), k[1:-1]]]
-        border = edge * 1.0  # exact crop border: still, so the crop joins the image seamlessly
+        # Hair and ears move with the head; the neck and shoulders below the jaw much less.
+        up = points[mt.FOREHEAD_TOP] - points[mt.CHIN]
+        up /= np.linalg.norm(up)
+        mouth_level = points[list(mt.MOUTH_CORNERS)].mean(axis=0) @ up
+        chin_level = points[mt.CHIN] @ up
+
+        def follow(ring: np.ndarray, top: float) -> np.ndarray:
+            t = np.clip((ring @ up - chin_level) / max(mouth_level - chin_level, 1e-6), 0, 1)
+            return top * (c.neck_follow + (1 - c.neck_follow) * t)
+
+        ring_follow = (follow(rings[0], 1.0), follow(rings[1], c.falloff_follow))
+        k = np.linspace(0, size - 1, 9)
+        # Still points on the crop border, so the animated crop joins the image seamlessly.
+        border = np.r_[np.c_[k, np.zeros(9)], np.c_[k, np.full(9, size - 1)],
+                       np.c_[np.zeros(7), k[1:-1]], np.c_[np.full(7, size - 1), k[1:-1]]]
         everything = np.concatenate([points, *rings, border])
         triangles = Delaunay(everything).simplices.astype(np.int32)
         return PreparedReference(
-            image=rgb, square=square, crop=crop_image(rgb, square, c.size), points=points, rings=rings,
+            image=rgb, square=square, crop=crop_image(rgb, square, size), points=points, rings=rings,
+            ring_follow=ring_follow,
             border=border, triangles=triangles, mouth_area=_polygon_area(_inner_mouth(points)),
+            grid=np.mgrid[0:size, 0:size].astype(np.float32),
         )
 
     # -- motion transfer ----------------------------------------------------------------
-    def target_points(self, ref: PreparedReference, first: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def target_points(self, ref: PreparedReference, first: np.ndarray, current: np.ndarray) -> Target:
         """Reference mesh moved like the driving face moved from `first` to `current`
-        (driving pixels); returns the target mesh and the head motion in crop pixels."""
+        (driving pixels), in crop pixels."""
         stable = list(STABLE_POINTS)
         to_ref = similarity(first[stable], ref.points[stable])  # driving frame 0 -> reference
         head_drv = similarity(first[stable], current[stable])  # head motion in the driving video
         head = compose(to_ref, compose(head_drv, invert(to_ref)))  # the same motion, on the reference
+        eyes = np.array([_eye_opening(current, e) / max(_eye_opening(first, e), 1e-3) for e in EYE_CONTOURS])
         if not self.config.relative:  # the driving mesh itself, placed on the reference face
-            return apply(to_ref, current), head
+            return Target(apply(to_ref, current), head, eyes)
         expression = apply(invert(head_drv), current) - first  # in driving frame-0 coordinates
         expression = expression @ to_ref[:, :2].T  # rotated and scaled onto the reference face
-        return apply(head, ref.points + expression), head
+        moved = ref.points + expression
+        for eye, ratio in zip(EYE_CONTOURS, eyes):
+            _retarget_eyelids(moved, ref.points, eye, ratio)
+        return Target(apply(head, moved), head, eyes)
 
-    def warp(self, ref: PreparedReference, target: np.ndarray, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Warped crop and the mask of pixels that moved (for blending back)."""
-        c = self.config
-        n = c.size
-        head_ring = apply(head, ref.rings[0])
-        falloff = 0.5 * (ref.rings[1] + apply(head, ref.rings[1]))
+    def warp(self, ref: PreparedReference, goal: Target) -> tuple[np.ndarray, np.ndarray]:
+        """Warped crop and the mask of pixels that changed (for blending back)."""
+        n = ref.size
+        target, head = goal.points, goal.head
+        moved_rings = [r + f[:, None] * (apply(head, r) - r) for r, f in zip(ref.rings, ref.ring_follow)]
         src = np.concatenate([ref.points, *ref.rings, ref.border])
-        dst = np.concatenate([target, head_ring, falloff, ref.border])
+        dst = np.concatenate([target, *moved_rings, ref.border])
         tri = ref.triangles
         # Affine map of each triangle, target -> source, solved for all triangles at once.
         tgt = np.concatenate([dst[tri], np.ones((len(tri), 3, 1))], axis=2)  # (T, 3, 3)
@@ -166,13 +241,57 @@ class PreviewAnimator:
             cv2.fillConvexPoly(index, corners[k], int(k) + 1, cv2.LINE_8, 4)
         coef = np.concatenate([[[1, 0, 0, 0, 1, 0]], affine.transpose(0, 2, 1).reshape(-1, 6)]).astype(np.float32)
         c = coef[index]  # (n, n, 6): x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5
-        ys, xs = self._grid
-        map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
-        map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
+        ys, xs = ref.grid
+        dx = c[..., 0] * xs + c[..., 1] * ys + c[..., 2] - xs
+        dy = c[..., 3] * xs + c[..., 4] * ys + c[..., 5] - ys
+        # A little smoothing of the displacement hides the creases where neighbouring
+        # triangles stretch differently (or fold, under strong head turns).
+        sigma = self.config.flow_smoothing * n
+        if sigma > 0.3:
+            dx, dy = cv2.GaussianBlur(dx, (0, 0), sigma), cv2.GaussianBlur(dy, (0, 0), sigma)
+        map_x, map_y = xs + dx, ys + dy
         out = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         moved = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
         self._paint_mouth(out, ref, target, moved)
+        for eye, ratio in zip(EYE_CONTOURS, goal.eye_opening):
+            self._paint_eyelid(out, target, eye, ratio, moved)
         return out, moved
+
+    def _paint_eyelid(self, out: np.ndarray, target: np.ndarray, eye: tuple, ratio: float, moved: np.ndarray) -> None:
+        """Cover a (nearly) closed eye with eyelid skin and a lash line: squeezing the eye's
+        pixels alone leaves a thin line of eyeball that still reads as open."""
+        c = self.config
+        strength = float(np.clip((c.eyelid_start - ratio) / (c.eyelid_start - c.eyelid_full), 0, 1))
+        if strength <= 0:
+            return
+        contour = target[list(eye[0])]
+        width = np.linalg.norm(contour[0] - contour[8])
+        x, y, w, h = cv2.boundingRect(np.round(contour).astype(np.int32))
+        pad = int(0.4 * width) + 2
+        y0, x0 = max(y - pad, 0), max(x - 2, 0)
+        y1, x1 = min(y + h + 2, out.shape[0]), min(x + w + 2, out.shape[1])
+        if y0 >= y1 or x0 >= x1:
+            return
+        local = contour - (x0, y0)
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [np.round(local * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        above = np.zeros_like(mask)  # the lid skin just above the eye gives the colour
+        cv2.fillPoly(above, [np.round((local - (0, 0.35 * width)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        skin_pixels = out[y0:y1, x0:x1][(above > 0) & (mask == 0)]
+        if len(skin_pixels) == 0:
+            return
+        skin = np.median(skin_pixels, axis=0).astype(np.float32)
+        alpha = cv2.GaussianBlur(mask, (0, 0), 0.8).astype(np.float32)[..., None] / 255 * strength
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        region = region * (1 - alpha) + skin * alpha
+        # Lashes where the lids meet: the middle line between upper and lower lid.
+        lid_line = (local[:9] + local[[0, 15, 14, 13, 12, 11, 10, 9, 8]]) / 2
+        lashes = np.zeros_like(mask)
+        cv2.polylines(lashes, [np.round(lid_line * 16).astype(np.int32)], False, 255, max(1, int(width / 14)), cv2.LINE_AA, 4)
+        la = lashes.astype(np.float32)[..., None] / 255 * strength * 0.8
+        region = region * (1 - la) + np.array(c.lash_color, np.float32) * la
+        out[y0:y1, x0:x1] = region.round().astype(np.uint8)
+        moved[y0:y1, x0:x1] |= mask > 0
 
     def _paint_mouth(self, out: np.ndarray, ref: PreparedReference, target: np.ndarray, moved: np.ndarray) -> None:
         """Paint a mouth interior where the target mouth opens wider than the reference's:
@@ -219,7 +338,7 @@ class PreviewAnimator:
         alpha[moved] = 255
         alpha = cv2.GaussianBlur(cv2.dilate(alpha, np.ones((5, 5), np.uint8)), (0, 0), 2)
         # Only the image region under the changed part of the crop is resampled and blended.
-        inverse = cv2.invertAffineTransform(ref.square.matrix(self.config.size))
+        inverse = cv2.invertAffineTransform(ref.square.matrix(ref.size))
         corners = np.array([[x0 - pad, y0 - pad], [x1 + pad, y1 + pad]], np.float64) @ inverse[:, :2].T + inverse[:, 2]
         h, w = out.shape[:2]
         ix0, iy0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, [w, h])
@@ -245,8 +364,7 @@ class PreviewAnimator:
             if analysis is not None:
                 current = analysis.landmarks.astype(np.float64)
                 first = current if first is None else first
-                target, head = self.target_points(ref, first, current)
-                last = self.warp(ref, target, head)
+                last = self.warp(ref, self.target_points(ref, first, current))
             yield self.compose_output(ref, *last)
 
 

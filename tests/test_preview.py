@@ -1,0 +1,81 @@
+"""The CPU preview engine on real faces: it follows the driving motion, eyes and mouth included."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from conftest import shared_file
+from vivid.face import TrackConfig
+from vivid.face.measures import eye_openness, mouth_openness
+from vivid.media import read_video
+from vivid.preview import PreviewAnimator, PreviewConfig
+
+
+@pytest.fixture(scope="module")
+def animator():
+    return PreviewAnimator()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
+
+
+def test_output_has_reference_size_and_follows_head_translation(animator, astronaut, analyzer):
+    driving = [np.roll(astronaut, (0, 2 * i), axis=(0, 1)) for i in range(10)]
+    out = list(animator.stream(astronaut, driving))
+    assert len(out) == 10 and all(f.shape == astronaut.shape and f.dtype == np.uint8 for f in out)
+    assert np.abs(out[0].astype(int) - astronaut.astype(int)).mean() < 1.0  # frame 0: no motion
+    moved = analyzer.analyze(out[-1])
+    still = analyzer.analyze(astronaut)
+    assert (moved.iris.mean(axis=0)[0] - still.iris.mean(axis=0)[0]) == pytest.approx(18, abs=4)
+    # The background far from the face is untouched.
+    assert np.array_equal(out[-1][:, :60], astronaut[:, :60])
+
+
+def test_crop_only_and_absolute_modes(astronaut, grace_hopper):
+    crop = PreviewAnimator(PreviewConfig(size=256, crop_only=True))
+    frames = list(crop.stream(astronaut, [grace_hopper] * 3))
+    assert all(f.shape == (256, 256, 3) for f in frames)
+    absolute = PreviewAnimator(PreviewConfig(relative=False))
+    assert len(list(absolute.stream(astronaut, [grace_hopper] * 2))) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", ["d0.mp4", "d12.mp4"])
+def test_self_reenactment_beats_the_still_frame(animator, clip):
+    frames = list(read_video(shared_file("driving", clip), max_frames=120))
+    out = list(animator.stream(frames[0], frames))
+    ours = [psnr(o, f) for o, f in zip(out[1:], frames[1:])]
+    still = [psnr(frames[0], f) for f in frames[1:]]
+    assert np.mean(ours) > np.mean(still) + 0.5
+    pick = slice(1, None, 10)
+    ssim_ours = [structural_similarity(o, f, channel_axis=2) for o, f in zip(out[pick], frames[pick])]
+    ssim_still = [structural_similarity(frames[0], f, channel_axis=2) for f in frames[pick]]
+    assert np.mean(ssim_ours) > np.mean(ssim_still)
+
+
+def _track(analyzer, frames):
+    return np.stack([a.landmarks for a in analyzer.track(frames, TrackConfig(max_missing=0.2))])
+
+
+@pytest.mark.slow
+def test_eyes_close_where_the_driving_eyes_close(animator, analyzer, astronaut):
+    frames = list(read_video(shared_file("driving", "d9.mp4"), max_frames=300))
+    drive = eye_openness(_track(analyzer, frames))
+    out = eye_openness(_track(analyzer, list(animator.stream(astronaut, frames))))
+    closed = drive < 0.5 * np.median(drive)
+    assert closed.sum() >= 5
+    assert out[closed].mean() < 0.6 * out[~closed].mean()
+
+
+@pytest.mark.slow
+def test_mouth_opens_where_the_driving_mouth_opens(animator, analyzer, grace_hopper):
+    frames = list(read_video(shared_file("driving", "d10.mp4"), max_frames=300))
+    drive = mouth_openness(_track(analyzer, frames))
+    out = mouth_openness(_track(analyzer, list(animator.stream(grace_hopper, frames))))
+    assert np.corrcoef(drive, out)[0, 1] > 0.7
+    wide = drive > np.percentile(drive, 80)
+    shut = drive < np.percentile(drive, 20)
+    assert out[wide].mean() > 2 * out[shut].mean()
