@@ -22,9 +22,11 @@ from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
 from .media import to_rgb
 
-#: Points that move with the head but little with expression: face outline, nose bridge,
-#: outer eye corners. Head motion is estimated from these.
-STABLE_POINTS = tuple(sorted(set(mt.FACE_OVAL) | {168, 6, 197, 195, 33, 263}))
+#: Points that move with the head but not with expression: the upper face outline (temples
+#: and forehead; the jaw moves when talking), the nose bridge and the eye corners. Head
+#: motion is estimated from these.
+_UPPER_OVAL = (234, 127, 162, 21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251, 389, 356, 454)
+STABLE_POINTS = tuple(sorted(set(_UPPER_OVAL) | {168, 6, 197, 195, 33, 133, 263, 362}))
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class PreviewConfig:
     crop_scale: float = 2.6  # crop side in face-box sizes: room for head motion
     relative: bool = True  # motion relative to the first driving frame (False: absolute)
     crop_only: bool = False  # output the animated crop instead of the whole image
-    head_ring: float = 1.35  # ring (in face radii) that moves rigidly with the head: hair, neck
+    head_ring: float = 1.35  # ring (in face radii) that moves with the face outline: hair, ears
     falloff_ring: float = 2.3  # outer ring: between the two rings the background stretches
     falloff_follow: float = 0.0  # share of the head motion the outer ring follows
     flow_smoothing: float = 0.0  # Gaussian smoothing of the warp, in crop sizes (0: none)
@@ -225,7 +227,11 @@ class PreviewAnimator:
         """Warped crop and the mask of pixels that changed (for blending back)."""
         n = ref.size
         target, head = goal.points, goal.head
-        moved_rings = [r + f[:, None] * (apply(head, r) - r) for r, f in zip(ref.rings, ref.ring_follow)]
+        # Ring points move like the face-outline point they were drawn from, so the hair and
+        # the ears go with the face edge instead of tearing away from it.
+        oval = list(mt.FACE_OVAL)
+        edge_motion = target[oval] - ref.points[oval]
+        moved_rings = [r + f[:, None] * edge_motion for r, f in zip(ref.rings, ref.ring_follow)]
         src = np.concatenate([ref.points, *ref.rings, ref.border])
         dst = np.concatenate([target, *moved_rings, ref.border])
         tri = ref.triangles
@@ -237,8 +243,20 @@ class PreviewAnimator:
         # Which triangle covers each output pixel (0 = none: pixel stays).
         index = np.zeros((n, n), np.int32)
         corners = np.round(dst[tri] * 16).astype(np.int32)  # 4 fractional bits
-        for k in np.nonzero(valid)[0]:
+        # Triangles turned over by the motion (a cheek folding behind the nose as the head
+        # turns) face away from the viewer: draw them first so the visible surface wins.
+        def orientation(p: np.ndarray) -> np.ndarray:
+            return np.sign(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]))
+
+        flipped = orientation(dst[tri]) != orientation(src[tri])
+        order = np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
+        for k in order:
             cv2.fillConvexPoly(index, corners[k], int(k) + 1, cv2.LINE_8, 4)
+        # Pixels on a shared edge can fall between two rasterised triangles: give them a
+        # neighbour's triangle (else they would keep the unwarped image and speckle).
+        gaps = index == 0
+        if gaps.any():
+            index[gaps] = cv2.dilate(index, np.ones((3, 3), np.uint8))[gaps]
         coef = np.concatenate([[[1, 0, 0, 0, 1, 0]], affine.transpose(0, 2, 1).reshape(-1, 6)]).astype(np.float32)
         c = coef[index]  # (n, n, 6): x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5
         ys, xs = ref.grid
