@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -11,12 +13,18 @@ import numpy as np
 
 from vivid.face import FaceAnalyzer, NoFaceError, colorize, render_motion_map
 from vivid.media import InputError, load_image, probe_video, read_video, write_video
+from vivid.native_log import filter_native_stderr
 
 log = logging.getLogger("vivid.app")
 
 #: Longest driving video the Parsing tab analyses (frames), to keep the page responsive.
 PARSE_VIDEO_MAX_FRAMES = 900
+#: How often the Animate tab refreshes its live preview while working (seconds).
+PREVIEW_INTERVAL = 0.5
+ENGINES = {"Preview (fast, no model weights)": "preview", "Diffusion model": "diffusion"}
 _analyzer: FaceAnalyzer | None = None
+_weights: str | None = None  # folder of a saved VividPipeline, from --weights / $VIVID_WEIGHTS
+_pipeline = None
 
 
 def analyzer() -> FaceAnalyzer:
@@ -93,6 +101,81 @@ def parse_video(path: str | None, progress=gr.Progress()):
     return str(out), "\n".join(lines)
 
 
+def _pipeline_or_error():
+    global _pipeline
+    if not _weights:
+        raise gr.Error("No diffusion weights are configured: start the app with --weights FOLDER "
+                       "(or set VIVID_WEIGHTS). The preview engine needs none.")
+    if _pipeline is None:
+        from vivid import VividPipeline
+
+        _pipeline = VividPipeline.tiny() if _weights == "tiny" else VividPipeline.from_pretrained(_weights)
+    return _pipeline
+
+
+def animate(reference: str | None, driving: str | None, engine: str, crop_only: bool, absolute: bool,
+            steps: int, guidance: float, seed: int, window: int, overlap: int, cyclic: bool):
+    """Generator callback: live preview and status while working, then the finished video."""
+    if not reference or not driving:
+        raise gr.Error("Upload a portrait and a driving video first.")
+    try:
+        ref = load_image(reference).rgb
+        info = probe_video(driving)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+    state = {"frames": 0, "latest": None, "status": "analysing faces…"}
+    total = info.frames or None
+    if ENGINES.get(engine, engine) == "preview":
+        from vivid.preview import PreviewAnimator, PreviewConfig
+
+        animator = PreviewAnimator(PreviewConfig(crop_only=crop_only, relative=not absolute))
+        frames = animator.stream(ref, read_video(driving), info.fps)
+    else:
+        pipe = _pipeline_or_error()
+
+        def diffusion_frames():
+            events = pipe.stream(ref, read_video(driving), window=int(window), overlap=int(overlap), cyclic=cyclic,
+                                 steps=int(steps), guidance=float(guidance), seed=int(seed), fps=info.fps)
+            for event in events:
+                if event.kind == "progress":
+                    state["status"] = f"denoising step {event.step}/{event.total}"
+                    state["latest"] = event.preview
+                else:
+                    yield event.frame
+
+        frames = diffusion_frames()
+
+    def counted():
+        for frame in frames:
+            state["frames"] += 1
+            state["latest"] = frame
+            state["status"] = f"frame {state['frames']}" + (f" of {total}" if total else "")
+            yield frame
+
+    out = Path(tempfile.mkdtemp(prefix="vivid_animate_")) / "animation.mp4"
+    result: dict = {}
+
+    def work():
+        try:
+            result["frames"] = write_video(out, counted(), info.fps, audio_from=driving)
+        except BaseException as exc:  # reported to the user below, in the request's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(PREVIEW_INTERVAL)
+        yield state["latest"], None, state["status"]
+    if "error" in result:
+        exc = result["error"]
+        if isinstance(exc, (InputError, NoFaceError, ValueError)):
+            raise gr.Error(str(exc)) from None
+        log.exception("animation failed", exc_info=exc)
+        raise gr.Error(f"Animation failed: {exc}") from None
+    yield state["latest"], str(out), f"done: {result['frames']} frames at {info.fps:g} fps" + (
+        ", with the driving video's sound" if info.has_audio else "")
+
+
 def _ranges(indices: list[int]) -> str:
     """[1, 2, 3, 7] -> '1-3, 7'."""
     parts, start = [], None
@@ -112,6 +195,32 @@ def build() -> gr.Blocks:
             "# VividPortraits\nAnimate a portrait with the head motion and expressions of a "
             "driving video. **Parsing** shows the facial parsing maps that guide the model."
         )
+        with gr.Tab("Animate"):
+            with gr.Row():
+                ref_in = gr.Image(type="filepath", label="Portrait", elem_id="animate-reference")
+                drv_in = gr.Video(label="Driving video", sources=["upload"], elem_id="animate-driving")
+            with gr.Row():
+                engine = gr.Radio(list(ENGINES), value=next(iter(ENGINES)), label="Engine", elem_id="animate-engine")
+                crop_only = gr.Checkbox(False, label="Face crop only (preview)")
+                absolute = gr.Checkbox(False, label="Copy the driver's face shape too (preview)")
+            with gr.Accordion("Diffusion settings", open=False):
+                with gr.Row():
+                    steps = gr.Slider(1, 50, 25, step=1, label="Denoising steps")
+                    guidance = gr.Slider(1.0, 7.0, 3.5, step=0.5, label="Guidance")
+                    seed = gr.Number(0, precision=0, label="Seed")
+                with gr.Row():
+                    window = gr.Slider(4, 32, 24, step=1, label="Window (frames)")
+                    overlap = gr.Slider(0, 16, 4, step=1, label="Overlap (frames)")
+                    cyclic = gr.Checkbox(True, label="Cyclic overlap")
+            go = gr.Button("Animate", variant="primary", elem_id="animate-button")
+            with gr.Row():
+                live = gr.Image(label="Live preview", elem_id="animate-live")
+                result_video = gr.Video(label="Result", elem_id="animate-result")
+            status = gr.Textbox(label="Status", elem_id="animate-status")
+            if examples:
+                gr.Examples(examples, inputs=ref_in)
+            go.click(animate, [ref_in, drv_in, engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic],
+                     [live, result_video, status])
         with gr.Tab("Parsing"):
             with gr.Tab("Portrait"):
                 with gr.Row():
@@ -142,7 +251,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
+                        help="folder of a saved VividPipeline for the diffusion engine (default: $VIVID_WEIGHTS)")
     args = parser.parse_args()
+    global _weights
+    _weights = args.weights
+    filter_native_stderr()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     build().queue().launch(server_name=args.host, server_port=args.port, share=args.share)
 

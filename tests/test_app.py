@@ -71,7 +71,7 @@ def _free_port() -> int:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_parsing_tab_in_a_browser(tmp_path):
+def test_the_app_in_a_browser(tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed")
@@ -99,6 +99,7 @@ def test_parsing_tab_in_a_browser(tmp_path):
             )
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.get_by_role("tab", name="Parsing").click()
             page.locator("#parse-image-input input[type=file]").set_input_files(str(ROOT / "assets" / "astronaut.jpg"))
             page.locator("#parse-image-button").click()
             for elem in ("#parse-parsing", "#parse-motion", "#parse-mask"):
@@ -109,7 +110,49 @@ def test_parsing_tab_in_a_browser(tmp_path):
             )
             assert "mesh" in page.locator("#parse-image-info textarea").input_value()
             page.screenshot(path=str(tmp_path / "parsing_tab.png"), full_page=True)
+            # The Animate tab: portrait + driving clip -> a playable result video.
+            clip = tmp_path / "driving.mp4"
+            from skimage import data
+
+            write_video(clip, iter([np.roll(data.astronaut(), 3 * i, axis=1) for i in range(15)]), fps=15)
+            page.get_by_role("tab", name="Animate").click()
+            page.locator("#animate-reference input[type=file]").set_input_files(str(ROOT / "assets" / "grace_hopper.jpg"))
+            page.locator("#animate-driving input[type=file]").set_input_files(str(clip))
+            page.locator("#animate-driving video").first.wait_for(state="attached", timeout=30_000)
+            page.locator("#animate-button").click()
+            page.wait_for_function(
+                "() => document.querySelector('#animate-status textarea').value.startsWith('done')", timeout=120_000
+            )
+            page.locator("#animate-result video").first.wait_for(state="attached", timeout=30_000)
+            page.screenshot(path=str(tmp_path / "animate_tab.png"), full_page=True)
+            if os.environ.get("VIVID_SCREENSHOTS"):
+                page.screenshot(path=os.environ["VIVID_SCREENSHOTS"], full_page=True)
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_animate_streams_status_then_the_video(tmp_path, astronaut, grace_hopper):
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    src = tmp_path / "driving.mp4"
+    write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(20)]), fps=20)
+    updates = list(app.animate(str(ref), str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
+    live, video, status = updates[-1]
+    assert video is not None and probe_video(video).frames == 20
+    assert live.shape == grace_hopper.shape and "done: 20 frames" in status
+    assert all(u[1] is None for u in updates[:-1])  # the video only once it is complete
+
+
+def test_animate_errors_are_messages(tmp_path, astronaut):
+    src = tmp_path / "driving.mp4"
+    write_video(src, iter([astronaut] * 3), fps=20)
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(flat)
+    with pytest.raises(gr.Error, match="no face"):
+        list(app.animate(str(flat), str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
+    with pytest.raises(gr.Error, match="Upload"):
+        list(app.animate(None, str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
+    with pytest.raises(gr.Error, match="--weights"):
+        list(app.animate(str(flat), str(src), "Diffusion model", False, False, 25, 3.5, 0, 24, 4, True))

@@ -136,6 +136,16 @@ class VividPipeline(DiffusionPipeline):
             pipe.load_trained(trained)
         return pipe.to(device)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, device: str | torch.device | None = None,
+                        torch_dtype: torch.dtype | None = None, **kwargs) -> "VividPipeline":
+        """A saved pipeline (local folder or Hugging Face id), placed on `device` (default: the
+        GPU if there is one) in fp16 on a GPU and fp32 on the CPU unless `torch_dtype` says."""
+        device = torch.device(device) if device else _auto_device()
+        dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
+        return pipe.to(device)
+
     def load_trained(self, folder: str) -> None:
         """Load ReferenceNet, denoising UNet and PoseGuider weights; any missing or
         mismatched tensor is an error naming the file."""
