@@ -135,7 +135,8 @@ def animate(reference: str | None, driving: str | None, engine: str, crop_only: 
 
         def diffusion_frames():
             events = pipe.stream(ref, read_video(driving), window=int(window), overlap=int(overlap), cyclic=cyclic,
-                                 steps=int(steps), guidance=float(guidance), seed=int(seed), fps=info.fps)
+                                 steps=int(steps), guidance=float(guidance), seed=int(seed), fps=info.fps,
+                                 relative=not absolute)
             for event in events:
                 if event.kind == "progress":
                     state["status"] = f"denoising step {event.step}/{event.total}"
@@ -202,7 +203,7 @@ def build() -> gr.Blocks:
             with gr.Row():
                 engine = gr.Radio(list(ENGINES), value=next(iter(ENGINES)), label="Engine", elem_id="animate-engine")
                 crop_only = gr.Checkbox(False, label="Face crop only (preview)")
-                absolute = gr.Checkbox(False, label="Copy the driver's face shape too (preview)")
+                absolute = gr.Checkbox(False, label="Copy the driver's face shape too")
             with gr.Accordion("Diffusion settings", open=False):
                 with gr.Row():
                     steps = gr.Slider(1, 50, 25, step=1, label="Denoising steps")

@@ -1,7 +1,6 @@
 """Face analysis on real faces: parts where they are, in the right order, of plausible size."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

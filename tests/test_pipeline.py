@@ -189,3 +189,19 @@ def test_trained_weights_load_strictly(pipe, tmp_path):
     (tmp_path / TRAINED_FILES["unet"]).unlink()
     with pytest.raises(WeightsError, match="denoising_unet.safetensors.*not found"):
         fresh.load_trained(tmp_path)
+
+
+def test_motion_maps_carry_the_reference_face_shape(pipe, astronaut, grace_hopper):
+    """Driving motion moved onto the reference: with a still driver the maps show the
+    reference's own parts where they are; without transfer they show the driver's face."""
+    ref = pipe.prepare_reference(astronaut)
+    moved = pipe.prepare_driving([grace_hopper] * 3, reference=ref)
+    assert np.abs(moved.points[0] - ref.points).max() < 0.5
+    assert np.abs(moved.points[2] - ref.points).mean() < 0.5  # tracking noise only
+    own_shape = pipe.prepare_driving([grace_hopper] * 3, reference=ref, relative=False)
+    assert np.abs(own_shape.points[0] - ref.points).mean() > 3 * np.abs(moved.points[0] - ref.points).mean() + 0.1
+    # Head motion of the driver moves the reference's parts by the same relative amount.
+    shifted = [np.roll(grace_hopper, 6 * i, axis=1) for i in range(3)]
+    track = pipe.prepare_driving(shifted, reference=ref)
+    step = (track.points[2] - track.points[0]).mean(axis=0)
+    assert step[0] > 0.5 and abs(step[1]) < 0.5 * step[0]

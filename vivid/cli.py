@@ -17,7 +17,7 @@ from .face import FaceAnalyzer, NoFaceError, colorize, render_motion_map
 from .media import InputError, load_image, probe_video, read_video, write_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-PREVIEW_ONLY = ("crop_only", "absolute")
+PREVIEW_ONLY = ("crop_only",)
 DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "steps", "guidance", "seed")
 
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
     g = a.add_argument_group("preview engine")
     g.add_argument("--crop-only", action="store_true", default=None, help="output the face crop, not the whole image")
-    g.add_argument("--absolute", action="store_true", default=None, help="copy the driving face's shape, not only its motion")
+    a.add_argument("--absolute", action="store_true", help="copy the driving face's shape, not only its motion")
     d = a.add_argument_group("diffusion engine")
     d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, or 'tiny' (random, for testing)")
     d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
@@ -116,7 +116,7 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
     steps = options.get("steps", 25)
     driving = read_video(args.driving, max_frames=args.max_frames)
     bar = tqdm(total=steps, desc="denoising", unit="step")
-    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, **options):
+    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, relative=not args.absolute, **options):
         if event.kind == "progress":
             bar.update(1)
         else:

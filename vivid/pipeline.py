@@ -15,7 +15,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from .face import CropConfig, FaceAnalyzer, MotionTrack, crop_image, face_square
+from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square
 from .media import to_rgb
 from .models.builders import BaseModels, load_base_components, tiny_components
 from .models.image_conditioning import ReferenceEmbeddings, reference_embeddings
@@ -63,6 +63,8 @@ class PreparedReference:
 
     image: np.ndarray  # (res, res, 3) uint8
     person: np.ndarray  # (res, res) bool
+    points: np.ndarray | None = None  # face mesh (478, 2) in crop pixels, for motion transfer
+    square: SquareBox | None = None  # where the crop is in the reference image
 
 
 def _auto_device() -> torch.device:
@@ -167,13 +169,23 @@ class VividPipeline(DiffusionPipeline):
         analysis = self.analyzer.analyze(rgb, "the reference image")
         square = face_square(analysis.box, self.crop)
         res = self.config.resolution
+        m = square.matrix(res)
+        points = None if analysis.landmarks is None else analysis.landmarks @ m[:, :2].T + m[:, 2]
         return PreparedReference(
             image=crop_image(rgb, square, res),
             person=crop_image(analysis.foreground.astype(np.uint8), square, res, nearest=True) > 0,
+            points=points,
+            square=square,
         )
 
-    def prepare_driving(self, frames: Iterable[np.ndarray], fps: float = 25.0) -> MotionTrack:
-        return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop)
+    def prepare_driving(
+        self, frames: Iterable[np.ndarray], fps: float = 25.0, reference: PreparedReference | None = None,
+        relative: bool = True,
+    ) -> MotionTrack:
+        """The driving motion as landmarks per frame; moved onto the reference's face when
+        `reference` is given (the maps then carry no trace of the driver's face shape)."""
+        target = None if reference is None or reference.points is None else (reference.points, reference.square)
+        return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative)
 
     # -- the diffusion steps --------------------------------------------------------------
     def check_inputs(self, window: int, overlap: int, steps: int, guidance: float) -> None:
@@ -262,12 +274,14 @@ class VividPipeline(DiffusionPipeline):
         guidance: float = 3.5,
         seed: int = 0,
         fps: float = 25.0,
+        relative: bool = True,
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """Animate `reference` with `driving_frames`: progress events during denoising, then
-        the frames one by one. Closing the generator stops the work."""
+        the frames one by one. Closing the generator stops the work. `relative=False` draws
+        the driver's own face shape into the motion maps instead of the reference's."""
         self.check_inputs(window, overlap, steps, guidance)
         ref = self.prepare_reference(reference)
-        motion = self.prepare_driving(driving_frames, fps)
+        motion = self.prepare_driving(driving_frames, fps, ref, relative)
         yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, steps=steps,
                                  guidance=guidance, seed=seed)
 
@@ -322,12 +336,13 @@ class VividPipeline(DiffusionPipeline):
         guidance: float = 3.5,
         seed: int = 0,
         fps: float = 25.0,
+        relative: bool = True,
     ) -> list[np.ndarray]:
         """All output frames (RGB uint8, the model's resolution), with a progress bar."""
         frames: list[np.ndarray] = []
         bar = self.progress_bar(total=steps)
         for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic,
-                                 steps=steps, guidance=guidance, seed=seed, fps=fps):
+                                 steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative):
             if event.kind == "progress":
                 bar.update(1)
             else:

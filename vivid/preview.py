@@ -20,14 +20,8 @@ from scipy.spatial import Delaunay
 from .face import FaceAnalyzer, NoFaceError, TrackConfig, crop_image, face_square
 from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
+from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .media import to_rgb
-
-#: Points that move with the head but not with expression: the upper face outline (temples
-#: and forehead; the jaw moves when talking), the nose bridge and the eye corners. Head
-#: motion is estimated from these.
-_UPPER_OVAL = (234, 127, 162, 21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251, 389, 356, 454)
-STABLE_POINTS = tuple(sorted(set(_UPPER_OVAL) | {168, 6, 197, 195, 33, 133, 263, 362}))
-
 
 @dataclass(frozen=True)
 class PreviewConfig:
@@ -40,9 +34,8 @@ class PreviewConfig:
     crop_only: bool = False  # output the animated crop instead of the whole image
     head_ring: float = 1.35  # ring (in face radii) that moves with the face outline: hair, ears
     falloff_ring: float = 2.3  # outer ring: between the two rings the background stretches
-    falloff_follow: float = 0.0  # share of the head motion the outer ring follows
-    flow_smoothing: float = 0.0  # Gaussian smoothing of the warp, in crop sizes (0: none)
-    neck_follow: float = 0.2  # share of the head motion that ring points below the chin follow
+    falloff_follow: float = 0.0  # share of the face outline's motion the outer ring follows
+    neck_follow: float = 0.2  # ... and the share ring points below the chin follow (the neck)
     mouth_color: tuple[int, int, int] = (45, 14, 18)  # inside of an open mouth
     teeth_color: tuple[int, int, int] = (200, 192, 180)  # upper teeth, shown under the upper lip
     teeth_depth: float = 0.35  # teeth band height, in mouth-opening heights
@@ -50,47 +43,6 @@ class PreviewConfig:
     eyelid_full: float = 0.2  # at or below this the eye is fully covered by the lids
     lash_color: tuple[int, int, int] = (40, 30, 30)
     mouth_opacity: float = 0.9
-
-
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares 2x3 similarity (rotation, uniform scale, translation) mapping src to dst."""
-    ms, md = src.mean(axis=0), dst.mean(axis=0)
-    s, d = src - ms, dst - md
-    cov = d.T @ s / len(src)
-    u, sigma, vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
-    fix = np.diag([1.0, sign])
-    rot = u @ fix @ vt
-    scale = (sigma * np.diag(fix)).sum() / max((s**2).sum() / len(src), 1e-12)
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - m[:, :2] @ ms
-    return m
-
-
-def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:, :2].T + m[:, 2]
-
-
-def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 2x3 transform of applying b, then a."""
-    out = np.zeros((2, 3))
-    out[:, :2] = a[:, :2] @ b[:, :2]
-    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
-    return out
-
-
-def invert(m: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(m)
-
-
-@dataclass
-class Target:
-    """Where the reference mesh should be in one output frame (crop pixels)."""
-
-    points: np.ndarray  # (478, 2)
-    head: np.ndarray  # 2x3 head motion since the first driving frame
-    eye_opening: np.ndarray  # (2,) each eye's opening relative to the first driving frame
 
 
 @dataclass
@@ -111,44 +63,6 @@ class PreparedReference:
     @property
     def size(self) -> int:
         return self.crop.shape[0]
-
-
-#: Each eye: eyelid contour (corners first and at index 8) and its iris points.
-EYE_CONTOURS = ((mt.SUBJECT_RIGHT_EYE, mt.SUBJECT_RIGHT_IRIS), (mt.SUBJECT_LEFT_EYE, mt.SUBJECT_LEFT_IRIS))
-#: An eye may open at most this much wider than in the reference.
-MAX_EYE_OPENING = 1.6
-
-
-def _eye_opening(points: np.ndarray, eye: tuple) -> float:
-    """Area of the eyelid contour over the squared eye width: 0 when closed."""
-    contour = points[list(eye[0])]
-    width = np.linalg.norm(contour[0] - contour[8])
-    return _polygon_area(contour) / max(width**2, 1e-6)
-
-
-def _retarget_eyelids(moved: np.ndarray, ref: np.ndarray, eye: tuple, ratio: float) -> None:
-    """Set the eyelids' opening to `ratio` times the reference's, in place: eyes blink as
-    fully as the driver's whatever the two faces' eye sizes (adding the driver's lid motion
-    would close a large eye only part of the way)."""
-    ratio = float(np.clip(ratio, 0.0, MAX_EYE_OPENING))
-    contour, iris = list(eye[0]), list(eye[1])
-    a, b = moved[contour[0]], moved[contour[8]]
-    axis = (b - a) / max(np.linalg.norm(b - a), 1e-6)
-    normal = np.array([-axis[1], axis[0]])
-    ra, rb = ref[contour[0]], ref[contour[8]]
-    r_axis = (rb - ra) / max(np.linalg.norm(rb - ra), 1e-6)
-    r_normal = np.array([-r_axis[1], r_axis[0]])
-    for i in contour + iris:
-        across = (moved[i] - a) @ normal
-        wanted = ratio * ((ref[i] - ra) @ r_normal)
-        if i in iris:  # the eyeball stays where it is unless the lids would close over it
-            wanted = across if ratio >= 1 else across * max(ratio, 0.3)
-        moved[i] = moved[i] + (wanted - across) * normal
-
-
-def _polygon_area(p: np.ndarray) -> float:
-    x, y = p[:, 0], p[:, 1]
-    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
 
 
 def _inner_mouth(points: np.ndarray) -> np.ndarray:
@@ -181,7 +95,7 @@ class PreviewAnimator:
         oval = points[list(mt.FACE_OVAL)]
         centre = oval.mean(axis=0)
         rings = (centre + c.head_ring * (oval - centre), centre + c.falloff_ring * (oval - centre))
-        # Hair and ears move with the head; the neck and shoulders below the jaw much less.
+        # Hair and ears move with the face outline; the neck and shoulders much less.
         up = points[mt.FOREHEAD_TOP] - points[mt.CHIN]
         up /= np.linalg.norm(up)
         mouth_level = points[list(mt.MOUTH_CORNERS)].mean(axis=0) @ up
@@ -201,32 +115,15 @@ class PreviewAnimator:
         return PreparedReference(
             image=rgb, square=square, crop=crop_image(rgb, square, size), points=points, rings=rings,
             ring_follow=ring_follow,
-            border=border, triangles=triangles, mouth_area=_polygon_area(_inner_mouth(points)),
+            border=border, triangles=triangles, mouth_area=polygon_area(_inner_mouth(points)),
             grid=np.mgrid[0:size, 0:size].astype(np.float32),
         )
 
     # -- motion transfer ----------------------------------------------------------------
-    def target_points(self, ref: PreparedReference, first: np.ndarray, current: np.ndarray) -> Target:
-        """Reference mesh moved like the driving face moved from `first` to `current`
-        (driving pixels), in crop pixels."""
-        stable = list(STABLE_POINTS)
-        to_ref = similarity(first[stable], ref.points[stable])  # driving frame 0 -> reference
-        head_drv = similarity(first[stable], current[stable])  # head motion in the driving video
-        head = compose(to_ref, compose(head_drv, invert(to_ref)))  # the same motion, on the reference
-        eyes = np.array([_eye_opening(current, e) / max(_eye_opening(first, e), 1e-3) for e in EYE_CONTOURS])
-        if not self.config.relative:  # the driving mesh itself, placed on the reference face
-            return Target(apply(to_ref, current), head, eyes)
-        expression = apply(invert(head_drv), current) - first  # in driving frame-0 coordinates
-        expression = expression @ to_ref[:, :2].T  # rotated and scaled onto the reference face
-        moved = ref.points + expression
-        for eye, ratio in zip(EYE_CONTOURS, eyes):
-            _retarget_eyelids(moved, ref.points, eye, ratio)
-        return Target(apply(head, moved), head, eyes)
-
     def warp(self, ref: PreparedReference, goal: Target) -> tuple[np.ndarray, np.ndarray]:
         """Warped crop and the mask of pixels that changed (for blending back)."""
         n = ref.size
-        target, head = goal.points, goal.head
+        target = goal.points
         # Ring points move like the face-outline point they were drawn from, so the hair and
         # the ears go with the face edge instead of tearing away from it.
         oval = list(mt.FACE_OVAL)
@@ -260,18 +157,12 @@ class PreviewAnimator:
         coef = np.concatenate([[[1, 0, 0, 0, 1, 0]], affine.transpose(0, 2, 1).reshape(-1, 6)]).astype(np.float32)
         c = coef[index]  # (n, n, 6): x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5
         ys, xs = ref.grid
-        dx = c[..., 0] * xs + c[..., 1] * ys + c[..., 2] - xs
-        dy = c[..., 3] * xs + c[..., 4] * ys + c[..., 5] - ys
-        # A little smoothing of the displacement hides the creases where neighbouring
-        # triangles stretch differently (or fold, under strong head turns).
-        sigma = self.config.flow_smoothing * n
-        if sigma > 0.3:
-            dx, dy = cv2.GaussianBlur(dx, (0, 0), sigma), cv2.GaussianBlur(dy, (0, 0), sigma)
-        map_x, map_y = xs + dx, ys + dy
+        map_x = c[..., 0] * xs + c[..., 1] * ys + c[..., 2]
+        map_y = c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
         out = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         moved = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
         self._paint_mouth(out, ref, target, moved)
-        for eye, ratio in zip(EYE_CONTOURS, goal.eye_opening):
+        for eye, ratio in zip(EYES, goal.eye_opening):
             self._paint_eyelid(out, target, eye, ratio, moved)
         return out, moved
 
@@ -317,8 +208,8 @@ class PreviewAnimator:
         keeps them."""
         c = self.config
         inner = _inner_mouth(target)
-        area = _polygon_area(inner)
-        face_area = _polygon_area(target[list(mt.FACE_OVAL)])
+        area = polygon_area(inner)
+        face_area = polygon_area(target[list(mt.FACE_OVAL)])
         opened = area - ref.mouth_area
         strength = float(np.clip(opened / (0.004 * face_area + 1e-6), 0, 1)) * (opened / max(area, 1e-6))
         strength *= c.mouth_opacity
@@ -382,7 +273,7 @@ class PreviewAnimator:
             if analysis is not None:
                 current = analysis.landmarks.astype(np.float64)
                 first = current if first is None else first
-                last = self.warp(ref, self.target_points(ref, first, current))
+                last = self.warp(ref, transfer_motion(ref.points, first, current, self.config.relative))
             yield self.compose_output(ref, *last)
 
 
