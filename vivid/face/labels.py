@@ -21,17 +21,8 @@ LABELS: tuple[str, ...] = (
 )
 LABEL_INDEX: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
 
-#: The parts that carry expression; the motion map shows only these.
-EXPRESSION_PARTS: tuple[str, ...] = (
-    "left_brow",
-    "right_brow",
-    "left_eye",
-    "right_eye",
-    "nose",
-    "upper_lip",
-    "inner_mouth",
-    "lower_lip",
-)
+#: The parts that carry expression (brows to lower lip); the motion map shows only these.
+EXPRESSION_PARTS: tuple[str, ...] = LABELS[LABEL_INDEX["left_brow"] : LABEL_INDEX["lower_lip"] + 1]
 
 #: Components that random scaling moves as rigid units (the lips and mouth move together).
 COMPONENTS: dict[str, tuple[str, ...]] = {
