@@ -6,6 +6,7 @@ averaged, cyclic shift each step) -> decode in chunks, streaming frames out.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
@@ -307,11 +308,13 @@ class VividPipeline(DiffusionPipeline):
             self.scheduler.set_timesteps(steps, device=device)
             latents = latents * self.scheduler.init_noise_sigma
             timesteps = self.scheduler.timesteps
+            # Stochastic schedulers (Euler ancestral, DDPM, ...) draw noise: from our generator.
+            step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
             for i, t in enumerate(timesteps):
                 windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic)
                 preds = [self._predict_window(latents, w_, t, motion, context, guidance) for w_ in windows]
                 noise = average_windows(preds, windows, num_frames)
-                out = self.scheduler.step(noise, t, latents)
+                out = self.scheduler.step(noise.to(latents.device), t, latents, **step_kwargs)
                 latents = out.prev_sample
                 yield ProgressEvent(i + 1, len(timesteps), self._preview(getattr(out, "pred_original_sample", None), num_frames // 2))
             for index, frame in enumerate(self.decode(latents, decode_chunk)):

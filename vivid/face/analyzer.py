@@ -100,13 +100,10 @@ class FaceAnalyzer:
             points = max(faces, key=_box_area)
             person = self._mesh().person_mask(rgb) if self.segment else None
             analysis = analysis_from_mesh(points, rgb.shape[:2], person)
-            if self._farl is not None:
+            if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
                 from .farl_backend import analyze_with_farl, five_points
 
-                mesh_analysis = analysis
                 analysis = analyze_with_farl(self._farl, rgb, five_points(points), analysis.box, person)
-                if not analysis.eye_points.size:
-                    analysis = mesh_analysis
         analysis.notes = notes
         for note in notes:
             log.info("%s: %s", name, note)
