@@ -155,3 +155,15 @@ def test_animate_errors_are_messages(tmp_path, astronaut):
         list(app.animate(None, str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
     with pytest.raises(gr.Error, match="--weights"):
         list(app.animate(str(flat), str(src), "Diffusion model", False, False, 25, 3.5, 0, 24, 4, True))
+
+
+def test_animate_with_the_diffusion_engine(tmp_path, astronaut, grace_hopper, monkeypatch):
+    monkeypatch.setattr(app, "_weights", "tiny")  # random tiny model: exercises the wiring only
+    monkeypatch.setattr(app, "_pipeline", None)
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    src = tmp_path / "driving.mp4"
+    write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(6)]), fps=12)
+    updates = list(app.animate(str(ref), str(src), "Diffusion model", False, False, 2, 3.5, 0, 4, 1, True))
+    assert updates[-1][2].startswith("done: 6 frames")
+    assert probe_video(updates[-1][1]).frames == 6
