@@ -249,8 +249,9 @@ def build() -> gr.Blocks:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="VividPortraits web app")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--host", default="127.0.0.1")
+    # Hugging Face Spaces set GRADIO_SERVER_NAME/PORT; locally the app listens on 127.0.0.1 only.
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
                         help="folder of a saved VividPipeline for the diffusion engine (default: $VIVID_WEIGHTS)")

@@ -42,7 +42,7 @@ class ReferenceWriteProcessor(AttnProcessor2_0):
         self.bank, self.name = bank, name
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
-        self.bank.features[self.name] = hidden_states.detach() if not torch.is_grad_enabled() else hidden_states
+        self.bank.features[self.name] = hidden_states  # kept in the graph when training
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
