@@ -48,18 +48,31 @@ def mask_picture(rgb: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return np.where(foreground[..., None], rgb, grey)
 
 
-def parse_image(path: str | None):
+def _analyse_upload(path: str | None):
     if not path:
         raise gr.Error("Upload a portrait first.")
     try:
         rgb = load_image(path).rgb
-        a = analyzer().analyze(rgb, Path(path).name)
+        return rgb, analyzer().analyze(rgb, Path(path).name)
     except (InputError, NoFaceError) as exc:
         raise gr.Error(str(exc)) from None
+
+
+def parse_image(path: str | None):
+    rgb, a = _analyse_upload(path)
     info = f"Backend: {analyzer().backend_note}"
     if a.notes:
         info += "\n" + "\n".join(f"- {n}" for n in a.notes)
     return overlay(rgb, a.labels), render_motion_map(a), mask_picture(rgb, a.foreground), info
+
+
+def scaled_motion_maps(path: str | None, seed: int, count: int = 4) -> list[np.ndarray]:
+    """The training augmentation made visible: the motion map under `count` random scalings
+    (each part by 0.8-1.2, the spacing by 0.7-1.3), seeds `seed`, `seed + 1`, ..."""
+    from vivid.face import random_scale
+
+    _, a = _analyse_upload(path)
+    return [render_motion_map(random_scale(a, int(seed) + k)) for k in range(count)]
 
 
 def parse_video(path: str | None, progress=gr.Progress()):
@@ -136,7 +149,7 @@ def animate(reference: str | None, driving: str | None, engine: str, crop_only: 
         def diffusion_frames():
             events = pipe.stream(ref, read_video(driving), window=int(window), overlap=int(overlap), cyclic=cyclic,
                                  steps=int(steps), guidance=float(guidance), seed=int(seed), fps=info.fps,
-                                 relative=not absolute)
+                                 relative=not absolute, paste_back=not crop_only)
             for event in events:
                 if event.kind == "progress":
                     state["status"] = f"denoising step {event.step}/{event.total}"
@@ -202,7 +215,7 @@ def build() -> gr.Blocks:
                 drv_in = gr.Video(label="Driving video", sources=["upload"], elem_id="animate-driving")
             with gr.Row():
                 engine = gr.Radio(list(ENGINES), value=next(iter(ENGINES)), label="Engine", elem_id="animate-engine")
-                crop_only = gr.Checkbox(False, label="Face crop only (preview)")
+                crop_only = gr.Checkbox(False, label="Face crop only")
                 absolute = gr.Checkbox(False, label="Copy the driver's face shape too")
             with gr.Accordion("Diffusion settings", open=False):
                 with gr.Row():
@@ -236,6 +249,12 @@ def build() -> gr.Blocks:
                 gr.Button("Parse portrait", variant="primary", elem_id="parse-image-button").click(
                     parse_image, image_in, [parsing_out, motion_out, mask_out, image_info]
                 )
+                with gr.Accordion("Random scaling (the training augmentation against identity leakage)", open=False):
+                    with gr.Row():
+                        scale_seed = gr.Number(0, precision=0, label="First seed")
+                        scale_button = gr.Button("Show four random scalings")
+                    scaled = gr.Gallery(label="Scaled motion maps", columns=4, elem_id="parse-scaled")
+                    scale_button.click(scaled_motion_maps, [image_in, scale_seed], scaled)
             with gr.Tab("Driving video"):
                 with gr.Row():
                     video_in = gr.Video(label="Driving video", sources=["upload"], elem_id="parse-video-input")

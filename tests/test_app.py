@@ -167,3 +167,12 @@ def test_animate_with_the_diffusion_engine(tmp_path, astronaut, grace_hopper, mo
     updates = list(app.animate(str(ref), str(src), "Diffusion model", False, False, 2, 3.5, 0, 4, 1, True))
     assert updates[-1][2].startswith("done: 6 frames")
     assert probe_video(updates[-1][1]).frames == 6
+
+
+def test_random_scaling_preview(tmp_path, astronaut):
+    path = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(path)
+    maps = app.scaled_motion_maps(str(path), seed=5)
+    assert len(maps) == 4 and all(m.shape == astronaut.shape for m in maps)
+    assert not np.array_equal(maps[0], maps[1])
+    assert np.array_equal(maps[0], app.scaled_motion_maps(str(path), seed=5)[0])

@@ -215,3 +215,10 @@ def test_any_scheduler_and_seeded_stochastic_sampling(prepared):
     a, b = run(pipe, prepared, seed=3), run(pipe, prepared, seed=3)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, run(pipe, prepared, seed=4))
+
+
+def test_paste_back_gives_reference_sized_frames(pipe, astronaut, driving):
+    frames = pipe(astronaut[:400, :300], driving[:2], window=4, overlap=1, steps=1, paste_back=True)
+    assert all(f.shape == (400, 300, 3) for f in frames)
+    # Far from the face the portrait is untouched.
+    assert np.array_equal(frames[0][-20:, :20], astronaut[380:400, :20])

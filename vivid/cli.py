@@ -17,7 +17,6 @@ from .face import FaceAnalyzer, NoFaceError, colorize, render_motion_map
 from .media import InputError, load_image, probe_video, read_video, write_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-PREVIEW_ONLY = ("crop_only",)
 DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "steps", "guidance", "seed")
 
 
@@ -34,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", required=True, help="output .mp4")
     a.add_argument("--engine", choices=["preview", "diffusion"], default="preview",
                    help="preview: fast warping, no weights (default); diffusion: the model")
-    a.add_argument("--size", type=int, default=None, help="side of the animated face crop in px (default 512)")
+    a.add_argument("--size", type=int, default=None, help="side of the animated face crop in px (preview default: the portrait's own scale; diffusion: the model's)")
     a.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
-    g = a.add_argument_group("preview engine")
-    g.add_argument("--crop-only", action="store_true", default=None, help="output the face crop, not the whole image")
+    a.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the whole portrait")
     a.add_argument("--absolute", action="store_true", help="copy the driving face's shape, not only its motion")
     d = a.add_argument_group("diffusion engine")
     d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, or 'tiny' (random, for testing)")
@@ -65,11 +63,10 @@ def _check_output_file(path: Path) -> None:
 
 
 def _check_engine_options(args: argparse.Namespace) -> None:
-    wrong = PREVIEW_ONLY if args.engine == "diffusion" else DIFFUSION_ONLY
-    given = [name for name in wrong if getattr(args, name) is not None]
+    given = [name for name in DIFFUSION_ONLY if getattr(args, name) is not None] if args.engine == "preview" else []
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
-        raise UsageError(f"{flags} only apply to the {'preview' if args.engine == 'diffusion' else 'diffusion'} engine")
+        raise UsageError(f"{flags} only apply to the diffusion engine")
     if args.engine == "diffusion" and not args.weights:
         raise UsageError("the diffusion engine needs --weights (a saved model folder); "
                          "use --engine preview to animate without downloaded weights")
@@ -91,7 +88,7 @@ def animate(args: argparse.Namespace) -> None:
     if args.engine == "preview":
         from .preview import PreviewAnimator, PreviewConfig
 
-        config = PreviewConfig(size=args.size or 512, crop_only=bool(args.crop_only), relative=not args.absolute)
+        config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
         frames = PreviewAnimator(config).stream(reference, _frames(args.driving, args.max_frames, total, "animating"), info.fps)
     else:
         frames = _diffusion_frames(args, reference, info.fps, total)
@@ -116,7 +113,8 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
     steps = options.get("steps", 25)
     driving = read_video(args.driving, max_frames=args.max_frames)
     bar = tqdm(total=steps, desc="denoising", unit="step")
-    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, relative=not args.absolute, **options):
+    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, relative=not args.absolute,
+                             paste_back=not args.crop_only, **options):
         if event.kind == "progress":
             bar.update(1)
         else:

@@ -16,7 +16,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square
+from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
 from .media import to_rgb
 from .models.builders import BaseModels, load_base_components, tiny_components
 from .models.image_conditioning import ReferenceEmbeddings, reference_embeddings
@@ -66,6 +66,7 @@ class PreparedReference:
     person: np.ndarray  # (res, res) bool
     points: np.ndarray | None = None  # face mesh (478, 2) in crop pixels, for motion transfer
     square: SquareBox | None = None  # where the crop is in the reference image
+    source: np.ndarray | None = None  # the whole reference image, for pasting results back
 
 
 def _auto_device() -> torch.device:
@@ -177,6 +178,7 @@ class VividPipeline(DiffusionPipeline):
             person=crop_image(analysis.foreground.astype(np.uint8), square, res, nearest=True) > 0,
             points=points,
             square=square,
+            source=rgb,
         )
 
     def prepare_driving(
@@ -276,22 +278,26 @@ class VividPipeline(DiffusionPipeline):
         seed: int = 0,
         fps: float = 25.0,
         relative: bool = True,
+        paste_back: bool = False,
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """Animate `reference` with `driving_frames`: progress events during denoising, then
         the frames one by one. Closing the generator stops the work. `relative=False` draws
-        the driver's own face shape into the motion maps instead of the reference's."""
+        the driver's own face shape into the motion maps instead of the reference's;
+        `paste_back=True` returns whole reference-sized frames instead of the face crop."""
         self.check_inputs(window, overlap, steps, guidance)
         ref = self.prepare_reference(reference)
         motion = self.prepare_driving(driving_frames, fps, ref, relative)
         yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, steps=steps,
-                                 guidance=guidance, seed=seed)
+                                 guidance=guidance, seed=seed, paste_back=paste_back)
 
     @torch.no_grad()
     def generate(
         self, ref: PreparedReference, motion: MotionTrack, *, window: int = 24, overlap: int = 4,
         cyclic: bool = True, steps: int = 25, guidance: float = 3.5, seed: int = 0, decode_chunk: int = 8,
+        paste_back: bool = False,
     ) -> Iterator[ProgressEvent | FrameEvent]:
-        """The engine on prepared inputs (reference crop + driving motion)."""
+        """The engine on prepared inputs (reference crop + driving motion). `paste_back`
+        blends each generated crop into the whole reference image."""
         self.check_inputs(window, overlap, steps, guidance)
         guided = guidance > 1.0
         device = self._execution_device
@@ -318,6 +324,8 @@ class VividPipeline(DiffusionPipeline):
                 latents = out.prev_sample
                 yield ProgressEvent(i + 1, len(timesteps), self._preview(getattr(out, "pred_original_sample", None), num_frames // 2))
             for index, frame in enumerate(self.decode(latents, decode_chunk)):
+                if paste_back and ref.source is not None and ref.square is not None:
+                    frame = paste_crop(ref.source, frame, ref.square, self.crop)
                 yield FrameEvent(index, frame)
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeError(
@@ -340,12 +348,14 @@ class VividPipeline(DiffusionPipeline):
         seed: int = 0,
         fps: float = 25.0,
         relative: bool = True,
+        paste_back: bool = False,
     ) -> list[np.ndarray]:
         """All output frames (RGB uint8, the model's resolution), with a progress bar."""
         frames: list[np.ndarray] = []
         bar = self.progress_bar(total=steps)
         for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic,
-                                 steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative):
+                                 steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative,
+                                 paste_back=paste_back):
             if event.kind == "progress":
                 bar.update(1)
             else:
