@@ -222,3 +222,15 @@ def test_paste_back_gives_reference_sized_frames(pipe, astronaut, driving):
     assert all(f.shape == (400, 300, 3) for f in frames)
     # Far from the face the portrait is untouched.
     assert np.array_equal(frames[0][-20:, :20], astronaut[380:400, :20])
+
+
+def test_saved_folder_with_a_missing_tensor_is_refused(pipe, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    pipe.save_pretrained(tmp_path / "model")
+    weights = tmp_path / "model" / "pose_guider" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    del state["conv_out.bias"]
+    save_file(state, weights)
+    with pytest.raises(WeightsError, match="pose_guider.*missing.*conv_out.bias"):
+        VividPipeline.from_pretrained(tmp_path / "model")

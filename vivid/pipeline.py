@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from .models.builders import BaseModels, load_base_components, tiny_components
 from .models.image_conditioning import ReferenceEmbeddings, reference_embeddings
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import load_strict
+from .models.weights import check_saved, load_strict
 from .windows import average_windows, context_windows
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 LATENT_RGB_FACTORS = torch.tensor(
     [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
 )
+#: Components with weights, each saved in a subfolder of the same name.
+NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: Trained weight files written by train/ and read by `load_trained`.
 TRAINED_FILES = {
     "reference_net": "reference_net.safetensors",
@@ -147,14 +150,17 @@ class VividPipeline(DiffusionPipeline):
         GPU if there is one) in fp16 on a GPU and fp32 on the CPU unless `torch_dtype` says."""
         device = torch.device(device) if device else _auto_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        kwargs.setdefault("low_cpu_mem_usage", False)  # a missing tensor must not leave meta tensors
         pipe = super().from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
+        folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir():  # diffusers only warns about missing weights: we refuse them
+            for name in NETWORKS:
+                check_saved(getattr(pipe, name), folder / name, name)
         return pipe.to(device)
 
     def load_trained(self, folder: str) -> None:
         """Load ReferenceNet, denoising UNet and PoseGuider weights; any missing or
         mismatched tensor is an error naming the file."""
-        from pathlib import Path
-
         for name, filename in TRAINED_FILES.items():
             load_strict(getattr(self, name), Path(folder) / filename, name)
 
