@@ -37,3 +37,26 @@ def test_reads_sample_clip_lazily():
     frames = read_video(path, max_frames=5)
     assert next(frames).shape == (480, 480, 3)
     assert len(list(frames)) == 4
+
+
+def test_phone_video_rotation_is_applied(tmp_path, astronaut):
+    """Phones store portrait video sideways with a display rotation; frames come out upright."""
+    import av
+
+    upright = astronaut[:, :400]
+    sideways = np.ascontiguousarray(np.rot90(upright, 1))
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height = sideways.shape[1], sideways.shape[0]
+        s.pix_fmt = "yuv420p"
+        s.set_display_rotation(-90)
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(sideways, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    info = probe_video(path)
+    assert (info.width, info.height, info.rotation) == (400, 512, 90)
+    frame = next(read_video(path))
+    assert frame.shape == upright.shape and np.abs(frame.astype(int) - upright.astype(int)).mean() < 6
