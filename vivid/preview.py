@@ -119,7 +119,7 @@ class PreviewAnimator:
             grid=np.mgrid[0:size, 0:size].astype(np.float32),
         )
 
-    # -- motion transfer ----------------------------------------------------------------
+    # -- warping --------------------------------------------------------------------------
     def warp(self, ref: PreparedReference, goal: Target) -> tuple[np.ndarray, np.ndarray]:
         """Warped crop and the mask of pixels that changed (for blending back)."""
         n = ref.size
