@@ -43,7 +43,7 @@ def test_crop_only_and_absolute_modes(astronaut, grace_hopper):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("clip", ["d0.mp4", "d12.mp4"])
+@pytest.mark.parametrize("clip", ["d0.mp4", "d9.mp4", "d10.mp4", "d12.mp4"])
 def test_self_reenactment_beats_the_still_frame(animator, clip):
     frames = list(read_video(shared_file("driving", clip), max_frames=120))
     out = list(animator.stream(frames[0], frames))

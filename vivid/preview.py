@@ -32,10 +32,10 @@ class PreviewConfig:
     crop_scale: float = 2.6  # crop side in face-box sizes: room for head motion
     relative: bool = True  # motion relative to the first driving frame (False: absolute)
     crop_only: bool = False  # output the animated crop instead of the whole image
-    head_ring: float = 1.35  # ring (in face radii) that moves with the face outline: hair, ears
-    falloff_ring: float = 2.3  # outer ring: between the two rings the background stretches
+    head_ring: float = 1.2  # ring (in face radii) that moves with the face outline: hair, ears
+    falloff_ring: float = 2.0  # outer ring: between the two rings the background stretches
     falloff_follow: float = 0.0  # share of the face outline's motion the outer ring follows
-    neck_follow: float = 0.2  # ... and the share ring points below the chin follow (the neck)
+    neck_follow: float = 0.0  # ... and the share ring points below the chin follow (the neck)
     mouth_color: tuple[int, int, int] = (45, 14, 18)  # inside of an open mouth
     teeth_color: tuple[int, int, int] = (200, 192, 180)  # upper teeth, shown under the upper lip
     teeth_depth: float = 0.35  # teeth band height, in mouth-opening heights
