@@ -214,7 +214,11 @@ def build() -> gr.Blocks:
                 ref_in = gr.Image(type="filepath", label="Portrait", elem_id="animate-reference")
                 drv_in = gr.Video(label="Driving video", sources=["upload"], elem_id="animate-driving")
             with gr.Row():
-                engine = gr.Radio(list(ENGINES), value=next(iter(ENGINES)), label="Engine", elem_id="animate-engine")
+                engine = gr.Radio(
+                    list(ENGINES) if _weights else list(ENGINES)[:1], value=next(iter(ENGINES)), label="Engine",
+                    info=None if _weights else "The diffusion model needs weights: start the app with --weights FOLDER.",
+                    elem_id="animate-engine",
+                )
                 crop_only = gr.Checkbox(False, label="Face crop only")
                 absolute = gr.Checkbox(False, label="Copy the driver's face shape too")
             with gr.Accordion("Diffusion settings", open=False):
