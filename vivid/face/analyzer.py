@@ -12,7 +12,7 @@ from ..media import to_rgb
 from .analysis import FaceAnalysis, NoFaceError
 from .gaps import fill_gaps
 from .mesh_backend import MeshRunner
-from .mesh_parsing import analysis_from_mesh
+from .mesh_parsing import analysis_from_mesh, face_box
 from .smoothing import SmoothingConfig, smooth_stream
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,13 @@ class FaceAnalyzer:
                 notes.append(f"found {len(faces)} faces; using the largest")
             points = max(faces, key=_box_area)
             person = self._mesh().person_mask(rgb) if self.segment else None
-            analysis = analysis_from_mesh(points, rgb.shape[:2], person)
             if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
                 from .farl_backend import analyze_with_farl, five_points
 
-                analysis = analyze_with_farl(self._farl, rgb, five_points(points), analysis.box, person)
+                box = face_box(points, rgb.shape[:2])
+                analysis = analyze_with_farl(self._farl, rgb, five_points(points), box, person)
+            else:
+                analysis = analysis_from_mesh(points, rgb.shape[:2], person)
         analysis.notes = notes
         for note in notes:
             log.info("%s: %s", name, note)

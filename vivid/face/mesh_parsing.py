@@ -20,6 +20,14 @@ def _iris(points: np.ndarray, ids: tuple[int, ...]) -> tuple[np.ndarray, float]:
     return centre, radius
 
 
+def face_box(points: np.ndarray, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Box of the face outline, clipped to the image."""
+    oval = points[list(mt.FACE_OVAL)]
+    (x0, y0), (x1, y1) = oval.min(axis=0), oval.max(axis=0)
+    h, w = shape
+    return float(max(x0, 0)), float(max(y0, 0)), float(min(x1, w)), float(min(y1, h))
+
+
 def analysis_from_mesh(
     points: np.ndarray, shape: tuple[int, int], person: np.ndarray | None = None
 ) -> FaceAnalysis:
@@ -47,9 +55,7 @@ def analysis_from_mesh(
         _fill(labels, eyes[side], f"{name}_eye")
         _fill(labels, brows[side], f"{name}_brow")
 
-    x0, y0 = oval.min(axis=0)
-    x1, y1 = oval.max(axis=0)
-    box = (float(max(x0, 0)), float(max(y0, 0)), float(min(x1, w)), float(min(y1, h)))
+    box = face_box(points, shape)
     face = labels > 0
     if person is not None:
         up = points[mt.FOREHEAD_TOP] - points[mt.CHIN]
