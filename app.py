@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from vivid.face import FaceAnalyzer, NoFaceError, colorize, render_motion_map
+from vivid.face import FaceAnalyzer, NoFaceError, TrackConfig, colorize, render_motion_map
 from vivid.media import InputError, load_image, probe_video, read_video, write_video
 from vivid.native_log import filter_native_stderr
 
@@ -80,8 +80,6 @@ def parse_video(path: str | None, progress=gr.Progress()):
         raise gr.Error("Upload a driving video first.")
     try:
         info = probe_video(path)
-        from vivid.face import TrackConfig
-
         total = min(info.frames or PARSE_VIDEO_MAX_FRAMES, PARSE_VIDEO_MAX_FRAMES)
         frames = read_video(path, max_frames=PARSE_VIDEO_MAX_FRAMES)
         out = Path(tempfile.mkdtemp(prefix="vivid_parse_")) / "motion_maps.mp4"
