@@ -21,6 +21,7 @@ from .face import FaceAnalyzer, NoFaceError, TrackConfig, crop_image, face_squar
 from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
+from .face.template import MotionTemplate
 from .media import to_rgb
 
 @dataclass(frozen=True)
@@ -264,12 +265,18 @@ class PreviewAnimator:
         return out
 
     # -- whole videos ---------------------------------------------------------------------
-    def stream(self, reference: np.ndarray, driving_frames: Iterable[np.ndarray], fps: float = 25.0) -> Iterator[np.ndarray]:
-        """Animated frames, one per driving frame, produced lazily (memory stays flat)."""
+    def stream(self, reference: np.ndarray, driving_frames: "Iterable[np.ndarray] | MotionTemplate",
+               fps: float = 25.0) -> Iterator[np.ndarray]:
+        """Animated frames, one per driving frame (or motion-template frame), produced lazily
+        (memory stays flat). A template brings its own fps."""
         ref = self.prepare(reference)
         first: np.ndarray | None = None
         last = ref.crop, np.zeros(ref.crop.shape[:2], bool)
-        for analysis in self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps)):
+        if isinstance(driving_frames, MotionTemplate):
+            tracked = driving_frames.analyses()
+        else:
+            tracked = self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps))
+        for analysis in tracked:
             if analysis is not None:
                 current = analysis.landmarks.astype(np.float64)
                 first = current if first is None else first

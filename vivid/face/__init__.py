@@ -7,10 +7,11 @@ from .motion_map import MotionMapStyle, render_motion_map
 from .motion_track import MotionTrack
 from .random_scaling import component_centres, random_scale, scale_components
 from .smoothing import SmoothingConfig
+from .template import MotionTemplate
 
 __all__ = [
     "FaceAnalysis", "NoFaceError", "FaceAnalyzer", "TrackConfig", "CropConfig", "SquareBox",
     "crop_analysis", "crop_image", "face_square", "paste_crop", "video_square", "EXPRESSION_PARTS",
     "LABELS", "colorize", "label_mask", "MotionMapStyle", "MotionTrack", "render_motion_map", "component_centres",
-    "random_scale", "scale_components", "SmoothingConfig",
+    "random_scale", "scale_components", "SmoothingConfig", "MotionTemplate",
 ]
