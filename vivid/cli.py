@@ -13,7 +13,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .face import FaceAnalyzer, NoFaceError, colorize, render_motion_map
+from .face import FaceAnalyzer, MotionTemplate, NoFaceError, colorize, render_motion_map
+from .face.template import TemplateError, is_template_file
 from .media import InputError, load_image, probe_video, read_video, write_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("animate", help="animate REFERENCE with the motion of DRIVING")
     a.add_argument("reference", help="portrait image")
-    a.add_argument("driving", help="driving video")
+    a.add_argument("driving", help="driving video, or a motion template (.npz from `parse VIDEO --template`)")
     a.add_argument("-o", "--output", required=True, help="output .mp4")
     a.add_argument("--engine", choices=["preview", "diffusion"], default="preview",
                    help="preview: fast warping, no weights (default); diffusion: the model")
@@ -47,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
     p.add_argument("input", help="image or video")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
     p.add_argument("--backend", choices=["auto", "mesh", "farl"], default="auto")
+    p.add_argument("--template", metavar="OUT.npz",
+                   help="video only: save its motion template (smoothed face-mesh track, fps and sound; no pixels)")
+    p.add_argument("--no-audio", action="store_true", help="with --template: leave the video's sound out")
     return parser
 
 
@@ -83,6 +87,9 @@ def animate(args: argparse.Namespace) -> None:
     _check_output_file(out)
     _check_engine_options(args)
     reference = load_image(args.reference).rgb
+    if is_template_file(args.driving):
+        _animate_template(args, reference, out)
+        return
     info = probe_video(args.driving)
     total = min(info.frames or 0, args.max_frames or info.frames or 0) or None
     if args.engine == "preview":
@@ -96,7 +103,29 @@ def animate(args: argparse.Namespace) -> None:
     print(f"wrote {n} frames to {out}", file=sys.stderr)
 
 
-def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: float, total: int | None) -> Iterator[np.ndarray]:
+def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path) -> None:
+    """`animate REF TEMPLATE.npz`: the template's motion, fps and (when stored) sound."""
+    import dataclasses
+
+    from tqdm import tqdm
+
+    template = MotionTemplate.load(args.driving)
+    if args.max_frames:
+        template = dataclasses.replace(template, points=template.points[: args.max_frames],
+                                       interpolated=template.interpolated[: args.max_frames])
+    if args.engine == "preview":
+        from .preview import PreviewAnimator, PreviewConfig
+
+        config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
+        frames = tqdm(PreviewAnimator(config).stream(reference, template), total=len(template), desc="animating", unit="frame")
+    else:
+        frames = _diffusion_frames(args, reference, template.fps, len(template), driving=template)
+    n = template.write_video(out, frames)
+    print(f"wrote {n} frames to {out}" + (" with the template's sound" if template.has_audio else ""), file=sys.stderr)
+
+
+def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: float, total: int | None,
+                      driving: "MotionTemplate | None" = None) -> Iterator[np.ndarray]:
     from tqdm import tqdm
 
     from .pipeline import VividPipeline
@@ -111,7 +140,8 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
         raise UsageError(f"this model works at {pipe.config.resolution} px; drop --size")
     options = {k: getattr(args, k) for k in ("window", "overlap", "steps", "guidance", "seed") if getattr(args, k) is not None}
     steps = options.get("steps", 25)
-    driving = read_video(args.driving, max_frames=args.max_frames)
+    if driving is None:
+        driving = read_video(args.driving, max_frames=args.max_frames)
     bar = tqdm(total=steps, desc="denoising", unit="step")
     for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, relative=not args.absolute,
                              paste_back=not args.crop_only, **options):
@@ -129,10 +159,25 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
 def parse(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    src, out = Path(args.input), Path(args.output)
+    src = Path(args.input)
+    if args.template is not None:
+        if src.suffix.lower() in IMAGE_SUFFIXES:
+            raise UsageError("--template needs a driving video, not an image")
+        if not is_template_file(args.template):
+            raise UsageError(f"--template must name an .npz file, got {args.template}")
+        if not Path(args.template).resolve().parent.is_dir():
+            raise UsageError(f"output folder {Path(args.template).resolve().parent} does not exist")
+    elif args.output is None:
+        raise UsageError("give -o FOLDER for the maps, or --template OUT.npz for a motion template")
+    if args.template is not None and args.output is None:
+        _save_template(args, src)
+        return
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UsageError(f"cannot write to {out}")
+    if args.template is not None:
+        _save_template(args, src)
     analyzer = FaceAnalyzer(args.backend)
     if src.suffix.lower() in IMAGE_SUFFIXES:
         rgb = load_image(src).rgb
@@ -161,6 +206,21 @@ def parse(args: argparse.Namespace) -> None:
     print(f"wrote motion_maps.mp4 ({n} frames, {len(missing)} without a face) to {out}", file=sys.stderr)
 
 
+def _save_template(args: argparse.Namespace, src: Path) -> None:
+    """`parse VIDEO --template OUT.npz`: the video's motion, fps and sound, without pixels."""
+    from .face.template import extract_audio
+
+    info = probe_video(src)
+    frames = _frames(str(src), None, info.frames or None, "tracking")
+    template = MotionTemplate.from_video(frames, FaceAnalyzer("mesh", segment=False), fps=info.fps)
+    if info.has_audio and not args.no_audio:
+        template.audio, template.audio_format = extract_audio(src)
+    path = template.save(args.template)
+    print(f"wrote motion template {path} ({len(template)} frames at {template.fps:g} fps, "
+          f"{int(template.found.sum())} with a face, {'with' if template.has_audio else 'no'} sound, "
+          f"{path.stat().st_size / 1024:.0f} KB)", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .native_log import filter_native_stderr
@@ -169,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         (animate if args.command == "animate" else parse)(args)
-    except (InputError, NoFaceError, UsageError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (InputError, NoFaceError, UsageError, TemplateError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"vivid: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

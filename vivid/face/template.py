@@ -150,6 +150,24 @@ class MotionTemplate:
         path.write_bytes(self.audio)
         return path
 
+    def write_video(self, path: str | Path, frames: Iterable[np.ndarray]) -> int:
+        """Write animated `frames` as an mp4 at the template's fps, with its sound when it has
+        one (cut to the video's length). Returns the frame count; nothing is left on failure."""
+        from ..media import mux_audio, write_video
+
+        path = Path(path)
+        if self.audio is None:
+            return write_video(path, frames, self.fps)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".vivid-") as tmp:
+            silent = Path(tmp) / "video.mp4"
+            count = write_video(silent, frames, self.fps)
+            try:
+                mux_audio(silent, self.write_audio(tmp), path)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return count
+
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the template as a compressed .npz (no pickled objects)."""
