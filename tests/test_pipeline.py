@@ -69,7 +69,7 @@ def test_zero_pose_guider_ignores_motion_until_trained(astronaut, driving):
 
 
 def test_fg_and_bg_embeddings_reach_their_networks(pipe, prepared):
-    from vivid.models.image_conditioning import reference_embeddings
+    from vivid.conditioning import reference_embeddings
 
     ref = prepared[0]
     seen = {}
@@ -106,7 +106,9 @@ def test_reference_net_and_clip_run_once_per_video(pipe, prepared):
         for h in handles:
             h.remove()
     assert calls["reference_net"] == 1 and calls["image_encoder"] == 1
-    assert calls["unet"] == 3 * 2  # 3 steps x 2 windows over 6 frames
+    from vivid.windows import context_windows
+
+    assert calls["unet"] == sum(len(context_windows(6, 4, 1, step=s, cyclic=True)) for s in range(3))
 
 
 def test_overlaps_are_averaged_without_guidance(pipe, prepared, monkeypatch):

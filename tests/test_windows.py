@@ -12,26 +12,30 @@ sizes = st.integers(1, 24).flatmap(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(sizes=sizes, step=st.integers(0, 500), cyclic=st.booleans())
-def test_every_frame_covered_at_every_step(sizes, step, cyclic):
+@settings(max_examples=300, deadline=None)
+@given(sizes=sizes, step=st.integers(0, 500), cyclic=st.booleans(), wrap=st.booleans())
+def test_every_frame_covered_at_every_step(sizes, step, cyclic, wrap):
     n, window, overlap = sizes
-    windows = context_windows(n, window, overlap, step=step, cyclic=cyclic)
+    windows = context_windows(n, window, overlap, step=step, cyclic=cyclic, wrap=wrap)
     assert set().union(*map(set, windows)) == set(range(n))
     for w in windows:
         assert len(w) == min(window, n) and len(set(w)) == len(w)  # no frame twice in a window
         assert all(0 <= i < n for i in w)
-    # Windows are as few as the overlap allows (no wasted UNet evaluations).
+        if not (cyclic and wrap):  # frames in order, never the end of the video next to its start
+            assert w == list(range(w[0], w[0] + len(w)))
+    # Windows are as few as the overlap allows (no wasted UNet evaluations): the minimum
+    # for covering a circle of n frames, and at most one more when clamped to the video.
     if n > window:
-        assert len(windows) <= -(-n // (window - overlap)) + 1
+        minimum = -(-n // (window - overlap))
+        assert len(windows) <= minimum + (1 if cyclic and not wrap else 0)
 
 
 @settings(max_examples=100, deadline=None)
 @given(sizes=sizes, step=st.integers(0, 500))
-def test_cyclic_step_is_previous_step_shifted_by_one(sizes, step):
+def test_wrapped_cyclic_step_is_previous_step_shifted_by_one(sizes, step):
     n, window, overlap = sizes
-    now = context_windows(n, window, overlap, step=step, cyclic=True)
-    nxt = context_windows(n, window, overlap, step=step + 1, cyclic=True)
+    now = context_windows(n, window, overlap, step=step, cyclic=True, wrap=True)
+    nxt = context_windows(n, window, overlap, step=step + 1, cyclic=True, wrap=True)
     if n <= window:
         assert now == nxt == [list(range(n))]
     else:
@@ -39,16 +43,33 @@ def test_cyclic_step_is_previous_step_shifted_by_one(sizes, step):
 
 
 @settings(max_examples=100, deadline=None)
-@given(sizes=sizes)
-def test_every_frame_sits_in_an_overlap_within_a_stride_of_steps(sizes):
+@given(sizes=sizes, step=st.integers(0, 500))
+def test_clamped_cyclic_seams_move_one_frame_per_step(sizes, step):
+    """Without wrapping, the inner window starts (the seams) sit on a grid that moves right
+    by one frame per step, back to the start of the stride after `stride` steps."""
+    n, window, overlap = sizes
+    if n <= window:
+        return
+    stride, last = window - overlap, n - window
+    starts = [w[0] for w in context_windows(n, window, overlap, step=step, cyclic=True)]
+    inner = [s for s in starts if s not in (0, last)]
+    assert all(s % stride == step % stride for s in inner)
+    assert all(b - a == stride for a, b in zip(inner, inner[1:]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=sizes, wrap=st.booleans())
+def test_every_frame_sits_in_an_overlap_within_a_stride_of_steps(sizes, wrap):
+    """What cyclic overlap is for: no frame stays on a seam at every step. Clamped windows
+    have no seam at the video's own first and last frame."""
     n, window, overlap = sizes
     if n <= window or overlap == 0:
         return
     seen = set()
     for step in range(window - overlap):
-        counts = coverage(context_windows(n, window, overlap, step=step, cyclic=True), n)
+        counts = coverage(context_windows(n, window, overlap, step=step, cyclic=True, wrap=wrap), n)
         seen |= set(torch.nonzero(counts > 1).flatten().tolist())
-    assert seen == set(range(n))
+    assert seen >= (set(range(n)) if wrap else set(range(1, n - 1)))
 
 
 def test_uniform_schedule_keeps_the_same_seams():

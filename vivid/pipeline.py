@@ -20,7 +20,10 @@ from PIL import Image
 from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
 from .media import to_rgb
 from .models.builders import BaseModels, load_base_components, tiny_components
-from .models.image_conditioning import ReferenceEmbeddings, reference_embeddings
+from .conditioning import (
+    ReferenceEmbeddings, decode_latents, encode_latents, from_model_range, predict_noise, reference_embeddings,
+    reference_features, to_model_range, unconditional,
+)
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.weights import check_saved, load_strict
@@ -167,9 +170,15 @@ class VividPipeline(DiffusionPipeline):
     # -- faces ----------------------------------------------------------------------------
     @property
     def analyzer(self) -> FaceAnalyzer:
+        """The face analyser of reference and driving video; its backend is the parser of
+        the motion maps (`face_backend`: "auto", "mesh" or "farl")."""
         if self._analyzer is None:
             self._analyzer = FaceAnalyzer(self.config.face_backend)
         return self._analyzer
+
+    @analyzer.setter
+    def analyzer(self, analyzer: FaceAnalyzer) -> None:
+        self._analyzer = analyzer
 
     def prepare_reference(self, reference: np.ndarray) -> PreparedReference:
         """Find the face, crop the square the model works in, and the person mask there."""
@@ -191,9 +200,13 @@ class VividPipeline(DiffusionPipeline):
         self, frames: Iterable[np.ndarray], fps: float = 25.0, reference: PreparedReference | None = None,
         relative: bool = True,
     ) -> MotionTrack:
-        """The driving motion as landmarks per frame; moved onto the reference's face when
-        `reference` is given (the maps then carry no trace of the driver's face shape)."""
+        """The driving motion as landmarks per frame (and parsing maps, for the FaRL
+        parser); moved onto the reference's face when `reference` is given (the maps then
+        carry no trace of the driver's face shape). `frames` may also be a motion template
+        (`vivid.face.MotionTemplate`: a tracked landmark sequence, drawn with the mesh)."""
         target = None if reference is None or reference.points is None else (reference.points, reference.square)
+        if hasattr(frames, "analyses"):  # a motion template: already tracked
+            return MotionTrack.from_analyses(frames.analyses(), self.config.resolution, self.crop, target, relative)
         return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative)
 
     # -- the diffusion steps --------------------------------------------------------------
@@ -210,10 +223,8 @@ class VividPipeline(DiffusionPipeline):
             raise ValueError(f"window {window} is longer than the temporal layers' "
                              f"{self.unet.config.motion_max_seq_length} frames")
 
-    def _image_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1] on the pipeline's device/dtype."""
-        t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        return (t.to(self._execution_device, self.unet.dtype) / 127.5) - 1.0
+    def _model_tensor(self, images: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return to_model_range(images, self._execution_device, dtype or self.unet.dtype)
 
     @torch.no_grad()
     def encode_reference(self, ref: PreparedReference, guided: bool) -> ReferenceEmbeddings:
@@ -221,15 +232,12 @@ class VividPipeline(DiffusionPipeline):
         emb = reference_embeddings(
             self.image_encoder, self.feature_extractor, ref.image, ref.person, self.config.separate_fg_bg
         )
-        latents = self.vae.encode(self._image_tensor(ref.image[None])).latent_dist.mean
-        latents = latents * self.vae.config.scaling_factor
-        context = emb.reference_net.to(self.reference_net.dtype)
+        latents = encode_latents(self.vae, self._model_tensor(ref.image[None], self.vae.dtype))
+        context = emb.reference_net
         if guided:  # unconditional branch first, as in the denoising batch
             latents = torch.cat([latents, latents])
-            context = torch.cat([torch.zeros_like(context), context])
-        self.bank.clear()
-        t0 = torch.zeros(latents.shape[0], dtype=torch.long, device=latents.device)
-        self.reference_net(latents, t0, encoder_hidden_states=context)
+            context = torch.cat([unconditional(context), context])
+        reference_features(self.reference_net, self.bank, latents, context)
         return emb
 
     def _predict_window(
@@ -241,11 +249,9 @@ class VividPipeline(DiffusionPipeline):
         sample = latents[:, :, frames]
         sample = torch.cat([sample, sample]) if guided else sample
         sample = self.scheduler.scale_model_input(sample, t)
-        pose = self.pose_guider(self._image_tensor(motion.motion_maps(frames)).to(self.pose_guider.dtype))
+        pose = self.pose_guider(self._model_tensor(motion.motion_maps(frames), self.pose_guider.dtype))
         pose = torch.cat([pose, pose]) if guided else pose  # (B*F, C, h, w), frames inner
-        ctx = context.repeat_interleave(len(frames), dim=0)
-        with self.pose_injector.inject(pose):
-            noise = self.unet(sample, t, encoder_hidden_states=ctx).sample
+        noise = predict_noise(self.unet, self.pose_injector, sample, t, context, pose)
         if guided:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
@@ -263,12 +269,9 @@ class VividPipeline(DiffusionPipeline):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
         """VAE-decode (1, C, F, h, w) latents a few frames at a time, yielding RGB frames."""
-        latents = latents / self.vae.config.scaling_factor
         for start in range(0, latents.shape[2], chunk):
-            part = latents[0, :, start : start + chunk].permute(1, 0, 2, 3).to(self.vae.dtype)
-            images = self.vae.decode(part).sample  # (n, 3, H, W) in [-1, 1]
-            images = ((images.float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
-            yield from images.permute(0, 2, 3, 1).cpu().numpy()
+            part = latents[0, :, start : start + chunk].permute(1, 0, 2, 3)  # (n, C, h, w)
+            yield from from_model_range(decode_latents(self.vae, part))
 
     # -- entry points ---------------------------------------------------------------------
     def stream(
@@ -279,6 +282,7 @@ class VividPipeline(DiffusionPipeline):
         window: int = 24,
         overlap: int = 4,
         cyclic: bool = True,
+        wrap: bool = False,
         steps: int = 25,
         guidance: float = 3.5,
         seed: int = 0,
@@ -289,17 +293,19 @@ class VividPipeline(DiffusionPipeline):
         """Animate `reference` with `driving_frames`: progress events during denoising, then
         the frames one by one. Closing the generator stops the work. `relative=False` draws
         the driver's own face shape into the motion maps instead of the reference's;
-        `paste_back=True` returns whole reference-sized frames instead of the face crop."""
+        `paste_back=True` returns whole reference-sized frames instead of the face crop.
+        `cyclic` moves the windows one frame per step; `wrap` lets them run past the end of
+        the video into its start (for looping clips; see `vivid.windows`)."""
         self.check_inputs(window, overlap, steps, guidance)
         ref = self.prepare_reference(reference)
         motion = self.prepare_driving(driving_frames, fps, ref, relative)
-        yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, steps=steps,
+        yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap, steps=steps,
                                  guidance=guidance, seed=seed, paste_back=paste_back)
 
     @torch.no_grad()
     def generate(
         self, ref: PreparedReference, motion: MotionTrack, *, window: int = 24, overlap: int = 4,
-        cyclic: bool = True, steps: int = 25, guidance: float = 3.5, seed: int = 0, decode_chunk: int = 8,
+        cyclic: bool = True, wrap: bool = False, steps: int = 25, guidance: float = 3.5, seed: int = 0, decode_chunk: int = 8,
         paste_back: bool = False,
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """The engine on prepared inputs (reference crop + driving motion). `paste_back`
@@ -311,7 +317,7 @@ class VividPipeline(DiffusionPipeline):
             emb = self.encode_reference(ref, guided)
             context = emb.unet.to(device, self.unet.dtype)
             if guided:
-                context = torch.cat([torch.zeros_like(context), context])
+                context = torch.cat([unconditional(context), context])
             num_frames = len(motion)
             h = w = self.config.resolution // self.vae_scale_factor
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -323,7 +329,7 @@ class VividPipeline(DiffusionPipeline):
             # Stochastic schedulers (Euler ancestral, DDPM, ...) draw noise: from our generator.
             step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
             for i, t in enumerate(timesteps):
-                windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic)
+                windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic, wrap=wrap)
                 preds = [self._predict_window(latents, w_, t, motion, context, guidance) for w_ in windows]
                 noise = average_windows(preds, windows, num_frames)
                 out = self.scheduler.step(noise.to(latents.device), t, latents, **step_kwargs)
@@ -349,6 +355,7 @@ class VividPipeline(DiffusionPipeline):
         window: int = 24,
         overlap: int = 4,
         cyclic: bool = True,
+        wrap: bool = False,
         steps: int = 25,
         guidance: float = 3.5,
         seed: int = 0,
@@ -359,7 +366,7 @@ class VividPipeline(DiffusionPipeline):
         """All output frames (RGB uint8, the model's resolution), with a progress bar."""
         frames: list[np.ndarray] = []
         bar = self.progress_bar(total=steps)
-        for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic,
+        for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap,
                                  steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative,
                                  paste_back=paste_back):
             if event.kind == "progress":

@@ -2,9 +2,16 @@
 
 The denoising UNet sees `window` frames at a time. Windows overlap by `overlap` frames and
 their noise predictions are averaged where they overlap. With `cyclic=True` (the paper's
-cyclic overlap) frame indices wrap around the end of the video and every window start moves
-one frame to the right after each denoising step, so the seams move and every frame is
-inside an overlap at some step instead of the same frames always sitting on a seam.
+cyclic overlap) every window start moves one frame to the right after each denoising step,
+so the seams move and every frame is inside an overlap at some step instead of the same
+frames always sitting on a seam.
+
+At the end of the video the paper's windows "keep within the proper range" in one of two
+ways. `wrap=True`: indices wrap around, so a window may hold the last frames followed by
+the first ones (right for a looping clip). `wrap=False` (the default): windows are clamped
+inside the video and an extra window covers its start, so the temporal layers never see
+the end of the video next to its beginning; `bench/cyclic_wrap.py` measures how much the
+wrap lets the end of a clip change its first frames.
 """
 from __future__ import annotations
 
@@ -24,24 +31,31 @@ def _check(num_frames: int, window: int, overlap: int) -> None:
 
 
 def context_windows(
-    num_frames: int, window: int, overlap: int, step: int = 0, cyclic: bool = False
+    num_frames: int, window: int, overlap: int, step: int = 0, cyclic: bool = False, wrap: bool = False
 ) -> list[list[int]]:
     """Frame indices of each window for denoising step `step`.
 
     Uniform: windows from frame 0 every `window - overlap` frames, the last one aligned to
-    the end. Cyclic: windows every `window - overlap` frames around the circle of frames,
-    all shifted by `step`. A video no longer than the window is one window either way.
+    the end. Cyclic with `wrap`: windows every `window - overlap` frames around the circle
+    of frames, all shifted by `step`. Cyclic without `wrap`: the same grid shifted by
+    `step` modulo the stride, clamped inside the video, plus a window at frame 0 when the
+    shift leaves the start uncovered. A video no longer than the window is one window.
     """
     _check(num_frames, window, overlap)
     if num_frames <= window:
         return [list(range(num_frames))]
     stride = window - overlap
+    last = num_frames - window
     if not cyclic:
-        starts = list(range(0, num_frames - window, stride)) + [num_frames - window]
-        return [list(range(s, s + window)) for s in starts]
-    count = math.ceil(num_frames / stride)
-    shift = step % num_frames
-    return [[(j * stride + shift + k) % num_frames for k in range(window)] for j in range(count)]
+        starts = list(range(0, last, stride)) + [last]
+    elif wrap:
+        count = math.ceil(num_frames / stride)
+        shift = step % num_frames
+        return [[(j * stride + shift + k) % num_frames for k in range(window)] for j in range(count)]
+    else:
+        offset = step % stride
+        starts = ([0] if offset else []) + list(range(offset, last, stride)) + [last]
+    return [list(range(s, s + window)) for s in starts]
 
 
 def coverage(windows: Sequence[Sequence[int]], num_frames: int) -> torch.Tensor:

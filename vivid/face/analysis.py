@@ -25,7 +25,10 @@ class FaceAnalysis:
     box: tuple[float, float, float, float]  # (x0, y0, x1, y1) face box in pixels
     foreground: np.ndarray  # (H, W) bool, person vs background
     iris_radius: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # (2,) px
-    landmarks: np.ndarray | None = None  # backend's dense landmarks (N, 2), if it has them
+    # (478, 2) MediaPipe face-mesh points: every backend finds and aligns faces with the mesh,
+    # so motion transfer and the preview engine work the same whatever parses the face.
+    landmarks: np.ndarray | None = None
+    backend_points: np.ndarray | None = None  # the parser's own landmarks (FaRL: 98 WFLW points)
     backend: str = ""
     notes: list[str] = field(default_factory=list)  # things the user should know
     interpolated: bool = False  # filled in from neighbouring frames (no face detected here)

@@ -13,6 +13,7 @@ from .analysis import FaceAnalysis, NoFaceError
 from .gaps import fill_gaps
 from .mesh_backend import MeshRunner
 from .mesh_parsing import analysis_from_mesh, face_box
+from .part_warp import warp_parts
 from .smoothing import SmoothingConfig, smooth_stream
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,9 @@ class FaceAnalyzer:
             points = max(faces, key=_box_area)
             person = self._mesh().person_mask(rgb) if self.segment else None
             if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
-                from .farl_backend import analyze_with_farl, five_points
+                from .farl_backend import analyze_with_farl
 
-                box = face_box(points, rgb.shape[:2])
-                analysis = analyze_with_farl(self._farl, rgb, five_points(points), box, person)
+                analysis = analyze_with_farl(self._farl, rgb, points, face_box(points, rgb.shape[:2]), person)
             else:
                 analysis = analysis_from_mesh(points, rgb.shape[:2], person)
         analysis.notes = notes
@@ -117,15 +117,18 @@ class FaceAnalyzer:
         short gaps filled from neighbours, then lag-free adaptive smoothing of the landmarks
         (results come `smoothing.radius` frames behind the input).
 
-        Yields one item per frame (None where no face could be found or filled); raises
-        NoFaceError at the end if more than `config.max_missing` of the frames had no face.
-        Person segmentation is skipped (the motion map does not use it): `foreground` is the face.
+        With the FaRL backend every frame is also parsed by FaRL, and its parts are moved
+        from the raw mesh to the smoothed one (`part_warp`), so both parsers' maps are
+        smoothed by the same landmark filter. Yields one item per frame (None where no face
+        could be found or filled); raises NoFaceError at the end if more than
+        `config.max_missing` of the frames had no face. Person segmentation is skipped (the
+        motion map does not use it): `foreground` is the face.
         """
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
         runner = MeshRunner(tracking=True, max_faces=1)
 
-        def detections() -> Iterator[np.ndarray | None]:
+        def detections() -> Iterator[_Detection | None]:
             for i, frame in enumerate(frames):
                 rgb = to_rgb(frame, f"frame {i}").rgb
                 shapes.append(rgb.shape[:2])
@@ -133,18 +136,30 @@ class FaceAnalyzer:
                 faces = runner.faces(rgb)
                 if not faces:
                     counts["missing"] += 1
-                yield faces[0] if faces else None
+                    yield None
+                    continue
+                parse = None
+                if self._farl is not None:
+                    from .farl_backend import analyze_with_farl
 
-        stream = fill_gaps(detections(), config.max_gap, _lerp)
+                    parse = analyze_with_farl(self._farl, rgb, faces[0], face_box(faces[0], rgb.shape[:2]), None)
+                yield _Detection(faces[0], parse)
+
+        filled = fill_gaps(detections(), config.max_gap, _Detection.blend)
+        stream = ((d.points if d else None, (flag, d)) for d, flag in filled)
         if config.smoothing is not None:
             stream = smooth_stream(stream, config.fps, config.smoothing)
         try:
-            for i, (points, filled) in enumerate(stream):
+            for i, (points, (was_filled, detection)) in enumerate(stream):
                 if points is None:
                     yield None
                     continue
-                analysis = analysis_from_mesh(points, shapes[i])
-                analysis.interpolated = filled
+                if detection.parse is None:
+                    analysis = analysis_from_mesh(points, shapes[i])
+                else:  # the parser's parts, moved to the smoothed (or filled-in) mesh
+                    analysis = warp_parts(detection.parse, detection.parse.landmarks, points, shapes[i])
+                    analysis.backend = "farl"
+                analysis.interpolated = was_filled
                 yield analysis
         finally:
             runner.close()
@@ -166,5 +181,14 @@ class FaceAnalyzer:
             self._static = None
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    return (1 - t) * a + t * b
+@dataclass
+class _Detection:
+    """One tracked frame: raw mesh points, and the parser's analysis when it is not the mesh."""
+
+    points: np.ndarray
+    parse: FaceAnalysis | None = None
+
+    @staticmethod
+    def blend(a: "_Detection", b: "_Detection", t: float) -> "_Detection":
+        """A filled-in frame: points interpolated, the nearer frame's parse."""
+        return _Detection((1 - t) * a.points + t * b.points, a.parse if t < 0.5 else b.parse)

@@ -83,6 +83,7 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
         iris_radius=(analysis.iris_radius * s).astype(np.float32),
         eye_points=move(analysis.eye_points),
         landmarks=None if analysis.landmarks is None else move(analysis.landmarks),
+        backend_points=None if analysis.backend_points is None else move(analysis.backend_points),
         box=(float(x0), float(y0), float(x1), float(y1)),
         notes=list(analysis.notes),
     )

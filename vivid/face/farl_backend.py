@@ -104,11 +104,13 @@ def _facer_data(points: np.ndarray, box: tuple[float, float, float, float]) -> d
 
 
 def analyze_with_farl(
-    models: FarlModels, rgb: np.ndarray, points5: np.ndarray, box: tuple[float, float, float, float],
+    models: FarlModels, rgb: np.ndarray, mesh: np.ndarray, box: tuple[float, float, float, float],
     person: np.ndarray | None,
 ) -> FaceAnalysis:
-    """Parse one face with FaRL, given its five alignment points."""
+    """Parse one face with FaRL, aligned by its face mesh (478 points, kept as `landmarks`)."""
     import torch
+
+    points5 = five_points(mesh)
 
     h, w = rgb.shape[:2]
     images = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W)
@@ -144,6 +146,7 @@ def analyze_with_farl(
         eye_points=np.concatenate(eyes).astype(np.float32),
         box=box,
         foreground=foreground,
-        landmarks=landmarks.astype(np.float32),
+        landmarks=mesh.astype(np.float32),
+        backend_points=landmarks.astype(np.float32),
         backend="farl",
     )

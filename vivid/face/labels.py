@@ -33,6 +33,9 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "nose": ("nose",),
     "mouth": ("upper_lip", "inner_mouth", "lower_lip"),
 }
+#: Order in which moved components are painted: later ones win where two overlap
+#: (brows over eyes over nose).
+PAINT_ORDER: tuple[str, ...] = ("nose", "mouth", "left_eye", "right_eye", "left_brow", "right_brow")
 
 #: Motion-map colours (RGB). Fixed so that a trained model and a user reading the map
 #: agree on what each colour means; left/right parts differ so the map shows head yaw.

@@ -13,10 +13,7 @@ import cv2
 import numpy as np
 
 from .analysis import FaceAnalysis
-from .labels import COMPONENTS, LABEL_INDEX
-
-#: Paint order: later components win where two overlap (brows over eyes over nose).
-_PAINT_ORDER = ("nose", "mouth", "left_eye", "right_eye", "left_brow", "right_brow")
+from .labels import COMPONENTS, LABEL_INDEX, PAINT_ORDER
 
 
 def _component_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,7 +52,7 @@ def scale_components(
         out[mask] = filler
     h, w = labels.shape
     affines: dict[str, np.ndarray] = {}
-    for comp in _PAINT_ORDER:
+    for comp in PAINT_ORDER:
         if comp not in masks:
             continue
         s = part_scales if isinstance(part_scales, (int, float)) else part_scales.get(comp, 1.0)

@@ -1,12 +1,10 @@
 """Torch modules and their builders: pose guider, reference attention, UNets, CLIP, VAE."""
 from .builders import BaseModels, load_base_components, tiny_components
-from .image_conditioning import ReferenceEmbeddings, reference_embeddings, split_foreground_background
 from .pose_guider import PoseGuider, PoseInjector
 from .reference_attention import ReferenceBank, install_reference_attention, remove_reference_attention
 from .weights import WeightsError, load_strict
 
 __all__ = [
-    "BaseModels", "load_base_components", "tiny_components", "ReferenceEmbeddings", "reference_embeddings",
-    "split_foreground_background", "PoseGuider", "PoseInjector", "ReferenceBank", "install_reference_attention",
+    "BaseModels", "load_base_components", "tiny_components", "PoseGuider", "PoseInjector", "ReferenceBank", "install_reference_attention",
     "remove_reference_attention", "WeightsError", "load_strict",
 ]

@@ -15,8 +15,11 @@ class PoseGuider(ModelMixin, ConfigMixin):
     """Small conv encoder (AnimateAnyone-style): RGB motion map at image resolution ->
     features at latent resolution (three stride-2 stages = 1/8) with the UNet's first width.
 
-    Convs start Gaussian; the last conv starts at zero, so an untrained guider adds nothing
-    and training begins from the unconditioned UNet.
+    Convs start Gaussian with He (Kaiming) scaling, so features keep a standard deviation
+    near 1 through the SiLU stack; the last conv starts at zero, so an untrained guider adds
+    nothing and training begins from the unconditioned UNet, yet its gradient is alive from
+    the first step. (A fixed small std such as 0.02 shrinks the features by ~1e-6 over five
+    convs, which leaves the zero conv without gradient: the maps would never start to matter.)
     """
 
     @register_to_config
@@ -25,7 +28,6 @@ class PoseGuider(ModelMixin, ConfigMixin):
         conditioning_channels: int = 3,
         block_out_channels: tuple[int, ...] = (16, 32, 64, 128),
         out_channels: int = 320,
-        init_std: float = 0.02,
     ):
         super().__init__()
         self.conv_in = nn.Conv2d(conditioning_channels, block_out_channels[0], 3, padding=1)
@@ -35,7 +37,7 @@ class PoseGuider(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
         for conv in [self.conv_in, *self.blocks]:
-            nn.init.normal_(conv.weight, std=init_std)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
