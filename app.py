@@ -2,29 +2,90 @@
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import os
+import re
+import shutil
 import tempfile
 import threading
+import time
+from collections import deque
 from pathlib import Path
+from typing import Iterator
 
+import cv2
 import gradio as gr
 import numpy as np
 
-from vivid.face import FaceAnalyzer, NoFaceError, TrackConfig, colorize, render_motion_map
+from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, colorize, render_motion_map
+from vivid.face.labels import LABELS, PARSING_PALETTE
+from vivid.face.template import TemplateError
 from vivid.media import InputError, load_image, probe_video, read_video, write_video
 from vivid.native_log import filter_native_stderr
 
+try:  # ZeroGPU on Hugging Face Spaces: the diffusion engine borrows a GPU per job
+    import spaces
+
+    gpu = spaces.GPU(duration=300)
+except ImportError:  # anywhere else: no-op
+    def gpu(fn):
+        return fn
+
 log = logging.getLogger("vivid.app")
 
+ASSETS = Path(__file__).with_name("assets")
 #: Longest driving video the Parsing tab analyses (frames), to keep the page responsive.
 PARSE_VIDEO_MAX_FRAMES = 900
-#: How often the Animate tab refreshes its live preview while working (seconds).
-PREVIEW_INTERVAL = 0.5
-ENGINES = {"Preview (fast, no model weights)": "preview", "Diffusion model": "diffusion"}
+#: How often the Animate tab refreshes its live view and progress while working (seconds).
+PREVIEW_INTERVAL = 0.25
+#: Live-view frames are sent at most this large (px), so streaming them stays cheap.
+LIVE_VIEW_SIDE = 512
+#: The first seconds of a driving video must show a face, checked before any other work.
+FIRST_SECONDS = 3.0
+#: Results and uploads older than this are deleted (seconds); checked every tenth of it.
+MAX_AGE = int(os.environ.get("VIVID_MAX_AGE", 3600))
+#: Jobs waiting in the queue at most; more visitors are told the queue is full.
+QUEUE_SIZE = int(os.environ.get("VIVID_QUEUE_SIZE", 20))
+#: A job whose page stopped asking for updates this long ago is stopped (seconds).
+STALL_TIMEOUT = 10.0
+#: Where the app writes results (one folder per job).
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "vivid_app"
+PREVIEW_ENGINE, DIFFUSION_ENGINE = "Preview (fast, no model weights)", "Diffusion model"
+ENGINES = {PREVIEW_ENGINE: "preview", DIFFUSION_ENGINE: "diffusion"}
+#: Example pairs: (portrait, motion template), both in assets/.
+EXAMPLES = [
+    ("astronaut.jpg", "talking.npz"),
+    ("grace_hopper.jpg", "expressions.npz"),
+    ("astronaut.jpg", "head-motion.npz"),
+    ("grace_hopper.jpg", "speech.npz"),
+]
+#: What each parsing label means, for visitors (the mesh backend's limits said plainly).
+LABEL_NOTES = {
+    "background": "not the person",
+    "skin": "face skin inside the face outline (with the mesh backend a fringe over the forehead counts as skin too)",
+    "left_brow": "eyebrow, image-left",
+    "right_brow": "eyebrow, image-right",
+    "left_eye": "eye, image-left",
+    "right_eye": "eye, image-right",
+    "nose": "nose",
+    "upper_lip": "upper lip",
+    "inner_mouth": "inside of the mouth",
+    "lower_lip": "lower lip",
+    "hair": "hair: the person outside the face outline above the mouth line (mesh backend: may include ears and forehead above the face outline)",
+    "body": "neck, shoulders and clothes: the person below the mouth line outside the face (mesh backend: long hair there counts as body)",
+}
+
 _analyzer: FaceAnalyzer | None = None
-_weights: str | None = None  # folder of a saved VividPipeline, from --weights / $VIVID_WEIGHTS
+_weights: str | None = None  # saved VividPipeline folder or hub id, from --weights / $VIVID_WEIGHTS
 _pipeline = None
+_pipeline_lock = threading.Lock()  # one diffusion job at a time
+_jobs: dict[str, threading.Event] = {}  # session -> stop flag of its running animation
+_jobs_lock = threading.Lock()
+
+
+class Cancelled(Exception):
+    """The visitor cancelled the job (button, or the tab was closed)."""
 
 
 def analyzer() -> FaceAnalyzer:
@@ -34,6 +95,16 @@ def analyzer() -> FaceAnalyzer:
     return _analyzer
 
 
+def visitor_text(message: str) -> str:
+    """A message with server paths cut down to file names (visitors need not see our disk)."""
+    return re.sub(r"(?<![\w.])(?:/[^\s/'\":,()]+)+/([^\s/'\":,()]+)", r"\1", str(message))
+
+
+def _error(exc: BaseException) -> gr.Error:
+    return gr.Error(visitor_text(str(exc)))
+
+
+# -- Parsing tab ----------------------------------------------------------------------------
 def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """The parsing map blended over the photo, background left as it is."""
     colour = colorize(labels).astype(np.float32)
@@ -48,22 +119,65 @@ def mask_picture(rgb: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return np.where(foreground[..., None], rgb, grey)
 
 
+def legend_html() -> str:
+    """The parsing colours with what each label means."""
+    rows = []
+    for name, colour in zip(LABELS, PARSING_PALETTE):
+        swatch = "#%02x%02x%02x" % tuple(int(c) for c in colour)
+        rows.append(
+            f'<li data-label="{name}"><span class="vivid-swatch" style="background:{swatch}"></span>'
+            f"<b>{name.replace('_', ' ')}</b> — {html.escape(LABEL_NOTES.get(name, ''))}</li>"
+        )
+    return ('<div class="vivid-legend"><p>Parsing-map colours (the motion map keeps only brows, eyes, nose, lips '
+            "and mouth, plus white eyelid lines and yellow irises):</p><ul>" + "".join(rows) + "</ul></div>")
+
+
+def eye_closeup(rgb: np.ndarray, analysis, motion: np.ndarray, width: int = 900) -> np.ndarray:
+    """Both eyes enlarged: the photo with the eyelid line and iris drawn, above the motion
+    map, so the eye landmarks can be checked at page scale."""
+    pts = analysis.eye_points
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    pad_x, pad_y = 0.25 * (x1 - x0), max(0.9 * (y1 - y0), 0.12 * (x1 - x0))
+    h, w = rgb.shape[:2]
+    ix0, iy0 = int(max(x0 - pad_x, 0)), int(max(y0 - pad_y, 0))
+    ix1, iy1 = int(min(x1 + pad_x, w)), int(min(y1 + pad_y, h))
+    scale = width / max(ix1 - ix0, 1)
+    size = (width, max(1, int(round((iy1 - iy0) * scale))))
+    photo = cv2.resize(rgb[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_CUBIC)
+    for side in (0, 1):
+        contour = (analysis.eye_contour(side) - (ix0, iy0)) * scale
+        cv2.polylines(photo, [np.round(contour * 4).astype(np.int32)], True, (255, 255, 255), 2, cv2.LINE_AA, 2)
+        centre = (analysis.iris[side] - (ix0, iy0)) * scale
+        radius = max(float(analysis.iris_radius[side]) * scale, 3.0)
+        cv2.circle(photo, tuple(np.round(centre * 4).astype(int)), int(radius * 4), (255, 255, 0), 2, cv2.LINE_AA, 2)
+    maps = cv2.resize(motion[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([photo, np.full((6, width, 3), 255, np.uint8), maps])
+
+
 def _analyse_upload(path: str | None):
     if not path:
         raise gr.Error("Upload a portrait first.")
     try:
         rgb = load_image(path).rgb
-        return rgb, analyzer().analyze(rgb, Path(path).name)
+        return rgb, analyzer().analyze(rgb, "the portrait")
     except (InputError, NoFaceError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise _error(exc) from None
+
+
+def _backend_text() -> str:
+    if analyzer().backend == "farl":
+        return "farl (FaRL face parsing and WFLW eye landmarks, as in the paper)"
+    return ("mesh (MediaPipe face mesh and selfie segmentation). The mesh knows the face's parts exactly but not "
+            "where hair ends: hair and body are split from the person mask by position (see the legend).")
 
 
 def parse_image(path: str | None):
     rgb, a = _analyse_upload(path)
-    info = f"Backend: {analyzer().backend_note}"
+    info = f"Backend: {_backend_text()}"
     if a.notes:
-        info += "\n" + "\n".join(f"- {n}" for n in a.notes)
-    return overlay(rgb, a.labels), render_motion_map(a), mask_picture(rgb, a.foreground), info
+        info += "\n" + "\n".join(f"- {visitor_text(n)}" for n in a.notes)
+    motion = render_motion_map(a)
+    return overlay(rgb, a.labels), motion, mask_picture(rgb, a.foreground), eye_closeup(rgb, a, motion), info
 
 
 def scaled_motion_maps(path: str | None, seed: int, count: int = 4) -> list[np.ndarray]:
@@ -82,7 +196,7 @@ def parse_video(path: str | None, progress=gr.Progress()):
         info = probe_video(path)
         total = min(info.frames or PARSE_VIDEO_MAX_FRAMES, PARSE_VIDEO_MAX_FRAMES)
         frames = read_video(path, max_frames=PARSE_VIDEO_MAX_FRAMES)
-        out = Path(tempfile.mkdtemp(prefix="vivid_parse_")) / "motion_maps.mp4"
+        out = _job_dir("parse") / "motion_maps.mp4"
         missing: list[int] = []
         filled: list[int] = []
 
@@ -102,7 +216,7 @@ def parse_video(path: str | None, progress=gr.Progress()):
 
         n = write_video(out, maps(), info.fps)
     except (InputError, NoFaceError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise _error(exc) from None
     lines = [f"{n} frames at {info.fps:g} fps, backend: mesh (MediaPipe tracking)"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")
@@ -112,80 +226,341 @@ def parse_video(path: str | None, progress=gr.Progress()):
     return str(out), "\n".join(lines)
 
 
+# -- housekeeping ---------------------------------------------------------------------------
+def sweep_outputs(max_age: float = MAX_AGE, folder: Path = OUTPUT_DIR) -> int:
+    """Delete job folders older than `max_age` seconds; returns how many went."""
+    if not folder.is_dir():
+        return 0
+    cutoff, removed = time.time() - max_age, 0
+    for job in folder.iterdir():
+        try:
+            if job.stat().st_mtime < cutoff:
+                shutil.rmtree(job, ignore_errors=True) if job.is_dir() else job.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+def _job_dir(kind: str) -> Path:
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    sweep_outputs()
+    return Path(tempfile.mkdtemp(prefix=f"{kind}_", dir=OUTPUT_DIR))
+
+
+# -- Animate tab ----------------------------------------------------------------------------
+def template_preview(path: str | Path) -> str:
+    """The motion-map video of a template (what a template shows as its driving preview),
+    rendered once per template file and kept next to the app's other outputs."""
+    path = Path(path)
+    stat = path.stat()
+    folder = OUTPUT_DIR.parent / "vivid_templates"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.mp4"
+    if not out.is_file():
+        template = MotionTemplate.load(path)
+        partial = out.with_suffix(".part.mp4")
+        template.write_video(partial, template.motion_maps())
+        partial.replace(out)
+    return str(out)
+
+
+def show_template(path: str | None):
+    """A visitor uploaded a template: show its motion maps in the driving-video slot."""
+    if not path:
+        return gr.update()
+    try:
+        return template_preview(path)
+    except (TemplateError, InputError) as exc:
+        raise _error(exc) from None
+
+
+def check_settings(engine: str, window: float, overlap: float):
+    """Inline check of the diffusion settings: message, and whether Animate may be pressed."""
+    if ENGINES.get(engine) == "diffusion" and int(overlap) >= int(window):
+        message = f"Overlap ({int(overlap)} frames) must be smaller than the window ({int(window)} frames)."
+        return gr.update(value=f"⚠️ {message}", visible=True), gr.update(interactive=False)
+    return gr.update(value="", visible=False), gr.update(interactive=True)
+
+
+def engine_changed(engine: str, window: float, overlap: float):
+    """Diffusion-only settings are shown only for the diffusion engine."""
+    return (gr.update(visible=ENGINES.get(engine) == "diffusion"), *check_settings(engine, window, overlap))
+
+
 def _pipeline_or_error():
     global _pipeline
     if not _weights:
-        raise gr.Error("No diffusion weights are configured: start the app with --weights FOLDER "
-                       "(or set VIVID_WEIGHTS). The preview engine needs none.")
+        raise gr.Error("The diffusion model is not installed on this server; use the preview engine.")
     if _pipeline is None:
         from vivid import VividPipeline
 
-        _pipeline = VividPipeline.tiny() if _weights == "tiny" else VividPipeline.from_pretrained(_weights)
+        try:
+            _pipeline = VividPipeline.tiny() if _weights == "tiny" else VividPipeline.from_pretrained(_weights)
+        except Exception as exc:  # missing files, no network for a hub id, wrong format
+            log.exception("could not load the diffusion weights %s", _weights)
+            raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(type(exc).__name__)}); "
+                           "use the preview engine.") from None
     return _pipeline
 
 
-def animate(reference: str | None, driving: str | None, engine: str, crop_only: bool, absolute: bool,
-            steps: int, guidance: float, seed: int, window: int, overlap: int, cyclic: bool):
-    """Generator callback: live preview and status while working, then the finished video."""
-    if not reference or not driving:
-        raise gr.Error("Upload a portrait and a driving video first.")
+def _check_first_seconds(path: str, fps: float) -> int:
+    """Fail fast: some frame of the first seconds must show a face. Returns frames seen."""
+    step = max(1, int(round(fps / 4)))  # four looks a second
+    seen = 0
+    for i, frame in enumerate(read_video(path, max_frames=max(1, int(FIRST_SECONDS * fps)))):
+        seen = i + 1
+        if i % step:
+            continue
+        try:
+            analyzer().analyze(frame, "the driving video")
+            return seen
+        except NoFaceError:
+            continue
+    raise gr.Error(f"No face in the first {min(seen / fps, FIRST_SECONDS):.0f} s of the driving video: use a clip "
+                   "that shows one face, roughly frontal, from its start.")
+
+
+def _fit(frame: np.ndarray, side: int) -> np.ndarray:
+    scale = side / max(frame.shape[:2])
+    if scale >= 1:
+        return frame
+    return cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+
+
+def side_by_side(driving: np.ndarray, reference: np.ndarray, result: np.ndarray, height: int = 384) -> np.ndarray:
+    """driving | reference | result, each scaled to `height`."""
+    panels = [cv2.resize(p, (max(2, round(p.shape[1] * height / p.shape[0])), height), interpolation=cv2.INTER_AREA)
+              for p in (driving, reference, result)]
+    return np.concatenate(panels, axis=1)
+
+
+def _progress_html(fraction: float | None, eta: float | None, label: str) -> str:
+    if fraction is None:
+        return f'<div class="vivid-progress"><progress></progress> <span>{html.escape(label)}</span></div>'
+    text = f"{100 * fraction:.0f}%" + (f" · about {eta:.0f} s left" if eta is not None else "") + f" · {label}"
+    return (f'<div class="vivid-progress"><progress value="{fraction:.3f}" max="1"></progress> '
+            f"<span>{html.escape(text)}</span></div>")
+
+
+def _stop_flag(request: gr.Request | None) -> threading.Event:
+    stop = threading.Event()
+    key = getattr(request, "session_hash", None)
+    if key:
+        with _jobs_lock:
+            old = _jobs.get(key)
+            if old is not None:
+                old.set()  # a new job from the same page replaces the old one
+            _jobs[key] = stop
+    return stop
+
+
+def cancel(request: gr.Request = None) -> str:
+    """Cancel button and tab close: stop this page's running job."""
+    key = getattr(request, "session_hash", None)
+    with _jobs_lock:
+        stop = _jobs.pop(key, None) if key else None
+    if stop is not None:
+        stop.set()
+    return "cancelled"
+
+
+def tab_closed(request: gr.Request = None) -> None:
+    """The visitor closed or reloaded the page: stop its job."""
+    cancel(request)
+
+
+def animate(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
+            absolute: bool, want_side: bool, steps: int, guidance: float, seed: int, window: int, overlap: int,
+            cyclic: bool, request: gr.Request = None) -> Iterator[tuple]:
+    """Generator callback: (live view, result, side-by-side, status, progress) while working,
+    then the finished videos. Cancel, closing the tab or closing this generator stops it."""
+    engine = ENGINES.get(engine, engine)
+    if not reference or not (driving or template):
+        raise gr.Error("Upload a portrait and a driving video (or pick an example) first.")
+    if engine == "diffusion" and int(overlap) >= int(window):
+        raise gr.Error(f"Overlap ({int(overlap)}) must be smaller than the window ({int(window)}).")
     try:
         ref = load_image(reference).rgb
-        info = probe_video(driving)
-    except InputError as exc:
-        raise gr.Error(str(exc)) from None
-    state = {"frames": 0, "latest": None, "status": "analysing faces…"}
-    total = info.frames or None
-    if ENGINES.get(engine, engine) == "preview":
+        analyzer().analyze(ref, "the portrait")
+        if template:
+            motion = MotionTemplate.load(template)
+            fps, total = motion.fps, len(motion)
+            if not motion.found[: max(1, int(FIRST_SECONDS * fps))].any():
+                raise gr.Error(f"No face in the first {FIRST_SECONDS:.0f} s of this motion template.")
+        else:
+            motion = None
+            info = probe_video(driving)
+            fps, total = info.fps, info.frames or None
+            seen = _check_first_seconds(driving, fps)
+            if seen == 1 and (total or 1) <= 1:
+                gr.Warning("The driving video has a single frame: the result will be a still picture, "
+                           "not an animation. Use a clip of a few seconds.")
+    except (InputError, NoFaceError, TemplateError) as exc:
+        raise _error(exc) from None
+    pipe = _pipeline_or_error() if engine == "diffusion" else None
+
+    stop = _stop_flag(request)
+    job = _job_dir("animate")
+    out, side_out = job / "animation.mp4", job / "side_by_side.mp4"
+    state = {"frames": 0, "latest": None, "status": "analysing the driving motion…", "fraction": 0.0,
+             "pulled": time.monotonic(), "t0": time.monotonic()}
+
+    def check() -> None:
+        if stop.is_set() or time.monotonic() - state["pulled"] > STALL_TIMEOUT:
+            stop.set()
+            raise Cancelled
+
+    def driving_frames() -> Iterator[np.ndarray]:
+        for frame in read_video(driving):
+            check()  # a cancel also stops the tracking of the driving video
+            yield frame
+
+    source = motion if motion is not None else driving_frames()
+    if engine == "preview":
         from vivid.preview import PreviewAnimator, PreviewConfig
 
-        animator = PreviewAnimator(PreviewConfig(crop_only=crop_only, relative=not absolute))
-        frames = animator.stream(ref, read_video(driving), info.fps)
+        frames = PreviewAnimator(PreviewConfig(crop_only=crop_only, relative=not absolute)).stream(ref, source, fps)
     else:
-        pipe = _pipeline_or_error()
+        frames = _diffusion_frames(pipe, ref, source, fps, total, state, check, window=int(window),
+                                   overlap=int(overlap), cyclic=bool(cyclic), steps=int(steps),
+                                   guidance=float(guidance), seed=int(seed), relative=not absolute,
+                                   paste_back=not crop_only)
 
-        def diffusion_frames():
-            events = pipe.stream(ref, read_video(driving), window=int(window), overlap=int(overlap), cyclic=cyclic,
-                                 steps=int(steps), guidance=float(guidance), seed=int(seed), fps=info.fps,
-                                 relative=not absolute, paste_back=not crop_only)
-            for event in events:
-                if event.kind == "progress":
-                    state["status"] = f"denoising step {event.step}/{event.total}"
-                    state["latest"] = event.preview
-                else:
-                    yield event.frame
-
-        frames = diffusion_frames()
-
-    def counted():
+    def counted() -> Iterator[np.ndarray]:
         for frame in frames:
+            check()
             state["frames"] += 1
             state["latest"] = frame
+            if engine == "preview":
+                state["fraction"] = state["frames"] / total if total else None
+            else:
+                state["fraction"] = 0.9 + 0.1 * state["frames"] / total if total else None
             state["status"] = f"frame {state['frames']}" + (f" of {total}" if total else "")
             yield frame
 
-    out = Path(tempfile.mkdtemp(prefix="vivid_animate_")) / "animation.mp4"
+    def side_frames() -> Iterator[np.ndarray]:
+        drivers = motion.motion_maps() if motion is not None else read_video(driving)
+        for frame, driver in zip(read_video(out), drivers):  # one result frame per driving frame
+            check()
+            yield side_by_side(driver, ref, frame)
+
     result: dict = {}
 
-    def work():
+    def work() -> None:
         try:
-            result["frames"] = write_video(out, counted(), info.fps, audio_from=driving)
-        except BaseException as exc:  # reported to the user below, in the request's thread
+            if motion is not None:
+                result["frames"] = motion.write_video(out, counted())
+            else:
+                result["frames"] = write_video(out, counted(), fps, audio_from=driving)
+            if want_side:
+                state["status"] = "making the side-by-side video"
+                if motion is not None:
+                    motion.write_video(side_out, side_frames())
+                else:
+                    write_video(side_out, side_frames(), fps, audio_from=out)
+                result["side"] = True
+        except Cancelled:
+            result["cancelled"] = True
+        except BaseException as exc:  # reported to the visitor below, in the request's thread
             result["error"] = exc
 
-    worker = threading.Thread(target=work, daemon=True)
+    if engine == "diffusion":  # one diffusion job at a time; others wait here, cancellable
+        while not _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL):
+            if stop.is_set():
+                yield None, None, None, "cancelled", ""
+                return
+            yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
+    worker = threading.Thread(target=work, name="vivid-animate", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(PREVIEW_INTERVAL)
-        yield state["latest"], None, state["status"]
+    try:
+        while worker.is_alive():
+            worker.join(PREVIEW_INTERVAL)
+            state["pulled"] = time.monotonic()
+            fraction = state["fraction"]
+            elapsed = time.monotonic() - state["t0"]
+            eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0.02 else None
+            live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
+            yield live, None, None, state["status"], _progress_html(fraction, eta, state["status"])
+    finally:  # also when Gradio closes this generator (Cancel, tab closed)
+        if worker.is_alive():
+            stop.set()
+            worker.join(timeout=5)
+        if engine == "diffusion":
+            _pipeline_lock.release()
+        with _jobs_lock:
+            if _jobs.get(getattr(request, "session_hash", None)) is stop:
+                _jobs.pop(request.session_hash, None)
+    if result.get("cancelled"):
+        shutil.rmtree(job, ignore_errors=True)
+        yield None, None, None, "cancelled", ""
+        return
     if "error" in result:
+        shutil.rmtree(job, ignore_errors=True)
         exc = result["error"]
-        if isinstance(exc, (InputError, NoFaceError, ValueError)):
-            raise gr.Error(str(exc)) from None
+        if isinstance(exc, (InputError, NoFaceError, TemplateError, ValueError)):
+            raise _error(exc) from None
         log.exception("animation failed", exc_info=exc)
-        raise gr.Error(f"Animation failed: {exc}") from None
-    yield state["latest"], str(out), f"done: {result['frames']} frames at {info.fps:g} fps" + (
-        ", with the driving video's sound" if info.has_audio else "")
+        raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None
+    sound = motion.has_audio if motion is not None else info.has_audio
+    took = time.monotonic() - state["t0"]
+    done = (f"done: {result['frames']} frames at {fps:g} fps in {took:.1f} s"
+            + (", with the driving sound" if sound else ""))
+    live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
+    yield live, str(out), str(side_out) if result.get("side") else None, done, _progress_html(1.0, None, "done")
+
+
+@gpu
+def _diffusion_events(pipe, ref: np.ndarray, driving, fps: float, **options) -> Iterator:
+    """The diffusion engine's events (on Spaces with ZeroGPU this runs with a borrowed GPU)."""
+    yield from pipe.stream(ref, driving, fps=fps, **options)
+
+
+def _diffusion_frames(pipe, ref, driving, fps, total, state, check, **options) -> Iterator[np.ndarray]:
+    events = _diffusion_events(pipe, ref, driving, fps, **options)
+    try:
+        for event in events:
+            check()  # between denoising steps: a cancel stops after the current step
+            if event.kind == "progress":
+                state["status"] = f"denoising step {event.step}/{event.total}"
+                state["fraction"] = 0.9 * event.step / max(event.total, 1)
+                if event.preview is not None:
+                    state["latest"] = event.preview
+            else:
+                yield event.frame
+    finally:
+        events.close()
+
+
+# -- Live tab -------------------------------------------------------------------------------
+def live_step(frame: np.ndarray | None, reference: str | None, session: dict | None):
+    """One webcam frame in, the animated portrait and the frame's motion map out."""
+    from vivid.live import LiveAnimator
+
+    session = session or {}
+    if frame is None:
+        return gr.update(), gr.update(), session, gr.update()
+    if not reference:
+        raise gr.Error("Choose a portrait first.")
+    if session.get("reference") != reference:
+        old = session.get("animator")
+        if old is not None:
+            old.close()
+        try:
+            session = {"reference": reference, "animator": LiveAnimator(load_image(reference).rgb), "times": deque(maxlen=30)}
+        except (InputError, NoFaceError) as exc:
+            raise _error(exc) from None
+    out, motion = session["animator"].step(frame)
+    times = session["times"]
+    times.append(time.monotonic())
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+    return out, _fit(motion, 320), session, f"{rate:.1f} frames/s processed on the server"
+
+
+def live_reset(session: dict | None):
+    if session and session.get("animator") is not None:
+        session["animator"].reset()
+    return session
 
 
 def _ranges(indices: list[int]) -> str:
@@ -200,72 +575,136 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
+CSS = """
+.vivid-legend ul { list-style: none; padding: 0; columns: 2; }
+.vivid-legend li { margin: 2px 0; }
+.vivid-swatch { display: inline-block; width: 1.1em; height: 1.1em; margin-right: .4em; vertical-align: middle;
+                border: 1px solid #888; }
+.vivid-progress progress { width: 60%; height: 1em; vertical-align: middle; }
+"""
+
+
 def build() -> gr.Blocks:
-    examples = sorted(str(p) for p in Path(__file__).with_name("assets").glob("*.jpg"))
-    with gr.Blocks(title="VividPortraits") as demo:
+    portraits = sorted(str(p) for p in ASSETS.glob("*.jpg"))
+    examples = [[str(ASSETS / p), template_preview(ASSETS / "templates" / t), str(ASSETS / "templates" / t)]
+                for p, t in EXAMPLES if (ASSETS / p).is_file() and (ASSETS / "templates" / t).is_file()]
+    engines = list(ENGINES) if _weights else [PREVIEW_ENGINE]
+    engine_info = ("Preview warps the portrait on the CPU in about real time; the diffusion model paints every frame "
+                   "and is much slower." if _weights else
+                   "This server runs the fast preview engine, which warps the portrait on the CPU in about real time. "
+                   "The diffusion model is not installed here.")
+    with gr.Blocks(title="VividPortraits", delete_cache=(max(60, MAX_AGE // 10), MAX_AGE)) as demo:
         gr.Markdown(
-            "# VividPortraits\nAnimate a portrait with the head motion and expressions of a "
-            "driving video. **Parsing** shows the facial parsing maps that guide the model."
+            "# VividPortraits\nAnimate a portrait with the head motion and expressions of a driving video. "
+            "Pick an example below to see it run, or bring your own portrait and clip (or record one with your "
+            "webcam). **Live** drives a portrait with your webcam; **Parsing** shows the facial parsing maps that "
+            "guide the model."
         )
         with gr.Tab("Animate"):
             with gr.Row():
                 ref_in = gr.Image(type="filepath", label="Portrait", elem_id="animate-reference")
-                drv_in = gr.Video(label="Driving video", sources=["upload"], elem_id="animate-driving")
+                drv_in = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
+                                  elem_id="animate-driving")
+            tpl_in = gr.File(label="…or a motion template (.npz: motion and sound, no pixels)", file_types=[".npz"],
+                             elem_id="animate-template", height=80)
+            ex = None
+            if examples:
+                ex = gr.Examples(examples, inputs=[ref_in, drv_in, tpl_in], elem_id="animate-examples",
+                                 label="Examples (click one to run it): portrait × motion template",
+                                 example_labels=[f"{Path(e[0]).stem.replace('_', ' ')} × {Path(e[2]).stem}" for e in examples])
             with gr.Row():
-                engine = gr.Radio(
-                    list(ENGINES) if _weights else list(ENGINES)[:1], value=next(iter(ENGINES)), label="Engine",
-                    info=None if _weights else "The diffusion model needs weights: start the app with --weights FOLDER.",
-                    elem_id="animate-engine",
-                )
+                engine = gr.Radio(engines, value=PREVIEW_ENGINE, label="Engine", info=engine_info, elem_id="animate-engine")
                 crop_only = gr.Checkbox(False, label="Face crop only")
                 absolute = gr.Checkbox(False, label="Copy the driver's face shape too")
-            with gr.Accordion("Diffusion settings", open=False):
+                want_side = gr.Checkbox(False, label="Also make a side-by-side video", elem_id="animate-side-by-side")
+            with gr.Group(visible=False, elem_id="animate-diffusion-settings") as diffusion_settings:
                 with gr.Row():
-                    steps = gr.Slider(1, 50, 25, step=1, label="Denoising steps")
-                    guidance = gr.Slider(1.0, 7.0, 3.5, step=0.5, label="Guidance")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    steps = gr.Slider(1, 50, 25, step=1, label="Denoising steps", elem_id="animate-steps")
+                    guidance = gr.Slider(1.0, 7.0, 3.5, step=0.5, label="Guidance", elem_id="animate-guidance")
+                    seed = gr.Number(0, precision=0, label="Seed", elem_id="animate-seed")
                 with gr.Row():
-                    window = gr.Slider(4, 32, 24, step=1, label="Window (frames)")
-                    overlap = gr.Slider(0, 16, 4, step=1, label="Overlap (frames)")
-                    cyclic = gr.Checkbox(True, label="Cyclic overlap")
-            go = gr.Button("Animate", variant="primary", elem_id="animate-button")
+                    window = gr.Slider(4, 32, 24, step=1, label="Window (frames)", elem_id="animate-window")
+                    overlap = gr.Slider(0, 16, 4, step=1, label="Overlap (frames)", elem_id="animate-overlap")
+                    cyclic = gr.Checkbox(True, label="Cyclic overlap", elem_id="animate-cyclic")
+                settings_error = gr.Markdown(visible=False, elem_id="animate-settings-error")
             with gr.Row():
-                live = gr.Image(label="Live preview", elem_id="animate-live")
-                result_video = gr.Video(label="Result", elem_id="animate-result")
+                go = gr.Button("Animate", variant="primary", elem_id="animate-button")
+                stop = gr.Button("Cancel", variant="stop", elem_id="animate-cancel")
+            progress = gr.HTML("", elem_id="animate-progress")
+            with gr.Row():
+                live = gr.Image(label="Live view (frames as they are made)", format="jpeg", elem_id="animate-live")
+                result_video = gr.Video(label="Result", elem_id="animate-result", autoplay=True)
+            side_video = gr.Video(label="Side by side: driving | portrait | result", elem_id="animate-side", visible=False)
             status = gr.Textbox(label="Status", elem_id="animate-status")
-            if examples:
-                gr.Examples(examples, inputs=ref_in)
-            go.click(animate, [ref_in, drv_in, engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic],
-                     [live, result_video, status])
+            inputs = [ref_in, drv_in, tpl_in, engine, crop_only, absolute, want_side, steps, guidance, seed, window,
+                      overlap, cyclic]
+            outputs = [live, result_video, side_video, status, progress]
+            run = go.click(animate, inputs, outputs, show_progress="hidden")
+            ran = [ex.load_input_event.then(animate, inputs, outputs, show_progress="hidden")] if ex else []
+            stop.click(cancel, None, status, cancels=[run, *ran], queue=False)
+            drv_in.upload(lambda: None, None, tpl_in, queue=False)
+            drv_in.stop_recording(lambda: None, None, tpl_in, queue=False)
+            tpl_in.upload(show_template, tpl_in, drv_in)
+            want_side.change(lambda on: gr.update(visible=on), want_side, side_video, queue=False)
+            engine.change(engine_changed, [engine, window, overlap], [diffusion_settings, settings_error, go], queue=False)
+            for slider in (window, overlap):
+                slider.change(check_settings, [engine, window, overlap], [settings_error, go], queue=False)
+        with gr.Tab("Live"):
+            gr.Markdown("Your webcam drives the portrait in real time (preview engine). Look straight at the camera "
+                        "when you start: that pose is the portrait's own. Nothing is recorded.")
+            session = gr.State()
+            with gr.Row():
+                live_ref = gr.Image(type="filepath", label="Portrait", elem_id="live-reference",
+                                    value=portraits[0] if portraits else None)
+                webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="live-webcam")
+            with gr.Row():
+                live_out = gr.Image(label="Animated portrait", format="jpeg", elem_id="live-output")
+                live_motion = gr.Image(label="Motion map of your face", format="jpeg", elem_id="live-motion")
+            live_rate = gr.Textbox(label="Speed", elem_id="live-fps")
+            recentre = gr.Button("Take my current pose as neutral", elem_id="live-reset")
+            if portraits:
+                gr.Examples(portraits, inputs=live_ref)
+            webcam.stream(live_step, [webcam, live_ref, session], [live_out, live_motion, session, live_rate],
+                          stream_every=0.05, time_limit=600, concurrency_limit=4, show_progress="hidden")
+            recentre.click(live_reset, session, session, queue=False)
         with gr.Tab("Parsing"):
             with gr.Tab("Portrait"):
                 with gr.Row():
                     image_in = gr.Image(type="filepath", label="Portrait", elem_id="parse-image-input")
                     image_info = gr.Textbox(label="Analysis", lines=4, elem_id="parse-image-info")
                 with gr.Row():
-                    parsing_out = gr.Image(label="Parsing map", elem_id="parse-parsing")
-                    motion_out = gr.Image(label="Motion map (what the model sees)", elem_id="parse-motion")
-                    mask_out = gr.Image(label="Foreground / background", elem_id="parse-mask")
-                if examples:
-                    gr.Examples(examples, inputs=image_in)
+                    parsing_out = gr.Image(label="Parsing map", format="png", elem_id="parse-parsing")
+                    motion_out = gr.Image(label="Motion map (what the model sees)", format="png", elem_id="parse-motion")
+                    mask_out = gr.Image(label="Foreground / background", format="png", elem_id="parse-mask")
+                gr.HTML(legend_html(), elem_id="parse-legend")
+                eyes_out = gr.Image(label="Eyes close up: eyelid line and iris (photo above, motion map below)",
+                                    format="png", elem_id="parse-eyes")
+                if portraits:
+                    gr.Examples(portraits, inputs=image_in)
                 gr.Button("Parse portrait", variant="primary", elem_id="parse-image-button").click(
-                    parse_image, image_in, [parsing_out, motion_out, mask_out, image_info]
+                    parse_image, image_in, [parsing_out, motion_out, mask_out, eyes_out, image_info]
                 )
                 with gr.Accordion("Random scaling (the training augmentation against identity leakage)", open=False):
                     with gr.Row():
                         scale_seed = gr.Number(0, precision=0, label="First seed")
                         scale_button = gr.Button("Show four random scalings")
-                    scaled = gr.Gallery(label="Scaled motion maps", columns=4, elem_id="parse-scaled")
+                    scaled = gr.Gallery(label="Scaled motion maps", columns=4, format="png", elem_id="parse-scaled")
                     scale_button.click(scaled_motion_maps, [image_in, scale_seed], scaled)
             with gr.Tab("Driving video"):
                 with gr.Row():
-                    video_in = gr.Video(label="Driving video", sources=["upload"], elem_id="parse-video-input")
+                    video_in = gr.Video(label="Driving video", sources=["upload", "webcam"], elem_id="parse-video-input")
                     video_out = gr.Video(label="Motion maps", elem_id="parse-video-output")
                 video_info = gr.Textbox(label="Tracking", lines=4, elem_id="parse-video-info")
                 gr.Button("Parse video", variant="primary", elem_id="parse-video-button").click(
                     parse_video, video_in, [video_out, video_info]
                 )
+        demo.unload(tab_closed)
     return demo
+
+
+def launch(demo: gr.Blocks, **kwargs) -> None:
+    """Queue limits (diffusion runs one job at a time inside `animate`) and launch."""
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2).launch(css=CSS, **kwargs)
 
 
 def main() -> None:
@@ -275,13 +714,14 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
-                        help="folder of a saved VividPipeline for the diffusion engine (default: $VIVID_WEIGHTS)")
+                        help="saved VividPipeline folder or Hugging Face hub id for the diffusion engine "
+                             "(default: $VIVID_WEIGHTS; 'tiny' = random tiny model for testing)")
     args = parser.parse_args()
     global _weights
     _weights = args.weights
     filter_native_stderr()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build().queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+    launch(build(), server_name=args.host, server_port=args.port, share=args.share)
 
 
 if __name__ == "__main__":
