@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
+import threading
 import time
 
 import gradio as gr
@@ -14,17 +11,21 @@ import pytest
 from PIL import Image
 
 import app
-from conftest import ROOT
+from conftest import ROOT, shared_file
 from vivid.media import probe_video, write_video
 
 
 def test_parse_image_gives_three_pictures_and_the_backend(tmp_path, astronaut):
     path = tmp_path / "a.png"
     Image.fromarray(astronaut).save(path)
-    parsing, motion, mask, info = app.parse_image(str(path))
+    parsing, motion, mask, eyes, info = app.parse_image(str(path))
     for picture in (parsing, motion, mask):
         assert picture.shape == astronaut.shape and picture.dtype == np.uint8
     assert "mesh" in info or "farl" in info
+    assert "/" not in info.replace("selfie segmentation", "")  # no server paths for visitors
+    # The eye close-up: page-wide, with the eyelid lines (white) and irises (yellow) of the map.
+    assert eyes.shape[1] == 900 and eyes.shape[0] > 100
+    assert ((eyes == (255, 255, 255)).all(axis=-1)).sum() > 500 and ((eyes == (255, 255, 0)).all(axis=-1)).sum() > 500
     assert not np.array_equal(parsing, astronaut)  # the map is drawn over the photo
 
 
@@ -62,99 +63,35 @@ def test_ranges():
     assert app._ranges([]) == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_the_app_in_a_browser(tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                time.sleep(0.5)
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=chromium,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run"],
-            )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            page.get_by_role("tab", name="Parsing").click()
-            page.locator("#parse-image-input input[type=file]").set_input_files(str(ROOT / "assets" / "astronaut.jpg"))
-            page.locator("#parse-image-button").click()
-            for elem in ("#parse-parsing", "#parse-motion", "#parse-mask"):
-                page.locator(f"{elem} img").first.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function(
-                "() => document.querySelector('#parse-image-info textarea').value.includes('Backend')",
-                timeout=30_000,
-            )
-            assert "mesh" in page.locator("#parse-image-info textarea").input_value()
-            page.screenshot(path=str(tmp_path / "parsing_tab.png"), full_page=True)
-            # The Animate tab: portrait + driving clip -> a playable result video.
-            clip = tmp_path / "driving.mp4"
-            from skimage import data
-
-            write_video(clip, iter([np.roll(data.astronaut(), 3 * i, axis=1) for i in range(15)]), fps=15)
-            page.get_by_role("tab", name="Animate").click()
-            page.locator("#animate-reference input[type=file]").set_input_files(str(ROOT / "assets" / "grace_hopper.jpg"))
-            page.locator("#animate-driving input[type=file]").set_input_files(str(clip))
-            page.locator("#animate-driving video").first.wait_for(state="attached", timeout=30_000)
-            page.locator("#animate-button").click()
-            page.wait_for_function(
-                "() => document.querySelector('#animate-status textarea').value.startsWith('done')", timeout=120_000
-            )
-            page.locator("#animate-result video").first.wait_for(state="attached", timeout=30_000)
-            page.screenshot(path=str(tmp_path / "animate_tab.png"), full_page=True)
-            if os.environ.get("VIVID_SCREENSHOTS"):
-                page.screenshot(path=os.environ["VIVID_SCREENSHOTS"], full_page=True)
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-
-
 def test_animate_streams_status_then_the_video(tmp_path, astronaut, grace_hopper):
     ref = tmp_path / "ref.png"
     Image.fromarray(grace_hopper).save(ref)
     src = tmp_path / "driving.mp4"
     write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(20)]), fps=20)
-    updates = list(app.animate(str(ref), str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
-    live, video, status = updates[-1]
+    updates = list(app.animate(str(ref), str(src), None, "Preview (fast, no model weights)", False, False, False, 25, 3.5, 0, 24, 4, True))
+    live, video, side, status, progress = updates[-1]
     assert video is not None and probe_video(video).frames == 20
-    assert live.shape == grace_hopper.shape and "done: 20 frames" in status
+    assert max(live.shape[:2]) == app.LIVE_VIEW_SIDE and "done: 20 frames" in status  # sent downscaled
+    assert live.shape[1] / live.shape[0] == pytest.approx(grace_hopper.shape[1] / grace_hopper.shape[0], abs=0.01)
+    assert probe_video(video).width == grace_hopper.shape[1]  # the video keeps the portrait's size
     assert all(u[1] is None for u in updates[:-1])  # the video only once it is complete
 
 
 def test_animate_errors_are_messages(tmp_path, astronaut):
+    def ref_ok(folder):
+        Image.fromarray(astronaut).save(folder / "ok.png")
+        return folder / "ok.png"
+
     src = tmp_path / "driving.mp4"
     write_video(src, iter([astronaut] * 3), fps=20)
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(flat)
     with pytest.raises(gr.Error, match="no face"):
-        list(app.animate(str(flat), str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
+        list(app.animate(str(flat), str(src), None, "Preview (fast, no model weights)", False, False, False, 25, 3.5, 0, 24, 4, True))
     with pytest.raises(gr.Error, match="Upload"):
-        list(app.animate(None, str(src), "Preview (fast, no model weights)", False, False, 25, 3.5, 0, 24, 4, True))
-    with pytest.raises(gr.Error, match="--weights"):
-        list(app.animate(str(flat), str(src), "Diffusion model", False, False, 25, 3.5, 0, 24, 4, True))
+        list(app.animate(None, str(src), None, "Preview (fast, no model weights)", False, False, False, 25, 3.5, 0, 24, 4, True))
+    with pytest.raises(gr.Error, match="not installed"):
+        list(app.animate(str(ref_ok(tmp_path)), str(src), None, "Diffusion model", False, False, False, 25, 3.5, 0, 24, 4, True))
 
 
 def test_animate_with_the_diffusion_engine(tmp_path, astronaut, grace_hopper, monkeypatch):
@@ -164,8 +101,8 @@ def test_animate_with_the_diffusion_engine(tmp_path, astronaut, grace_hopper, mo
     Image.fromarray(grace_hopper).save(ref)
     src = tmp_path / "driving.mp4"
     write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(6)]), fps=12)
-    updates = list(app.animate(str(ref), str(src), "Diffusion model", False, False, 2, 3.5, 0, 4, 1, True))
-    assert updates[-1][2].startswith("done: 6 frames")
+    updates = list(app.animate(str(ref), str(src), None, "Diffusion model", False, False, False, 2, 3.5, 0, 4, 1, True))
+    assert updates[-1][3].startswith("done: 6 frames")
     assert probe_video(updates[-1][1]).frames == 6
 
 
@@ -176,3 +113,158 @@ def test_random_scaling_preview(tmp_path, astronaut):
     assert len(maps) == 4 and all(m.shape == astronaut.shape for m in maps)
     assert not np.array_equal(maps[0], maps[1])
     assert np.array_equal(maps[0], app.scaled_motion_maps(str(path), seed=5)[0])
+
+
+PREVIEW = "Preview (fast, no model weights)"
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def test_cancel_stops_the_work_at_once_and_leaves_no_output(tmp_path, monkeypatch, grace_hopper):
+    """Closing the generator is what Gradio does on Cancel and when the tab closes."""
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    clip = shared_file("driving", "d6.mp4")  # 1008 frames: far from done when cancelled
+    job = app.animate(str(ref), str(clip), None, PREVIEW, False, False, True, 25, 3.5, 0, 24, 4, True)
+    while True:
+        live, _, _, status, _ = next(job)
+        if status.startswith("frame") and int(status.split()[1]) >= 5:
+            break
+    t0 = time.monotonic()
+    job.close()
+    assert time.monotonic() - t0 < 1.0
+    assert not any(t.name == "vivid-animate" for t in threading.enumerate())
+    cpu = _cpu_seconds()
+    time.sleep(1.0)
+    assert _cpu_seconds() - cpu < 0.3  # nothing keeps running
+    assert not list((tmp_path / "out").rglob("*.mp4"))  # the partial video is gone, and stays gone
+
+
+def test_cancel_button_stops_the_page_job(tmp_path, monkeypatch, grace_hopper):
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    page = type("Request", (), {"session_hash": "page-1"})()
+    job = app.animate(str(ref), None, str(ROOT / "assets" / "templates" / "talking.npz"), PREVIEW, False, False, False,
+                      25, 3.5, 0, 24, 4, True, request=page)
+    next(job)
+    assert app.cancel(page) == "cancelled"
+    updates = list(job)
+    assert updates[-1][3] == "cancelled" and updates[-1][1] is None
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_example_template_drives_with_sound_and_side_by_side(tmp_path, monkeypatch, astronaut):
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    ref = tmp_path / "ref.png"
+    Image.fromarray(astronaut).save(ref)
+    template = ROOT / "assets" / "templates" / "speech.npz"
+    updates = list(app.animate(str(ref), None, str(template), PREVIEW, False, False, True, 25, 3.5, 0, 24, 4, True))
+    live, video, side, status, progress = updates[-1]
+    info = probe_video(video)
+    assert (info.frames, info.fps, info.has_audio) == (100, 25, True) and "with the driving sound" in status
+    side_info = probe_video(side)
+    assert side_info.frames == 100 and side_info.width > 2.5 * side_info.height  # three panels
+    assert 'value="1.000"' in progress
+    fractions = [u[4] for u in updates[:-1] if "progress value" in u[4]]
+    assert fractions, "a progress bar while working"
+
+
+def test_every_example_pair_is_shipped_and_runs_as_it_is():
+    from vivid.face import MotionTemplate
+
+    assert len(app.EXAMPLES) >= 4
+    for portrait, template in app.EXAMPLES:
+        assert (ROOT / "assets" / portrait).is_file()
+        t = MotionTemplate.load(ROOT / "assets" / "templates" / template)
+        assert len(t) >= 50 and t.found.all()
+        preview = app.template_preview(ROOT / "assets" / "templates" / template)
+        assert probe_video(preview).frames == len(t)
+
+
+def test_faceless_start_fails_fast(tmp_path, astronaut):
+    ref = tmp_path / "ref.png"
+    Image.fromarray(astronaut).save(ref)
+    src = tmp_path / "late_face.mp4"
+    write_video(src, iter([np.zeros_like(astronaut)] * 100 + [astronaut] * 20), fps=25)
+    t0 = time.monotonic()
+    with pytest.raises(gr.Error, match="No face in the first 3 s"):
+        next(app.animate(str(ref), str(src), None, PREVIEW, False, False, False, 25, 3.5, 0, 24, 4, True))
+    assert time.monotonic() - t0 < 10
+
+
+def test_one_frame_driving_video_warns(tmp_path, astronaut, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(app.gr, "Warning", lambda message, *a, **k: warnings.append(message))
+    ref = tmp_path / "ref.png"
+    Image.fromarray(astronaut).save(ref)
+    src = tmp_path / "one.mp4"
+    write_video(src, iter([astronaut]), fps=25)
+    updates = list(app.animate(str(ref), str(src), None, PREVIEW, False, False, False, 25, 3.5, 0, 24, 4, True))
+    assert updates[-1][3].startswith("done: 1 frames") and "single frame" in warnings[0]
+
+
+def test_overlap_must_be_smaller_than_the_window(tmp_path, astronaut, monkeypatch):
+    monkeypatch.setattr(app, "_weights", "tiny")
+    message, button = app.check_settings("Diffusion model", 8, 8)
+    assert message["visible"] and "smaller than the window" in message["value"] and button["interactive"] is False
+    message, button = app.check_settings("Diffusion model", 8, 4)
+    assert not message["visible"] and button["interactive"] is True
+    assert app.check_settings(PREVIEW, 8, 8)[1]["interactive"] is True  # hidden settings do not block the preview
+    settings, _, _ = app.engine_changed(PREVIEW, 24, 4)
+    assert settings["visible"] is False and app.engine_changed("Diffusion model", 24, 4)[0]["visible"] is True
+    ref = tmp_path / "ref.png"
+    Image.fromarray(astronaut).save(ref)
+    with pytest.raises(gr.Error, match="smaller than the window"):
+        next(app.animate(str(ref), None, str(ROOT / "assets" / "templates" / "talking.npz"), "Diffusion model",
+                         False, False, False, 2, 3.5, 0, 8, 8, True))
+
+
+def test_visitor_text_hides_server_paths():
+    assert app.visitor_text("/tmp/gradio/abc123/clip.mp4: not a readable video") == "clip.mp4: not a readable video"
+    assert app.visitor_text("weights not found in /root/.cache/torch") == "weights not found in torch"
+    assert app.visitor_text("frame 3 of 10 (25 fps)") == "frame 3 of 10 (25 fps)"
+
+
+def test_old_outputs_are_swept(tmp_path):
+    old, new = tmp_path / "animate_old", tmp_path / "animate_new"
+    old.mkdir(), new.mkdir()
+    (old / "animation.mp4").write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert app.sweep_outputs(3600, tmp_path) == 1
+    assert not old.exists() and new.exists()
+
+
+def test_legend_lists_every_label_with_its_colour():
+    from vivid.face import LABELS
+
+    legend = app.legend_html()
+    for name in LABELS:
+        assert f'data-label="{name}"' in legend
+    assert "#e6bea0" in legend  # skin's palette colour
+
+
+def test_live_step_animates_webcam_frames(tmp_path, astronaut, grace_hopper):
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    session = None
+    outputs = []
+    for i in range(6):
+        out, motion, session, rate = app.live_step(np.roll(astronaut, 6 * i, axis=0), str(ref), session)
+        outputs.append(out)
+    assert max(outputs[0].shape[:2]) <= 512
+    assert not np.array_equal(outputs[1], outputs[-1])  # the portrait follows the moving face
+    assert motion.max() > 0 and "frames/s" in rate
+
+
+def test_build_has_the_stable_elem_ids():
+    demo = app.build()
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    for elem in ("animate-reference", "animate-driving", "animate-button", "animate-live", "animate-result",
+                 "animate-status", "animate-cancel", "animate-engine", "animate-window", "animate-overlap",
+                 "animate-examples", "live-webcam", "live-output"):
+        assert elem in ids, elem
