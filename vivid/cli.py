@@ -18,7 +18,7 @@ from .face.template import TemplateError, is_template_file
 from .media import InputError, load_image, probe_video, read_video, write_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "steps", "guidance", "seed")
+DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "wrap", "steps", "guidance", "seed", "parser")
 
 
 class UsageError(ValueError):
@@ -43,16 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
     d.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default 4)")
     d.add_argument("--no-cyclic", action="store_true", default=None, help="fixed windows instead of cyclic overlap")
+    d.add_argument("--wrap", action="store_true", default=None,
+                   help="cyclic windows run past the last frame into the first (for looping clips)")
+    d.add_argument("--parser", choices=["auto", "mesh", "farl"], default=None,
+                   help="face parser for the motion maps: mesh (MediaPipe, offline), farl (the paper's FaRL), "
+                        "auto (default: the model's setting, farl when its weights are on disk)")
     d.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3.5)")
     d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
     p.add_argument("input", help="image or video")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
-    p.add_argument("--backend", choices=["auto", "mesh", "farl"], default="auto")
+    p.add_argument("--parser", "--backend", dest="backend", choices=["auto", "mesh", "farl"], default="auto",
+                   help="face parser: mesh (MediaPipe, offline), farl (the paper's FaRL), auto: farl when its weights are on disk")
     p.add_argument("--template", metavar="OUT.npz",
                    help="video only: save its motion template (smoothed face-mesh track, fps and sound; no pixels)")
     p.add_argument("--no-audio", action="store_true", help="with --template: leave the video's sound out")
+    from .evaluation.command import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -71,6 +80,8 @@ def _check_engine_options(args: argparse.Namespace) -> None:
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         raise UsageError(f"{flags} only apply to the diffusion engine")
+    if args.wrap and args.no_cyclic:
+        raise UsageError("--wrap only applies to cyclic windows; drop --no-cyclic or --wrap")
     if args.engine == "diffusion" and not args.weights:
         raise UsageError("the diffusion engine needs --weights (a saved model folder); "
                          "use --engine preview to animate without downloaded weights")
@@ -138,12 +149,14 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
         raise UsageError(f"{args.weights} is not a saved VividPipeline folder (no model_index.json)")
     if args.size and args.size != pipe.config.resolution and args.weights != "tiny":
         raise UsageError(f"this model works at {pipe.config.resolution} px; drop --size")
+    if args.parser:
+        pipe.analyzer = FaceAnalyzer(args.parser)
     options = {k: getattr(args, k) for k in ("window", "overlap", "steps", "guidance", "seed") if getattr(args, k) is not None}
     steps = options.get("steps", 25)
     if driving is None:
         driving = read_video(args.driving, max_frames=args.max_frames)
     bar = tqdm(total=steps, desc="denoising", unit="step")
-    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, fps=fps, relative=not args.absolute,
+    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, wrap=bool(args.wrap), fps=fps, relative=not args.absolute,
                              paste_back=not args.crop_only, **options):
         if event.kind == "progress":
             bar.update(1)
@@ -228,7 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     filter_native_stderr()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        (animate if args.command == "animate" else parse)(args)
+        if args.command == "evaluate":
+            from .evaluation.command import run as evaluate
+
+            evaluate(args)
+        else:
+            (animate if args.command == "animate" else parse)(args)
     except (InputError, NoFaceError, UsageError, TemplateError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"vivid: error: {exc}", file=sys.stderr)
         return 2

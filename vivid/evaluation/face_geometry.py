@@ -1,0 +1,170 @@
+"""Offline face measures for evaluation, from MediaPipe's 3-D face mesh (no downloads).
+
+Per frame: the head pose (yaw, pitch, roll in degrees), expression features (eyes, brows
+and mouth as ratios of face size, measured after rotating the mesh to face the camera, so
+head pose does not count as expression) and an identity shape (the frontalised positions
+of points that expression does not move), from which identity leakage is measured.
+
+MediaPipe gives each of its 478 points a depth (z, in about the same scale as x); the head's
+rotation is read from the mesh itself: its left-right axis from three symmetric point pairs,
+its down axis from forehead to nose. Only differences of poses are reported, so the face's
+own tilt in that frame does not matter.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+#: Symmetric (subject-right, subject-left) pairs that define the head's left-right axis:
+#: outer and inner eye corners, and the face outline at the temples.
+_PAIRS = ((33, 263), (133, 362), (234, 454))
+#: Forehead top and nose bottom: the head's down axis (neither moves with expression).
+_FOREHEAD, _NOSE = 10, 2
+#: Face size: 3-D distance between the outer eye corners (does not change with pose).
+_EYE_CORNERS = (33, 263)
+#: Points expression does not move: upper face outline, nose, eye corners.
+IDENTITY_POINTS = (
+    234, 127, 162, 21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251, 389, 356, 454,
+    168, 6, 197, 195, 5, 4, 1, 2, 98, 327, 33, 133, 263, 362,
+)
+#: Names of the expression features, in the order `expression_features` returns them.
+EXPRESSION_FEATURES = (
+    "right_eye_opening", "left_eye_opening", "right_brow_height", "left_brow_height",
+    "mouth_opening", "mouth_width", "mouth_corner_lift",
+)
+_RIGHT_BROW, _LEFT_BROW = (70, 63, 105, 66, 107), (300, 293, 334, 296, 336)
+
+
+@dataclass
+class FaceGeometry:
+    """One face's mesh in 3-D pixel units and what is derived from it."""
+
+    points: np.ndarray  # (478, 3): x, y in pixels, z in the same scale
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        lo, hi = self.points[:, :2].min(axis=0), self.points[:, :2].max(axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """3x3 head rotation: columns are the head's right, down and backward axes in
+        camera coordinates (x right, y down, z away from the camera)."""
+        return head_rotation(self.points)
+
+    @property
+    def pose(self) -> np.ndarray:
+        """(yaw, pitch, roll) in degrees."""
+        return pose_angles(self.rotation)
+
+    def frontal(self) -> np.ndarray:
+        """The mesh turned to face the camera, centred and scaled to face size 1."""
+        p = self.points - self.points[list(IDENTITY_POINTS)].mean(axis=0)
+        size = np.linalg.norm(self.points[_EYE_CORNERS[0]] - self.points[_EYE_CORNERS[1]])
+        return (p @ self.rotation) / max(size, 1e-6)
+
+
+def head_rotation(points: np.ndarray) -> np.ndarray:
+    """Head rotation (3x3, proper) of a (478, 3) mesh, from its own symmetric points."""
+    right = sum(_unit(points[left] - points[r]) for r, left in _PAIRS)
+    right = _unit(right)
+    down = points[_NOSE] - points[_FOREHEAD]
+    down = _unit(down - (down @ right) * right)
+    return np.stack([right, down, np.cross(right, down)], axis=1)
+
+
+def pose_angles(rotation: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) degrees of a head rotation: yaw about the vertical axis, then
+    pitch about the left-right axis, then roll in the image plane."""
+    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+
+
+def expression_features(face: FaceGeometry) -> np.ndarray:
+    """Eye openings, brow heights, mouth opening, width and corner lift, in % of face size,
+    measured on the frontalised mesh (so turning the head changes none of them)."""
+    q = face.frontal()[:, :2]  # x right, y down, face size 1
+
+    def gap(a: int, b: int) -> float:
+        return float(np.linalg.norm(q[a] - q[b]))
+
+    eye_r = q[[33, 133]].mean(axis=0)[1]
+    eye_l = q[[263, 362]].mean(axis=0)[1]
+    lips = q[[13, 14]].mean(axis=0)[1]
+    corners = q[[61, 291]].mean(axis=0)[1]
+    return 100 * np.array([
+        gap(159, 145), gap(386, 374),
+        eye_r - q[list(_RIGHT_BROW)].mean(axis=0)[1], eye_l - q[list(_LEFT_BROW)].mean(axis=0)[1],
+        gap(13, 14), gap(61, 291), lips - corners,
+    ])
+
+
+def identity_shape(face: FaceGeometry) -> np.ndarray:
+    """Frontalised, size-normalised positions of the points expression does not move, flat."""
+    return face.frontal()[list(IDENTITY_POINTS)].ravel()
+
+
+def identity_leakage(reference: np.ndarray, driver: np.ndarray, output: np.ndarray) -> float:
+    """How far the output's face shape moved from the reference's toward the driver's:
+    0 = kept the reference's shape, 1 = took the driver's. Arguments are identity shapes
+    (`identity_shape`), each averaged over frames for videos."""
+    towards = driver - reference
+    return float((output - reference) @ towards / max(float(towards @ towards), 1e-12))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class MeshTracker:
+    """MediaPipe face mesh returning each frame's mesh with depth, or None when no face is
+    found. No gap filling and no smoothing: a frame without a face counts. `tracking=True`
+    (video mode) seeds each frame from the last, twice as fast; `False` measures every
+    frame on its own, so identical frames always measure the same."""
+
+    def __init__(self, tracking: bool = True):
+        import warnings
+
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not tracking, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5,
+        )
+
+    def __call__(self, rgb: np.ndarray) -> FaceGeometry | None:
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        if not result.multi_face_landmarks:
+            return None
+        lm = result.multi_face_landmarks[0].landmark
+        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * np.array([w, h, w], np.float64)
+        return FaceGeometry(pts)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "MeshTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def track_faces(frames: Iterable[np.ndarray]) -> Iterator[FaceGeometry | None]:
+    """The face of each frame of one video (None where there is none), tracked lazily."""
+    with MeshTracker(tracking=True) as tracker:
+        for frame in frames:
+            yield tracker(frame)
+
+
+def still_face(image: np.ndarray) -> FaceGeometry | None:
+    """The face of a single image (detected from scratch), or None."""
+    with MeshTracker(tracking=False) as tracker:
+        return tracker(image)
