@@ -483,9 +483,10 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
             live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
             yield live, None, None, state["status"], _progress_html(fraction, eta, state["status"])
     finally:  # also when Gradio closes this generator (Cancel, tab closed)
-        if worker.is_alive():
+        if worker.is_alive():  # closed mid-job: stop the worker and drop what it wrote
             stop.set()
             worker.join(timeout=5)
+            shutil.rmtree(job, ignore_errors=True)
         if engine == "diffusion":
             _pipeline_lock.release()
         with _jobs_lock:
