@@ -85,6 +85,8 @@ class PreviewAnimator:
         if analysis.landmarks is None or len(analysis.landmarks) < mt.NUM_POINTS:
             raise NoFaceError("the preview engine needs the face mesh of the reference")
         square = face_square(analysis.box, CropConfig(scale=c.crop_scale, lift=0.05))
+        if c.crop_only:  # the crop is the output: keep it inside the image, no smeared borders
+            square = _inside(square, rgb.shape[:2])
         size = c.size or min(int(round(square.size)), c.max_size)
         size += size % 2
         if c.size is None and size < c.max_size:
@@ -282,6 +284,14 @@ class PreviewAnimator:
                 first = current if first is None else first
                 last = self.warp(ref, transfer_motion(ref.points, first, current, self.config.relative))
             yield self.compose_output(ref, *last)
+
+
+def _inside(square: SquareBox, shape: tuple[int, int]) -> SquareBox:
+    """`square` moved, and shrunk if it is larger than the image, to lie inside the image."""
+    h, w = shape
+    side = min(square.size, h, w)
+    half = side / 2
+    return SquareBox(min(max(square.cx, half), w - half), min(max(square.cy, half), h - half), side)
 
 
 def _bounds(alpha: np.ndarray) -> tuple[int, int, int, int]:
