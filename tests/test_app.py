@@ -268,3 +268,34 @@ def test_build_has_the_stable_elem_ids():
                  "animate-status", "animate-cancel", "animate-engine", "animate-window", "animate-overlap",
                  "animate-examples", "live-webcam", "live-output"):
         assert elem in ids, elem
+
+
+def _smeared_share(frame: np.ndarray) -> float:
+    """Share of the frame made of border pixels repeated outwards (rows/columns identical to
+    their neighbour, counted from each edge), what a crop reaching past the image shows."""
+    def run(lines) -> int:
+        n = 0
+        while n + 1 < len(lines) and np.abs(lines[n].astype(int) - lines[n + 1].astype(int)).max() <= 2:
+            n += 1
+        return n
+
+    h, w = frame.shape[:2]
+    rows = run(frame) + run(frame[::-1])
+    cols = run(frame.transpose(1, 0, 2)) + run(frame.transpose(1, 0, 2)[::-1])
+    return (rows * w + cols * h) / (h * w)
+
+
+def test_face_crop_only_on_a_tight_portrait_has_no_smeared_border(tmp_path, grace_hopper, astronaut_analysis, astronaut):
+    x0, y0, x1, y1 = (int(v) for v in astronaut_analysis.box)
+    pad = (x1 - x0) // 4
+    tight = astronaut[max(y0 - 2 * pad, 0): y1 + pad, x0 - pad: x1 + pad]  # hardly more than the face
+    ref = tmp_path / "tight.png"
+    Image.fromarray(tight).save(ref)
+    src = tmp_path / "driving.mp4"
+    write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(8)]), fps=20)
+    updates = list(app.animate(str(ref), str(src), None, PREVIEW, True, False, False, 25, 3.5, 0, 24, 4, True))
+    from vivid.media import read_video
+
+    frames = list(read_video(updates[-1][1]))
+    assert len(frames) == 8
+    assert max(_smeared_share(f) for f in frames) < 0.05
