@@ -67,6 +67,7 @@ class Track:
     source_rate: float
     fps: float
     source_frames_read: int = 0
+    source_size: tuple[int, int] = (0, 0)  # width, height
     source_index: list[int] = field(default_factory=list)  # source frame of each clip frame
     points: list[np.ndarray | None] = field(default_factory=list)  # (478, 2) source px, smoothed
     boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)
@@ -160,6 +161,7 @@ class ClipMaker:
             previous = None
             for k, (j, rgb) in enumerate(resample(counted(), c.fps, rate)):
                 track.source_index.append(j)
+                track.source_size = (rgb.shape[1], rgb.shape[0])
                 signature = colour_signature(rgb)
                 track.colour.append(0.0 if previous is None else colour_change(previous, signature))
                 previous = signature
@@ -258,6 +260,7 @@ class ClipMaker:
                         person_masks=np.stack(masks),
                         fps=track.fps,
                         square=(plan.square.cx, plan.square.cy, plan.square.size),
+                        source_size=track.source_size,
                         source_frames=track.source_index[plan.first : plan.end],
                         source=source,
                     )

@@ -253,7 +253,7 @@ def prepare(
     (data / SOURCES).mkdir(exist_ok=True)
     check_settings(data, config)
     todo = [s for s in mine if not (data / SOURCES / f"{s.id}.json").is_file()]
-    prepared, failed = 0, []
+    prepared, failed, kept, rejected = 0, [], 0, 0
     last_index = time.monotonic()
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="video", desc="preparing", disable=not progress)
     try:
@@ -264,7 +264,9 @@ def prepare(
                 log.warning("%s", result["error"])
                 continue
             prepared += 1
-            bar.set_postfix(clips=len(result["clips"]), rejected=len(result["rejected"]), refresh=False)
+            kept += len(result["clips"])
+            rejected += len(result["rejected"])
+            bar.set_postfix(clips=kept, rejected=rejected, refresh=False)
             if time.monotonic() - last_index > REINDEX_EVERY:
                 rebuild_index(data)
                 last_index = time.monotonic()
