@@ -327,6 +327,19 @@ def test_real_clips(tmp_path):
     assert len(d3) == 34 and d3.source_frames[-1] == 39  # 40 frames at 30 fps -> 34 at 25
 
 
+def test_a_scene_cut_splits_the_video(tmp_path):
+    from vivid.media import read_video
+
+    a = list(read_video(shared_file("driving", "d0.mp4"), 40))  # both 512x512 at 25 fps
+    b = list(read_video(shared_file("driving", "d12.mp4"), 40))
+    write_video(tmp_path / "two_shots.mp4", a + b, 25)
+    prepare([tmp_path / "two_shots.mp4"], tmp_path / "data", PrepareConfig(resolution=RES), progress=False)
+    first, second = (PreparedClip(e["folder"]) for e in read_index(tmp_path / "data"))
+    # two frames are left out on each side of the cut, while the tracker settles
+    assert first.source_frames.tolist() == list(range(38)) and second.source_frames.tolist() == list(range(42, 80))
+    assert abs(first.square[2] - second.square[2]) > 1 or abs(first.square[0] - second.square[0]) > 1  # own crops
+
+
 @pytest.mark.slow
 def test_workers_give_the_same_data_as_one_process(inputs, clean, tmp_path):
     data = tmp_path / "data"
