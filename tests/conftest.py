@@ -57,3 +57,12 @@ def big_face(astronaut, astronaut_analysis):
 
     square = face_square(astronaut_analysis.box)
     return crop_image(astronaut, square, 512), crop_analysis(astronaut_analysis, square, 512)
+
+
+@pytest.fixture(scope="session")
+def farl_models(tmp_path_factory):
+    """Stand-ins of facer's FaRL parser and aligner (see tests/farl_standins.py)."""
+    pytest.importorskip("facer")
+    from farl_standins import standin_models
+
+    return standin_models(tmp_path_factory.mktemp("farl"))

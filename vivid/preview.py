@@ -277,7 +277,7 @@ class PreviewAnimator:
         if isinstance(driving_frames, MotionTemplate):
             tracked = driving_frames.analyses()
         else:
-            tracked = self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps))
+            tracked = self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps, parse=False))  # the warp needs the mesh only
         for analysis in tracked:
             if analysis is not None:
                 current = analysis.landmarks.astype(np.float64)

@@ -31,6 +31,7 @@ class TrackConfig:
     smoothing: SmoothingConfig | None = SmoothingConfig()  # None: raw landmarks
     max_gap: int = 12  # longest run of faceless frames filled from its neighbours
     max_missing: float = 0.5  # more faceless frames than this fraction is an error
+    parse: bool = True  # run the backend's parser on every frame (False: mesh only, e.g. for warping)
 
 
 def _box_area(points: np.ndarray) -> float:
@@ -139,7 +140,7 @@ class FaceAnalyzer:
                     yield None
                     continue
                 parse = None
-                if self._farl is not None:
+                if self._farl is not None and config.parse:
                     from .farl_backend import analyze_with_farl
 
                     parse = analyze_with_farl(self._farl, rgb, faces[0], face_box(faces[0], rgb.shape[:2]), None)
