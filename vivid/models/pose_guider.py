@@ -11,14 +11,19 @@ from torch import nn
 from torch.nn import functional as F
 
 
+#: He-style gain for SiLU: 1 / sqrt(E[silu(z)^2]) for z ~ N(0, 1). ReLU's sqrt(2) is too small
+#: for SiLU: over the guider's seven convs the features shrink to a std of ~0.02-0.3.
+SILU_GAIN = 1.678
+
+
 class PoseGuider(ModelMixin, ConfigMixin):
     """Small conv encoder (AnimateAnyone-style): RGB motion map at image resolution ->
     features at latent resolution (three stride-2 stages = 1/8) with the UNet's first width.
 
-    Convs start Gaussian with He (Kaiming) scaling, so features keep a standard deviation
-    near 1 through the SiLU stack; the last conv starts at zero, so an untrained guider adds
-    nothing and training begins from the unconditioned UNet, yet its gradient is alive from
-    the first step. (A fixed small std such as 0.02 shrinks the features by ~1e-6 over five
+    Convs start Gaussian with He-style scaling for SiLU (`SILU_GAIN`), so features keep a
+    standard deviation of order 1 through the SiLU stack; the last conv starts at zero, so an
+    untrained guider adds nothing and training begins from the unconditioned UNet, yet its
+    gradient is alive from the first step. (A fixed small std such as 0.02 shrinks the features by ~1e-6 over five
     convs, which leaves the zero conv without gradient: the maps would never start to matter.)
     """
 
@@ -37,7 +42,7 @@ class PoseGuider(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)
         for conv in [self.conv_in, *self.blocks]:
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.normal_(conv.weight, std=SILU_GAIN / conv.weight[0].numel() ** 0.5)  # fan-in scaling
             nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
