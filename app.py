@@ -63,7 +63,7 @@ EXAMPLES = [
 #: What each parsing label means, for visitors (the mesh backend's limits said plainly).
 LABEL_NOTES = {
     "background": "not the person",
-    "skin": "face skin inside the face outline (with the mesh backend a fringe over the forehead counts as skin too)",
+    "skin": "inside the face outline, forehead included (mesh backend: a fringe over the forehead counts as skin)",
     "left_brow": "eyebrow, image-left",
     "right_brow": "eyebrow, image-right",
     "left_eye": "eye, image-left",
@@ -72,8 +72,9 @@ LABEL_NOTES = {
     "upper_lip": "upper lip",
     "inner_mouth": "inside of the mouth",
     "lower_lip": "lower lip",
-    "hair": "hair: the person outside the face outline above the mouth line (mesh backend: may include ears and forehead above the face outline)",
-    "body": "neck, shoulders and clothes: the person below the mouth line outside the face (mesh backend: long hair there counts as body)",
+    "hair": "hair (mesh backend: the person above the mouth line outside the face outline, so hats and ears too)",
+    "body": "neck, shoulders and clothes (mesh backend: the person below the mouth line outside the face, "
+            "so hair hanging that low too)",
 }
 
 _analyzer: FaceAnalyzer | None = None
@@ -392,8 +393,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
             motion = None
             info = probe_video(driving)
             fps, total = info.fps, info.frames or None
-            seen = _check_first_seconds(driving, fps)
-            if seen == 1 and (total or 1) <= 1:
+            _check_first_seconds(driving, fps)
+            if sum(1 for _ in read_video(driving, max_frames=2)) == 1:
                 gr.Warning("The driving video has a single frame: the result will be a still picture, "
                            "not an animation. Use a clip of a few seconds.")
     except (InputError, NoFaceError, TemplateError) as exc:

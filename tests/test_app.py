@@ -299,3 +299,45 @@ def test_face_crop_only_on_a_tight_portrait_has_no_smeared_border(tmp_path, grac
     frames = list(read_video(updates[-1][1]))
     assert len(frames) == 8
     assert max(_smeared_share(f) for f in frames) < 0.05
+
+
+def test_cancel_stops_the_diffusion_engine_within_a_denoising_step(tmp_path, monkeypatch, astronaut, grace_hopper):
+    monkeypatch.setattr(app, "_weights", "tiny")
+    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    steps_run = []
+    real = app._diffusion_events
+
+    def counting(*args, **kwargs):
+        for event in real(*args, **kwargs):
+            if event.kind == "progress":
+                steps_run.append(event.step)
+            yield event
+
+    monkeypatch.setattr(app, "_diffusion_events", counting)
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    src = tmp_path / "driving.mp4"
+    write_video(src, iter([np.roll(astronaut, 2 * i, axis=1) for i in range(8)]), fps=12)
+    job = app.animate(str(ref), str(src), None, "Diffusion model", False, False, False, 50, 3.5, 0, 4, 1, True)
+    for update in job:
+        if update[3].startswith("denoising step"):
+            break
+    seen = len(steps_run)
+    job.close()
+    assert len(steps_run) <= seen + 1  # at most the step under way finishes
+    assert not any(t.name == "vivid-animate" for t in threading.enumerate())
+    assert app._pipeline_lock.acquire(blocking=False)  # the next diffusion job can start at once
+    app._pipeline_lock.release()
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_diffusion_engine_with_an_example_template(tmp_path, monkeypatch, grace_hopper):
+    monkeypatch.setattr(app, "_weights", "tiny")
+    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    ref = tmp_path / "ref.png"
+    Image.fromarray(grace_hopper).save(ref)
+    template = ROOT / "assets" / "templates" / "head-motion.npz"
+    updates = list(app.animate(str(ref), None, str(template), "Diffusion model", False, False, False, 1, 3.5, 0, 8, 2, True))
+    assert probe_video(updates[-1][1]).frames == 78

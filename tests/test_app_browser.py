@@ -190,6 +190,25 @@ def test_cancel_and_closing_the_tab_stop_the_work(page, browser, server):
     assert {p for p in outputs.rglob("*.mp4")} <= before
 
 
+def test_a_driving_video_recorded_with_the_webcam(page):
+    with screenshot_on_failure(page, "record"):
+        driving = page.locator("#animate-driving")
+        driving.locator("button[aria-label='Capture from camera']").click()
+        driving.get_by_text("Click to Access Webcam").click()
+        record = driving.locator("button[aria-label='start recording']")
+        record.click()
+        time.sleep(2.5)
+        record.click()  # the same button stops
+        driving.locator("video").first.wait_for(state="attached", timeout=30_000)
+        page.locator("#animate-reference input[type=file]").set_input_files(str(ROOT / "assets" / "grace_hopper.jpg"))
+        page.locator("#animate-reference img").first.wait_for(state="visible", timeout=30_000)
+        page.locator("#animate-button").click()
+        wait_status(page, "done", 60_000)
+        frames = int(status(page).split()[1])
+        assert frames >= 30  # about 2.5 s of the fake camera's 25 fps
+        page.locator("#animate-result video").first.wait_for(state="attached", timeout=20_000)
+
+
 def test_diffusion_settings_only_for_the_diffusion_engine(page):
     with screenshot_on_failure(page, "engine"):
         for elem in ("#animate-window", "#animate-overlap", "#animate-steps"):

@@ -141,7 +141,6 @@ def test_cli_parse_template_then_animate_with_it(tmp_path, clip_with_gap, grace_
     assert r.returncode == 2 and "not a readable motion template" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="VividPipeline accepts a MotionTemplate once the lead's pipeline change lands")
 def test_cli_diffusion_engine_with_a_template(tmp_path, template, grace_hopper):
     from PIL import Image
 
