@@ -33,35 +33,51 @@ def scheduler_config() -> dict:
     )
 
 
-def networks_from_unet2d(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> tuple[UNet2DConditionModel, UNetMotionModel, PoseGuider]:
-    """ReferenceNet (a copy of the image UNet), the denoising UNet with temporal layers, and a
-    PoseGuider whose output width matches the UNet's first block."""
-    reference_net = copy.deepcopy(unet2d)
-    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
-    pose_guider = PoseGuider(out_channels=unet.config.block_out_channels[0])
-    return reference_net, unet, pose_guider
+@dataclass
+class Parts:
+    """The networks before assembly: training needs the image UNet and the motion adapter
+    apart (stage 1 trains the image UNet; stage 2 adds the adapter's temporal layers)."""
+
+    unet2d: UNet2DConditionModel
+    adapter: MotionAdapter
+    vae: AutoencoderKL
+    image_encoder: CLIPVisionModelWithProjection
+    feature_extractor: CLIPImageProcessor
+    pose_guider: PoseGuider
+
+    def components(self, reference_net: UNet2DConditionModel | None = None, unet2d: UNet2DConditionModel | None = None) -> dict:
+        """Pipeline components: ReferenceNet (a copy of the image UNet unless given), the
+        denoising UNet with the adapter's temporal layers, and the rest."""
+        unet2d = unet2d or self.unet2d
+        return dict(
+            vae=self.vae, image_encoder=self.image_encoder, feature_extractor=self.feature_extractor,
+            reference_net=reference_net if reference_net is not None else copy.deepcopy(unet2d),
+            unet=UNetMotionModel.from_unet2d(unet2d, self.adapter), pose_guider=self.pose_guider,
+            scheduler=DDIMScheduler(**scheduler_config()),
+        )
 
 
-def load_base_components(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> dict:
-    """Every component from the pretrained base models (downloads on first use)."""
+def load_base_parts(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> Parts:
+    """Every part from the pretrained base models (downloads on first use)."""
     unet2d = UNet2DConditionModel.from_pretrained(base.stable_diffusion, subfolder="unet", torch_dtype=dtype)
-    adapter = MotionAdapter.from_pretrained(base.motion_adapter, torch_dtype=dtype)
-    image_encoder = CLIPVisionModelWithProjection.from_pretrained(base.image_encoder, subfolder="image_encoder", torch_dtype=dtype)
-    reference_net, unet, pose_guider = networks_from_unet2d(unet2d, adapter)
-    return dict(
+    return Parts(
+        unet2d=unet2d,
+        adapter=MotionAdapter.from_pretrained(base.motion_adapter, torch_dtype=dtype),
         vae=AutoencoderKL.from_pretrained(base.vae, torch_dtype=dtype),
-        image_encoder=image_encoder,
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(base.image_encoder, subfolder="image_encoder", torch_dtype=dtype),
         feature_extractor=CLIPImageProcessor.from_pretrained(base.image_encoder, subfolder="feature_extractor"),
-        reference_net=reference_net,
-        unet=unet,
-        pose_guider=pose_guider.to(dtype),
-        scheduler=DDIMScheduler(**scheduler_config()),
+        pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]).to(dtype),
     )
 
 
-def tiny_components(seed: int = 0) -> dict:
-    """Tiny random components with the same architecture families as the real ones, for
-    tests and UI work: a 64 px model that runs in seconds on a CPU."""
+def load_base_components(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> dict:
+    """Every pipeline component from the pretrained base models (downloads on first use)."""
+    return load_base_parts(base, dtype).components()
+
+
+def tiny_parts(seed: int = 0) -> Parts:
+    """Tiny random parts with the same architecture families as the real ones: a 64 px model
+    that runs in seconds on a CPU."""
     torch.manual_seed(seed)
     width = 32
     unet2d = UNet2DConditionModel(
@@ -73,7 +89,6 @@ def tiny_components(seed: int = 0) -> dict:
         block_out_channels=(width, 2 * width), motion_layers_per_block=1, motion_num_attention_heads=2,
         motion_norm_num_groups=8, motion_max_seq_length=32,
     )
-    reference_net, unet, _ = networks_from_unet2d(unet2d, adapter)
     pose_guider = PoseGuider(block_out_channels=(4, 8, 8, 16), out_channels=width)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
@@ -85,7 +100,9 @@ def tiny_components(seed: int = 0) -> dict:
                          image_size=32, patch_size=8, projection_dim=width)
     )
     feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return dict(
-        vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor, reference_net=reference_net,
-        unet=unet, pose_guider=pose_guider, scheduler=DDIMScheduler(**scheduler_config()),
-    )
+    return Parts(unet2d, adapter, vae, image_encoder, feature_extractor, pose_guider)
+
+
+def tiny_components(seed: int = 0) -> dict:
+    """Tiny random pipeline components, for tests and UI work (`tiny_parts`)."""
+    return tiny_parts(seed).components()
