@@ -399,7 +399,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
                            "not an animation. Use a clip of a few seconds.")
     except (InputError, NoFaceError, TemplateError) as exc:
         raise _error(exc) from None
-    pipe = _pipeline_or_error() if engine == "diffusion" else None
+    if engine == "diffusion":
+        _pipeline_or_error()  # loaded (or refused) before the job starts
 
     stop = _stop_flag(request)
     job = _job_dir("animate")
@@ -423,7 +424,7 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
 
         frames = PreviewAnimator(PreviewConfig(crop_only=crop_only, relative=not absolute)).stream(ref, source, fps)
     else:
-        frames = _diffusion_frames(pipe, ref, source, fps, total, state, check, window=int(window),
+        frames = _diffusion_frames(ref, source, fps, total, state, check, window=int(window),
                                    overlap=int(overlap), cyclic=bool(cyclic), steps=int(steps),
                                    guidance=float(guidance), seed=int(seed), relative=not absolute,
                                    paste_back=not crop_only)
@@ -513,13 +514,14 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
 
 
 @gpu
-def _diffusion_events(pipe, ref: np.ndarray, driving, fps: float, **options) -> Iterator:
-    """The diffusion engine's events (on Spaces with ZeroGPU this runs with a borrowed GPU)."""
-    yield from pipe.stream(ref, driving, fps=fps, **options)
+def _diffusion_events(ref: np.ndarray, driving, fps: float, **options) -> Iterator:
+    """The diffusion engine's events. On Spaces with ZeroGPU this runs in a worker with a
+    borrowed GPU, so the model is reached as a global, never passed (it would be copied)."""
+    yield from _pipeline_or_error().stream(ref, driving, fps=fps, **options)
 
 
-def _diffusion_frames(pipe, ref, driving, fps, total, state, check, **options) -> Iterator[np.ndarray]:
-    events = _diffusion_events(pipe, ref, driving, fps, **options)
+def _diffusion_frames(ref, driving, fps, total, state, check, **options) -> Iterator[np.ndarray]:
+    events = _diffusion_events(ref, driving, fps, **options)
     try:
         for event in events:
             check()  # between denoising steps: a cancel stops after the current step
