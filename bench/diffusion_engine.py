@@ -19,24 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 def sd15_sized(resolution: int):
     """SD 1.5 / AnimateDiff / CLIP ViT-L shapes with random weights (no download)."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
     from vivid import VividPipeline
-    from vivid.models.builders import networks_from_unet2d, scheduler_config
+    from vivid.models.builders import sd15_sized_parts
 
-    torch.manual_seed(0)
-    unet2d = UNet2DConditionModel(cross_attention_dim=768, sample_size=resolution // 8)
-    reference_net, unet, pose_guider = networks_from_unet2d(unet2d, MotionAdapter())
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                                          num_attention_heads=16, patch_size=14, projection_dim=768))
-    return VividPipeline(vae, clip, CLIPImageProcessor(), reference_net, unet, pose_guider, DDIMScheduler(**scheduler_config()),
-                         resolution=resolution, face_backend="mesh")
+    return VividPipeline(**sd15_sized_parts(0).components(), resolution=resolution, face_backend="mesh")
 
 
 def measure(model: str, frames: int, window: int, overlap: int, steps: int, resolution: int) -> dict:

@@ -103,6 +103,27 @@ def tiny_parts(seed: int = 0) -> Parts:
     return Parts(unet2d, adapter, vae, image_encoder, feature_extractor, pose_guider)
 
 
+def sd15_sized_parts(seed: int = 0) -> Parts:
+    """Random parts with the shapes of SD 1.5, sd-vae-ft-mse, AnimateDiff v1-5-2 and CLIP
+    ViT-L/14: for measuring time and memory without downloading weights."""
+    torch.manual_seed(seed)
+    unet2d = UNet2DConditionModel(cross_attention_dim=768)
+    return Parts(
+        unet2d=unet2d,
+        adapter=MotionAdapter(),
+        vae=AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        ),
+        image_encoder=CLIPVisionModelWithProjection(
+            CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                             patch_size=14, projection_dim=768)
+        ),
+        feature_extractor=CLIPImageProcessor(),
+        pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]),
+    )
+
+
 def tiny_components(seed: int = 0) -> dict:
     """Tiny random pipeline components, for tests and UI work (`tiny_parts`)."""
     return tiny_parts(seed).components()
