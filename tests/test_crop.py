@@ -2,31 +2,84 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from vivid.face import SquareBox, crop_analysis, crop_image, face_square, paste_crop, video_square
+from vivid.face import CropConfig, SquareBox, crop_analysis, crop_image, face_square, paste_crop, video_square
 
 coord = st.floats(-200, 700)
 
 
 @settings(max_examples=50, deadline=None)
-@given(cx=coord, cy=coord, size=st.floats(20, 900), out=st.sampled_from([64, 128, 256]),
-       px=st.floats(0, 1), py=st.floats(0, 1))
-def test_points_and_pixels_move_together(cx, cy, size, out, px, py):
-    """A marked pixel lands where crop_analysis' point transform says it lands."""
+@given(x=st.integers(0, 399), y=st.integers(0, 299), out=st.sampled_from([64, 128, 256]),
+       zoom=st.floats(1, 4), u=st.floats(3, 60), v=st.floats(3, 60))
+def test_points_and_pixels_move_together(x, y, out, zoom, u, v):
+    """A marked pixel lands where crop_analysis' point transform says it lands (every
+    example checks: the crop is placed so that the mark falls at (u, v) inside it)."""
+    u, v = u / 64 * out, v / 64 * out
+    size = out / zoom  # upsampling, so the mark survives resizing
+    square = SquareBox(x - (u - out / 2) / zoom, y - (v - out / 2) / zoom, size)
+    assert np.allclose(square.matrix(out) @ np.array([x, y, 1.0]), (u, v))
     image = np.zeros((300, 400), np.uint8)
-    x, y = int(px * 399), int(py * 299)
-    square = SquareBox(cx, cy, size)
-    m = square.matrix(out)
-    u, v = m @ np.array([x, y, 1.0])
-    # Only check marks that land well inside the crop and are big enough to survive resizing.
-    scale = out / size
-    if not (2 < u < out - 3 and 2 < v < out - 3) or scale < 1:
-        return
     image[y, x] = 255
     crop = crop_image(image, square, out, nearest=True)
     ys, xs = np.nonzero(crop)
-    assert len(xs) and abs(xs.mean() - u) <= scale / 2 + 1 and abs(ys.mean() - v) <= scale / 2 + 1
+    assert len(xs) and abs(xs.mean() - u) <= zoom / 2 + 1 and abs(ys.mean() - v) <= zoom / 2 + 1
+
+
+def blob(shape: tuple[int, int], x: float, y: float, sigma: float = 3.0) -> np.ndarray:
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    spot = 255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return np.repeat(spot[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3) like a frame
+
+
+def centroid(img: np.ndarray) -> np.ndarray:
+    img = img[..., 0].astype(np.float64)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    return np.array([(xx * img).sum(), (yy * img).sum()]) / img.sum()
+
+
+@pytest.mark.parametrize("square", [SquareBox(210.3, 140.7, 120.0), SquareBox(60.0, 250.0, 200.0), SquareBox(350.5, 20.25, 90.0)])
+def test_a_crop_pasted_back_lands_where_it_came_from(square):
+    """Known answers both ways: an image spot appears in the crop where the crop matrix
+    puts it, and a spot drawn in the crop is pasted back at the inverse position."""
+    shape, n = (300, 400), 256
+    m = square.matrix(n)
+    x, y = square.cx + 0.21 * square.size, square.cy - 0.13 * square.size  # inside the crop, off centre
+    x, y = float(np.clip(x, 20, 379)), float(np.clip(y, 20, 279))  # spot away from the image border
+    crop = crop_image(blob(shape, x, y), square, n)
+    assert np.abs(centroid(crop) - m @ (x, y, 1)).max() < 0.3
+    pasted = paste_crop(np.zeros(shape + (3,), np.float32), crop, square)
+    assert np.abs(centroid(pasted) - (x, y)).max() < 0.3
+    # A spot drawn in the crop lands at the inverse of the crop matrix.
+    u, v = 0.3 * n, 0.62 * n
+    back = paste_crop(np.zeros(shape + (3,), np.float32), blob((n, n), u, v, sigma=6.0), square)
+    expected = (np.array([u, v]) - m[:, 2]) / m[0, 0]
+    assert np.abs(centroid(back) - expected).max() < 0.3
+
+
+def test_paste_replaces_the_inside_of_the_crop_and_nothing_outside_it():
+    frame = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    square = SquareBox(180.0, 160.0, 160.0)  # x 100..260, y 80..240
+    out = paste_crop(frame, np.full((128, 128, 3), 7, np.uint8), square, CropConfig(feather=0.08))
+    # Feather: 8% of 128 px = 10 crop px (12.5 image px), blurred by half that.
+    assert (out[115:205, 135:225] == 7).all()  # the crop, minus its feathered border
+    outside = np.ones((300, 400), bool)
+    outside[79:241, 99:261] = False
+    assert np.array_equal(out[outside], frame[outside])  # the frame, untouched
+    # Across the border the crop's weight rises from 0 to 1.
+    before, after = frame[160, 95:135, 0].astype(float), out[160, 95:135, 0].astype(float)
+    usable = np.abs(before - 7) > 40  # pixels where the weight can be read off
+    weight = ((before - after) / (before - 7))[usable]
+    assert weight[0] < 0.05 and weight[-1] > 0.95 and np.all(np.diff(weight) > -0.05)
+
+
+def test_face_square_known_answer():
+    sq = face_square((100, 200, 300, 360), CropConfig(scale=2.0, lift=0.1))
+    assert (sq.cx, sq.cy, sq.size) == (200, 280 - 0.1 * 200, 400)  # side 200: the wider of 200 x 160
+    m = sq.matrix(512)
+    assert np.allclose(m @ (200, 260, 1), (256, 256))  # the square's centre is the crop's centre
+    assert np.allclose(m @ (0, 60, 1), (0, 0)) and np.allclose(m @ (400, 460, 1), (512, 512))
 
 
 @settings(max_examples=30, deadline=None)
