@@ -55,10 +55,11 @@ class ScalingConfig:
 
 def motion_maps(analyses: Sequence[FaceAnalysis], scale_seed: int | None = None,
                 scaling: ScalingConfig = ScalingConfig()) -> np.ndarray:
-    """(N, H, W, 3) uint8 motion maps of `analyses`; with `scale_seed`, each randomly scaled
-    (seed + its index), as training does to keep identity out of the maps."""
+    """(N, H, W, 3) uint8 motion maps of `analyses` (the frames of one clip). With
+    `scale_seed`, randomly scaled as training does to keep identity out of the maps: the
+    same factors for every frame, so a clip's face keeps one (altered) shape over time."""
     if scale_seed is not None:
-        analyses = [random_scale(a, scale_seed + i, scaling.part_range, scaling.face_range) for i, a in enumerate(analyses)]
+        analyses = [random_scale(a, scale_seed, scaling.part_range, scaling.face_range) for a in analyses]
     return np.stack([render_motion_map(a) for a in analyses])
 
 
@@ -90,22 +91,40 @@ def encode_images(image_encoder, feature_extractor, images: list[np.ndarray]) ->
     return image_encoder(pixels).image_embeds[:, None, :]
 
 
+def clip_size(feature_extractor) -> int:
+    """The side of CLIP's input images."""
+    return int(getattr(feature_extractor, "crop_size", {}).get("height", 224))
+
+
+def clip_inputs(image: np.ndarray, person: np.ndarray, separate: bool = True, size: int = 224) -> np.ndarray:
+    """What CLIP sees of one reference at `size` px: (2, size, size, 3) foreground then
+    background, or (1, size, size, 3) the whole image without separation (the ablation)."""
+    if separate:
+        return np.stack(split_foreground_background(image, person, size))
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)[None]
+
+
+def embed_clip_inputs(image_encoder, feature_extractor, inputs: np.ndarray) -> ReferenceEmbeddings:
+    """Embeddings of a batch of `clip_inputs` (N, 2 or 1, S, S, 3), in one CLIP call: the
+    first image of each item conditions ReferenceNet, the last the denoising UNet."""
+    inputs = np.asarray(inputs)
+    n, k = inputs.shape[:2]
+    emb = encode_images(image_encoder, feature_extractor, list(inputs.reshape(n * k, *inputs.shape[2:])))
+    emb = emb.view(n, k, *emb.shape[1:])  # (N, k, 1, D)
+    return ReferenceEmbeddings(reference_net=emb[:, 0], unet=emb[:, -1])
+
+
 def reference_embeddings(
     image_encoder, feature_extractor, images: np.ndarray, persons: np.ndarray, separate: bool = True
 ) -> ReferenceEmbeddings:
     """Embeddings of one reference (H, W, 3) or a batch (N, H, W, 3) with its person
-    mask(s), in one CLIP call: foreground for ReferenceNet, background for the UNet."""
+    mask(s): foreground for ReferenceNet, background for the UNet."""
     images, persons = np.asarray(images), np.asarray(persons)
     if images.ndim == 3:
         images, persons = images[None], persons[None]
-    n = len(images)
-    if not separate:
-        emb = encode_images(image_encoder, feature_extractor, list(images))
-        return ReferenceEmbeddings(reference_net=emb, unet=emb)
-    size = int(getattr(feature_extractor, "crop_size", {}).get("height", 224))
-    pairs = [split_foreground_background(img, person, size) for img, person in zip(images, persons)]
-    emb = encode_images(image_encoder, feature_extractor, [fg for fg, _ in pairs] + [bg for _, bg in pairs])
-    return ReferenceEmbeddings(reference_net=emb[:n], unet=emb[n:])
+    size = clip_size(feature_extractor)
+    inputs = np.stack([clip_inputs(img, person, separate, size) for img, person in zip(images, persons)])
+    return embed_clip_inputs(image_encoder, feature_extractor, inputs)
 
 
 def unconditional(embeddings: torch.Tensor) -> torch.Tensor:
