@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vivid.conditioning import (
-    ReferenceEmbeddings, ScalingConfig, decode_latents, drop_image_conditioning, encode_images, encode_latents,
+    ReferenceEmbeddings, ScalingConfig, clip_inputs, decode_latents, drop_image_conditioning, encode_images, encode_latents,
     from_model_range, motion_maps, predict_noise, reference_embeddings, reference_features,
     split_foreground_background, to_model_range, unconditional,
 )
@@ -61,7 +61,7 @@ def test_training_scaling_defaults_are_the_papers():
     assert ScalingConfig().face_range == (0.7, 1.3)
 
 
-def test_motion_maps_are_the_rendered_analyses_and_scaled_ones_use_one_seed_per_frame(big_face):
+def test_motion_maps_are_the_rendered_analyses_and_a_clip_is_scaled_with_one_set_of_factors(big_face):
     a = big_face[1]
     b = a.replace(iris=a.iris + 3)  # a second, different frame
     plain = motion_maps([a, b])
@@ -69,7 +69,7 @@ def test_motion_maps_are_the_rendered_analyses_and_scaled_ones_use_one_seed_per_
     assert np.array_equal(plain[0], render_motion_map(a)) and np.array_equal(plain[1], render_motion_map(b))
     scaled = motion_maps([a, b], scale_seed=7)
     assert np.array_equal(scaled[0], render_motion_map(random_scale(a, 7)))
-    assert np.array_equal(scaled[1], render_motion_map(random_scale(b, 8)))
+    assert np.array_equal(scaled[1], render_motion_map(random_scale(b, 7)))  # one face shape per clip
     assert not np.array_equal(scaled[0], plain[0])
     # Unit ranges scale nothing: the configured ranges are the ones used.
     unit = ScalingConfig(part_range=(1.0, 1.0), face_range=(1.0, 1.0))
@@ -123,7 +123,7 @@ def test_reference_net_gets_clip_of_the_foreground_and_the_unet_clip_of_the_back
     assert torch.allclose(single.reference_net[0], fg[0], atol=1e-5) and torch.allclose(single.unet[0], bg[0], atol=1e-5)
     # Without separation both networks get CLIP of the whole image.
     whole = reference_embeddings(enc, fe, rgb, person, separate=False)
-    assert torch.allclose(whole.reference_net, encode_images(enc, fe, [rgb]), atol=1e-5)
+    assert torch.allclose(whole.reference_net, encode_images(enc, fe, list(clip_inputs(rgb, person, False, 32))), atol=1e-5)
     assert torch.allclose(whole.unet, whole.reference_net)
 
 
