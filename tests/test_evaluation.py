@@ -178,6 +178,26 @@ def test_cli_one_line_errors_and_skipped_cases(tmp_path, tilt_clip, capsys):
     assert (tmp_path / "d" / "mine.txt").read_text() == "keep me"
 
 
+def test_skipped_case_is_listed_and_an_earlier_evaluation_is_replaced(tmp_path, tilt_clip, capsys):
+    # capsys also keeps the CLI's native-stderr filter off pytest's own stderr
+    from PIL import Image
+
+    from vivid.cli import main
+
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(wall)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "table.md").write_text("an earlier evaluation")
+    (out / "old.csv").write_text("stale")
+    assert main(["evaluate", "--self", str(tilt_clip), "--cross", str(wall), "--driving", str(tilt_clip),
+                 "--engines", "still", "--frames", "3", "--resolution", "64", "--no-side-by-side", "-o", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "case wall_tilt skipped: wall.png: no face found in the portrait" in table
+    assert not (out / "old.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "wall.png"]  # no temporary folders left
+
+
 def test_tiny_diffusion_through_the_whole_harness(tmp_path, tilt_clip, astronaut, capsys):
     """CLI, cross- and self-reenactment, the tiny random model: its scores are real numbers
     (random output: low PSNR) and its faceless frames are counted."""

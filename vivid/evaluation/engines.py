@@ -8,7 +8,7 @@ and out of the real video.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
@@ -104,7 +104,6 @@ class Timed:
 
     seconds: float = 0.0
     frames: int = 0
-    _log: list = field(default_factory=list, repr=False)
 
     def wrap(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         it = iter(frames)

@@ -54,10 +54,6 @@ class Case:
     driving: Path
     portrait: Path | None = None  # cross-reenactment only
 
-    @property
-    def clip(self) -> str:
-        return self.driving.stem
-
 
 @dataclass
 class PreparedCase:
