@@ -1,0 +1,72 @@
+"""Train VividPortraits: `accelerate launch train/train.py --stage 1|2 --data DATA --output RUN`
+(or plain `python train/train.py ...` for one process). The walk-through is train/README.md;
+every setting is in vivid/training/config.py, defaults in train/configs/stage{1,2}.yaml."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train/train.py", description=__doc__.split("\n")[0])
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True, help="1: frame pairs; 2: temporal layers on clips")
+    p.add_argument("--data", required=True, help="prepared data folder (train/prepare_data.py)")
+    p.add_argument("--output", required=True, help="run folder: metrics.jsonl, checkpoints/, model/, samples/")
+    p.add_argument("--config", help="YAML settings (default: train/configs/stage<N>.yaml)")
+    p.add_argument("--init", help="stage 2: the stage 1 model folder (RUN1/model)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--val-data", help="prepared clips to validate on (default: a share of --data training never sees)")
+    p.add_argument("--tiny", action="store_true", default=None, help="tiny random networks (CPU proofs, tests)")
+    p.add_argument("--resolution", type=int, help="training resolution in px (default 512; --tiny: 64)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--save-every", type=int, help="steps between checkpoints (and model exports)")
+    p.add_argument("--val-every", type=int, help="steps between validation losses and sample videos")
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--device", choices=["cpu"], help="force the CPU (accelerate launch --cpu does the same)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of vivid/training/config.py, e.g. --set augment=true (repeatable)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    import yaml
+
+    from vivid.training import ConfigError, DataError, InitError, ResumeError, TrainConfig, Trainer
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"train.py: error: --set needs KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = yaml.safe_load(value)
+    flags = {k: getattr(args, k) for k in ("tiny", "resolution", "max_steps", "seed", "save_every", "val_every",
+                                            "batch_size", "learning_rate", "mixed_precision")}
+    if args.tiny and args.resolution is None:
+        flags["resolution"] = 64
+    config_file = args.config or ROOT / "train" / "configs" / f"stage{args.stage}.yaml"
+    try:
+        config = TrainConfig.load(config_file, **{**overrides, **flags, "stage": args.stage})
+        trainer = Trainer(config, args.data, args.output, init=args.init, resume=args.resume, val_data=args.val_data,
+                          device=args.device)
+    except (ConfigError, DataError, InitError, ResumeError) as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return 2
+    trainer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""The training loop of both stages on accelerate: one GPU, several GPUs or several nodes
+with the same code (`accelerate launch`), or plain `python` for one process.
+
+Reproducible by construction: every sample is a function of (seed, index) and every step's
+noise and timesteps of (seed, step, process), so a run killed at any moment and resumed
+from its last checkpoint logs the same losses at the same steps as an uninterrupted run.
+
+RUN/ holds metrics.jsonl, checkpoints/step-N/ (accelerate's full state, written under a
+temporary name and renamed; the newest `keep_checkpoints` kept), model/ (a VividPipeline
+folder, refreshed at every checkpoint and at the end) and samples/step-N.mp4.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..conditioning import clip_size, drop_image_conditioning, embed_clip_inputs, encode_latents, to_model_range
+from .clips import DataError, PreparedClip, read_index
+from .config import TrainConfig
+from .losses import add_noise, denoising_loss, denoising_target, training_scheduler
+from .networks import Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of
+from .samples import FrameRange, SampleSpec, TrainingSamples, split_frames
+from .validation import build_checks, checksum, score_checks, write_sample_video
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+STATE_FILE = "training_state.json"
+
+
+class ResumeError(ValueError):
+    """--resume without a checkpoint to resume from."""
+
+
+@dataclass
+class Paths:
+    run: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run / CHECKPOINTS
+
+    @property
+    def metrics(self) -> Path:
+        return self.run / METRICS
+
+    @property
+    def model(self) -> Path:
+        return self.run / "model"
+
+    @property
+    def samples(self) -> Path:
+        return self.run / "samples"
+
+
+def latest_checkpoint(paths: Paths) -> tuple[Path, int] | None:
+    """The newest complete checkpoint folder and its step."""
+    found = []
+    for folder in paths.checkpoints.glob("step-*"):
+        if (folder / STATE_FILE).is_file() and folder.name[5:].isdigit():
+            found.append((int(folder.name[5:]), folder))
+    if not found:
+        return None
+    step, folder = max(found)
+    return folder, step
+
+
+def choose_validation_clips(entries: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training entries, validation entries): a fixed share of the clips, at least one,
+    chosen by a hash of their ids (stable when clips are added)."""
+    import hashlib
+
+    if len(entries) < 2:
+        raise DataError("the data holds one clip; validation needs clips training never sees: add clips or give --val-data")
+    ranked = sorted(entries, key=lambda e: hashlib.sha256(f"{seed}:{e['id']}".encode()).hexdigest())
+    count = min(max(1, round(share * len(entries))), len(entries) - 1)
+    held = {e["id"] for e in ranked[:count]}
+    return [e for e in entries if e["id"] not in held], [e for e in entries if e["id"] in held]
+
+
+def _open(entries: list[dict]) -> list[PreparedClip]:
+    return [PreparedClip(e["folder"]) for e in entries]
+
+
+def _step_generator(config: TrainConfig, step: int, rank: int, micro: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1_009 + rank) * 17 + micro)
+
+
+class Trainer:
+    """One training run; `run()` does the work. Built in two phases so every input is
+    checked (one-line errors) before any network is loaded."""
+
+    def __init__(self, config: TrainConfig, data: str | Path, output: str | Path, *, init: str | Path | None = None,
+                 resume: bool = False, val_data: str | Path | None = None, device: str | None = None):
+        config.check()
+        self.config, self.paths = config, Paths(Path(output))
+        self.entries = read_index(data)
+        self.val_entries = read_index(val_data) if val_data else None
+        self.init = check_init(init, config.stage)
+        self.resume_from = None
+        if resume:
+            self.resume_from = latest_checkpoint(self.paths)
+            if self.resume_from is None:
+                raise ResumeError(f"--resume: no checkpoint in {self.paths.checkpoints}; start without --resume")
+        if self.val_entries is None:
+            self.train_entries, self.val_entries = choose_validation_clips(self.entries, config.val_share, config.seed)
+        else:
+            self.train_entries = self.entries
+        self.device = device
+
+    # -- setup --------------------------------------------------------------------------------
+    def _accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        trackers = []
+        try:
+            import tensorboard  # noqa: F401
+
+            trackers = ["tensorboard"]
+        except ImportError:
+            pass
+        return Accelerator(
+            mixed_precision=self.config.mixed_precision,
+            gradient_accumulation_steps=self.config.gradient_accumulation,
+            cpu=self.device == "cpu",
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(project_dir=str(self.paths.run), logging_dir=str(self.paths.run / "logs")),
+        )
+
+    def _spec(self, nets: Networks) -> SampleSpec:
+        c = self.config
+        return SampleSpec(
+            stage=c.stage, resolution=c.resolution, frames=1 if c.stage == 1 else c.clip_frames,
+            separate_fg_bg=nets.separate_fg_bg, clip_size=clip_size(nets.feature_extractor),
+            random_scaling=c.random_scaling, scaling=c.scaling, augment=c.augment, reference_gap=c.reference_gap,
+        )
+
+    # -- one step -----------------------------------------------------------------------------
+    def _inputs(self, batch: dict, nets: Networks, generator: torch.Generator, drop: bool, deterministic: bool = False):
+        """Latents, embeddings and motion tensors of a batch (frozen networks, no grad)."""
+        device, dtype = self.accelerator.device, self.weight_dtype
+        b = batch["reference"].shape[0]
+        frames = batch["target"].shape[1]
+        with torch.no_grad():
+            emb = embed_clip_inputs(nets.image_encoder, nets.feature_extractor, batch["clip"].numpy())
+            if drop and self.config.uncond_prob > 0:
+                emb = drop_image_conditioning(emb, torch.rand(b, generator=generator) < self.config.uncond_prob)
+            ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
+            targets = batch["target"].flatten(0, 1).numpy()
+            latents = encode_latents(nets.vae, to_model_range(targets, device, dtype), generator=None if deterministic else generator,
+                                     sample=not deterministic)  # (B*F, C, h, w)
+        latents = latents.float()
+        if self.config.stage == 2:
+            latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
+        motion = to_model_range(batch["motion"].flatten(0, 1).numpy(), device, dtype)
+        return latents, ref_latents, emb, motion
+
+    def _loss(self, batch: dict, nets: Networks, generator: torch.Generator, *, drop: bool = True,
+              timestep: int | None = None) -> torch.Tensor:
+        latents, ref_latents, emb, motion = self._inputs(batch, nets, generator, drop, deterministic=timestep is not None)
+        noisy, noise, t = add_noise(self.scheduler, latents, generator, self.config.noise_offset)
+        if timestep is not None:  # validation: the given timestep for every sample
+            t = torch.full_like(t, timestep)
+            noisy = self.scheduler.add_noise(latents, noise, t)
+        pred = self.denoiser(noisy, t, ref_latents, emb.reference_net, emb.unet, motion)
+        target = denoising_target(self.scheduler, latents, noise, t)
+        return denoising_loss(pred, target, self.scheduler, t, self.config.min_snr_gamma)
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Train to `max_steps`; returns the last logged metrics."""
+        c, paths = self.config, self.paths
+        self.accelerator = acc = self._accelerator()
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        paths.run.mkdir(parents=True, exist_ok=True)
+        train_clips, val_clips = _open(self.train_entries), _open(self.val_entries)
+        nets = build_networks(c, self.init)
+        if c.tiny and c.stage == 1:
+            frames = np.concatenate([clip.frames(clip.reference_frames[:4]) for clip in train_clips[:8]])
+            frames = np.stack([__import__("cv2").resize(f, (c.resolution, c.resolution)) for f in frames])
+            nets.vae.register_to_config(scaling_factor=calibrate_latent_scale(nets.vae, frames))
+        self.scheduler = training_scheduler()
+        spec = self._spec(nets)
+        train_ranges, held = split_frames(train_clips, c.seen_share, spec.frames)
+        world = acc.num_processes
+        total = c.max_steps * c.batch_size * world * c.gradient_accumulation
+        dataset = TrainingSamples(train_clips, train_ranges, spec, c.seed, total)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers,
+                                             persistent_workers=c.num_workers > 0)
+        if c.stage == 1:
+            unused = freeze_unused_logged(nets)
+            if unused:
+                log.info("frozen (no effect on the loss): %d tensors, e.g. %s", len(unused), unused[:3])
+        if c.gradient_checkpointing:
+            for m in (nets.denoiser.unet, nets.denoiser.reference_net):
+                if hasattr(m, "enable_gradient_checkpointing") and any(p.requires_grad for p in m.parameters()):
+                    m.enable_gradient_checkpointing()
+        optimizer = make_optimizer(nets.denoiser.trainable(), c)
+        nets.vae.to(acc.device, self.weight_dtype)
+        nets.image_encoder.to(acc.device, self.weight_dtype)
+        self.denoiser, optimizer, loader = acc.prepare(nets.denoiser, optimizer, loader)
+        step = 0
+        if self.resume_from is not None:
+            folder, step = self.resume_from
+            acc.load_state(str(folder))
+            loader = acc.skip_first_batches(loader, step * c.gradient_accumulation)
+            _truncate_metrics(paths.metrics, step, acc.is_main_process)
+            log.info("resumed from %s (step %d)", folder, step)
+        if acc.is_main_process and acc.trackers:
+            acc.init_trackers("vivid", config={k: str(v) for k, v in c.to_dict().items()})
+        checks = {}
+        if acc.is_main_process:  # held-out clips; unseen frames of training clips
+            everything = val_clips + train_clips
+            n = len(val_clips)
+            checks = {
+                "val_loss": build_checks(everything, _ranges_of(val_clips), spec, c.val_samples, c.seed),
+                "seen_loss": build_checks(everything, [FrameRange(r.clip + n, r.start, r.stop) for r in held], spec,
+                                          c.val_samples, c.seed + 1),
+            }
+            checks = {k: v for k, v in checks.items() if v}
+        self.denoiser.train()
+        started, last = time.perf_counter(), {}
+        window: list[float] = []
+        bar = _progress(acc, c.max_steps, step)
+        micro = 0
+        for batch in loader:
+            if step >= c.max_steps:
+                break
+            with acc.accumulate(self.denoiser):
+                gen = _step_generator(c, step, acc.process_index, micro)
+                loss = self._loss(batch, nets, gen)
+                acc.backward(loss)
+                if acc.sync_gradients and c.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.denoiser.parameters(), c.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro += 1
+            if not acc.sync_gradients:
+                continue
+            micro = 0
+            step += 1
+            window.append(float(acc.reduce(loss.detach(), reduction="mean")))
+            bar.update(1)
+            if step % c.log_every == 0 or step == c.max_steps:
+                now = time.perf_counter()
+                last = {"step": step, "loss": window[-1], "loss_mean": float(np.mean(window)),
+                        "lr": optimizer.param_groups[0]["lr"], "seconds_per_step": (now - started) / len(window)}
+                self._log(last)
+                window, started = [], now
+            if step % c.val_every == 0 or step == c.max_steps:
+                if acc.is_main_process and checks:
+                    self._log({"step": step, **self._validate(nets, checks)})
+                if acc.is_main_process:
+                    self._sample(nets, val_clips[0], step)
+                acc.wait_for_everyone()
+            if step % c.save_every == 0 or step == c.max_steps:
+                self._checkpoint(nets, step)
+                window, started = [], time.perf_counter()  # the loss window restarts where a resume would
+        bar.close()
+        acc.wait_for_everyone()
+        self._write_rank_checksum(step)
+        acc.end_training()
+        return last
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            with open(self.paths.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if acc.trackers:
+                acc.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    @torch.no_grad()
+    def _validate(self, nets: Networks, checks: dict) -> dict[str, float]:
+        self.denoiser.eval()
+        from torch.utils.data import default_collate
+
+        def loss_of(sample, timestep, noise_seed):
+            batch = default_collate([sample])
+            gen = torch.Generator().manual_seed(noise_seed)
+            with self.accelerator.autocast():
+                return float(self._loss(batch, nets, gen, drop=False, timestep=timestep))
+
+        out = {}
+        for prefix, items in checks.items():
+            out.update(score_checks(items, loss_of, prefix))
+        self.denoiser.train()
+        return out
+
+    def _sample(self, nets: Networks, clip: PreparedClip, step: int) -> None:
+        try:
+            pipe = pipeline_of(self._unwrapped(nets), self.config.resolution)
+            pipe.to(self.accelerator.device)
+            write_sample_video(pipe, clip, self.config.sample_frames, self.config.sample_steps,
+                               self.paths.samples / f"step-{step}.mp4", self.config.seed)
+        except Exception as exc:  # a sample video is a convenience: never stop training for it
+            log.warning("sample video at step %d failed: %s", step, exc)
+
+    def _unwrapped(self, nets: Networks) -> Networks:
+        from dataclasses import replace
+
+        return replace(nets, denoiser=self.accelerator.unwrap_model(self.denoiser))
+
+    def _checkpoint(self, nets: Networks, step: int) -> None:
+        acc, paths = self.accelerator, self.paths
+        final = paths.checkpoints / f"step-{step}"
+        tmp = paths.checkpoints / f".step-{step}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": self.config.stage}))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            done = sorted((int(f.name[5:]), f) for f in paths.checkpoints.glob("step-*") if f.name[5:].isdigit())
+            for _, old in done[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            export_model(self._unwrapped(nets), paths.model, self.config.stage, step, self.config)
+        acc.wait_for_everyone()
+
+    def _write_rank_checksum(self, step: int) -> None:
+        """Each process records a fingerprint of its weights: all ranks must agree."""
+        model = self.accelerator.unwrap_model(self.denoiser)
+        record = {"step": step, "rank": self.accelerator.process_index, "weights": checksum(model)}
+        with open(self.paths.run / f"weights-rank{self.accelerator.process_index}.json", "w") as f:
+            json.dump(record, f)
+
+
+def _ranges_of(clips: list[PreparedClip]) -> list[FrameRange]:
+    return [FrameRange(i, 0, len(c)) for i, c in enumerate(clips)]
+
+
+def probe_inputs(nets: Networks, frames: int = 1) -> dict[str, torch.Tensor]:
+    """Small inputs of the right kinds (64 px), to find parameters that never get a gradient."""
+    unet = nets.denoiser.unet
+    channels, dim = unet.config.in_channels, unet.config.cross_attention_dim
+    noisy = torch.randn(1, channels, 8, 8) if frames == 1 else torch.randn(1, channels, frames, 8, 8)
+    return dict(noisy=noisy, timesteps=torch.tensor([10]), reference_latents=torch.randn(1, channels, 8, 8),
+                reference_context=torch.randn(1, 1, dim), unet_context=torch.randn(1, 1, dim),
+                motion=torch.rand(frames, 3, 64, 64) * 2 - 1)
+
+
+def freeze_unused_logged(nets: Networks) -> list[str]:
+    from .denoiser import freeze_unused
+
+    return freeze_unused(nets.denoiser, probe_inputs(nets))
+
+
+def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the paper), AdamW, or bitsandbytes' 8-bit AdamW (CUDA; a quarter of the state)."""
+    kw = dict(lr=config.learning_rate, betas=tuple(config.adam_betas), eps=config.adam_eps)
+    if config.optimizer == "adam8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise ImportError("optimizer adam8bit needs bitsandbytes: pip install bitsandbytes") from exc
+        return bnb.optim.AdamW8bit(params, weight_decay=config.weight_decay, **kw)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, weight_decay=config.weight_decay, **kw)
+    return torch.optim.Adam(params, **kw)
+
+
+def _truncate_metrics(path: Path, step: int, main: bool) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from (they will be
+    logged again), so the file reads like one uninterrupted run."""
+    if not main or not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _progress(acc, total: int, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="training", unit="step", disable=not acc.is_local_main_process)

@@ -1,0 +1,149 @@
+"""The networks of each training stage, and their export as a VividPipeline folder.
+
+Stage 1 trains the image UNet (no temporal layers take part), a ReferenceNet copied from it
+and the PoseGuider. Its exported pipeline gets the motion adapter's temporal layers around
+the trained image UNet (`UNetMotionModel.from_unet2d`), so it animates at once and stage 2
+can start from it. Stage 2 loads that pipeline and trains the temporal layers only.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import MotionAdapter, UNetMotionModel
+from torch import nn
+
+from ..models.builders import Parts, load_base_parts, scheduler_config, tiny_parts
+from .config import TrainConfig
+from .denoiser import Denoiser, freeze_for_stage
+
+#: Written into every exported model folder: which stage made it, at which step, how.
+TRAINING_FILE = "training.json"
+
+
+class InitError(ValueError):
+    """`--init` does not name a model this stage can start from."""
+
+
+@dataclass
+class Networks:
+    """Trained (in `denoiser`) and frozen networks of one stage."""
+
+    denoiser: Denoiser
+    vae: nn.Module
+    image_encoder: nn.Module
+    feature_extractor: object
+    adapter: MotionAdapter | None  # stage 1: the temporal layers its exported pipeline gets
+    separate_fg_bg: bool = True
+
+
+def tiny_training_parts(seed: int) -> Parts:
+    """The tiny parts, with the adapter's temporal output projections at zero: a random
+    temporal layer would otherwise scramble what stage 1 learnt as soon as it is exported
+    (AnimateDiff's trained layers start near identity; random tiny ones do not)."""
+    parts = tiny_parts(seed)
+    with torch.no_grad():
+        for name, p in parts.adapter.named_parameters():
+            if ".proj_out." in f".{name}":
+                p.zero_()
+    return parts
+
+
+def check_init(init: str | Path | None, stage: int) -> Path | None:
+    """The `--init` folder, checked before any weights load: stage 2 needs a stage 1 model."""
+    if stage == 1:
+        if init is not None:
+            raise InitError("--init is for stage 2 (a stage 1 model); stage 1 starts from the base models")
+        return None
+    if init is None:
+        raise InitError("stage 2 needs --init RUN1/model (the model stage 1 exported)")
+    folder = Path(init)
+    if not (folder / "model_index.json").is_file():
+        raise InitError(f"--init {folder}: not a saved VividPipeline folder (no model_index.json)")
+    marker = folder / TRAINING_FILE
+    if not marker.is_file():
+        raise InitError(f"--init {folder}: no {TRAINING_FILE}, so not a model exported by stage 1 training")
+    made_by = json.loads(marker.read_text()).get("stage")
+    if made_by != 1:
+        raise InitError(f"--init {folder}: exported by stage {made_by} training; stage 2 starts from a stage 1 model")
+    return folder
+
+
+def build_networks(config: TrainConfig, init: Path | None) -> Networks:
+    """The networks of `config.stage`, in fp32 on the CPU (accelerate places them)."""
+    if config.stage == 1:
+        parts = tiny_training_parts(config.seed) if config.tiny else load_base_parts(config.base_models)
+        denoiser = Denoiser(copy.deepcopy(parts.unet2d), parts.unet2d, parts.pose_guider)
+        nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter)
+    else:
+        from ..pipeline import VividPipeline
+
+        pipe = VividPipeline.from_pretrained(init, device="cpu", torch_dtype=torch.float32)
+        if not isinstance(pipe.unet, UNetMotionModel):
+            raise InitError(f"--init {init}: its UNet has no temporal layers")
+        pipe.pose_injector.remove()
+        denoiser = Denoiser(pipe.reference_net, pipe.unet, pipe.pose_guider)
+        nets = Networks(denoiser, pipe.vae, pipe.image_encoder, pipe.feature_extractor, None, pipe.config.separate_fg_bg)
+    freeze_for_stage(nets.denoiser, config.stage)
+    nets.vae.requires_grad_(False)
+    nets.image_encoder.requires_grad_(False)
+    return nets
+
+
+def calibrate_latent_scale(vae: nn.Module, images: np.ndarray) -> float:
+    """The VAE scaling factor that gives unit-variance latents on `images` (N, H, W, 3):
+    SD's 0.18215 fits SD's VAE only; a random tiny VAE's latents are far smaller."""
+    from ..conditioning import to_model_range
+
+    with torch.no_grad():
+        latents = vae.encode(to_model_range(images, vae.device, vae.dtype)).latent_dist.mean
+    return float(1.0 / latents.float().std().clamp_min(1e-6))
+
+
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """The same network with the same weights, without the hooks and attention processors
+    training installed on the original (the pipeline installs its own)."""
+    copy_ = type(module).from_config(module.config)
+    copy_.load_state_dict(module.state_dict())
+    dtype = next(module.parameters()).dtype
+    return copy_ if dtype == torch.float32 else copy_.to(dtype)
+
+
+def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
+    """A VividPipeline holding copies of the current weights (stage 1: with the adapter's
+    temporal layers added), on the CPU in fp32."""
+    from diffusers import DDIMScheduler
+
+    from ..pipeline import VividPipeline
+
+    d = nets.denoiser
+    unet = fresh_copy(d.unet)
+    if nets.adapter is not None:
+        unet = UNetMotionModel.from_unet2d(unet, nets.adapter)
+    return VividPipeline(
+        vae=nets.vae, image_encoder=nets.image_encoder, feature_extractor=nets.feature_extractor,
+        reference_net=fresh_copy(d.reference_net), unet=unet, pose_guider=fresh_copy(d.pose_guider),
+        scheduler=DDIMScheduler(**scheduler_config()), resolution=resolution, face_backend=face_backend,
+        separate_fg_bg=nets.separate_fg_bg,
+    )
+
+
+def export_model(nets: Networks, folder: Path, stage: int, step: int, config: TrainConfig) -> None:
+    """Write the current model to `folder` as a VividPipeline folder (loadable by
+    `VividPipeline.from_pretrained`, the app's --weights and the CLI), atomically."""
+    pipe = pipeline_of(nets, config.resolution)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    (tmp / TRAINING_FILE).write_text(json.dumps({"stage": stage, "step": step, "config": config.to_dict()}, indent=1))
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
