@@ -261,7 +261,12 @@ def _summary(config: EvaluationConfig, prepared: list[PreparedCase]) -> str:
     cross = [p for p in prepared if p.case.kind == "cross"]
     parts = [f"Scoring crops of {config.resolution} px."]
     if selfs:
-        parts.append(f"Self-reenactment: {len(selfs)} clips ({', '.join(f'{p.case.name} {p.frames - 1}' for p in selfs)} scored frames).")
+        scored = ", ".join(f"{p.case.name} {p.frames - 1}" for p in selfs)
+        parts.append(f"Self-reenactment: {_count(len(selfs), 'clip')} ({scored} scored frames).")
     if cross:
-        parts.append(f"Cross-reenactment: {len(cross)} portrait/clip pairs ({sum(p.frames for p in cross)} frames).")
+        parts.append(f"Cross-reenactment: {_count(len(cross), 'portrait/clip pair')} ({sum(p.frames for p in cross)} frames).")
     return " ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
