@@ -23,7 +23,7 @@ from vivid.training.samples import FrameRange, SampleSpec, TrainingSamples, spli
 
 TRAIN = [sys.executable, str(ROOT / "train" / "train.py")]
 #: A few quick steps on the CPU: every step logged, no loader processes.
-QUICK = ["--tiny", "--device", "cpu", "--mixed-precision", "no", "--set", "num_workers=0", "--set", "val_samples=2",
+QUICK = ["--tiny", "--mixed-precision", "no", "--set", "num_workers=0", "--set", "val_samples=2",
          "--set", "sample_frames=4", "--set", "sample_steps=1", "--set", "log_every=1"]
 
 
@@ -243,12 +243,15 @@ def test_a_killed_run_resumes_with_the_same_losses(data, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_train_to_identical_weights(data, tmp_path):
+    """Two CPU processes in one gloo group (`--multi_gpu` starts them with torchrun; accelerate's
+    `--cpu --num_processes 2` would start one process unless MPI is set up)."""
     run = tmp_path / "ddp"
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            str(ROOT / "train" / "train.py"), "--stage", "1", "--data", str(data), "--output", str(run),
                            "--max-steps", "3", "--save-every", "3", "--val-every", "100", *QUICK],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((run / f"weights-rank{k}.json").read_text()) for k in (0, 1)]
-    assert ranks[0]["weights"] == ranks[1]["weights"] and ranks[0]["step"] == 3
+    assert ranks[0]["weights"] == ranks[1]["weights"] and ranks[0]["step"] == ranks[1]["step"] == 3
+    assert {r["world"] for r in ranks} == {2}

@@ -131,7 +131,9 @@ class Trainer:
         return Accelerator(
             mixed_precision=self.config.mixed_precision,
             gradient_accumulation_steps=self.config.gradient_accumulation,
-            cpu=self.device == "cpu",
+            # Without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join
+            # one gloo group only when the Accelerator is told it is on the CPU.
+            cpu=self.device == "cpu" or not torch.cuda.is_available(),
             log_with=trackers or None,
             project_config=ProjectConfiguration(project_dir=str(self.paths.run), logging_dir=str(self.paths.run / "logs")),
         )
@@ -334,7 +336,8 @@ class Trainer:
     def _write_rank_checksum(self, step: int) -> None:
         """Each process records a fingerprint of its weights: all ranks must agree."""
         model = self.accelerator.unwrap_model(self.denoiser)
-        record = {"step": step, "rank": self.accelerator.process_index, "weights": checksum(model)}
+        record = {"step": step, "rank": self.accelerator.process_index, "world": self.accelerator.num_processes,
+                  "weights": checksum(model)}
         with open(self.paths.run / f"weights-rank{self.accelerator.process_index}.json", "w") as f:
             json.dump(record, f)
 
