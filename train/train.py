@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="stage 2: the stage 1 model folder (RUN1/model)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--val-data", help="prepared clips to validate on (default: a share of --data training never sees)")
-    p.add_argument("--tiny", action="store_true", default=None, help="tiny random networks (CPU proofs, tests)")
+    p.add_argument("--tiny", action="store_true", help="tiny random networks at 64 px with the settings that make them "
+                   "learn on a CPU in minutes (vivid/training/config.py: TINY_PRESET); for tests and proofs")
     p.add_argument("--resolution", type=int, help="training resolution in px (default 512; --tiny: 64)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--seed", type=int)
@@ -52,13 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train.py: error: --set needs KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         overrides[key.strip()] = yaml.safe_load(value)
-    flags = {k: getattr(args, k) for k in ("tiny", "resolution", "max_steps", "seed", "save_every", "val_every",
+    flags = {k: getattr(args, k) for k in ("resolution", "max_steps", "seed", "save_every", "val_every",
                                             "batch_size", "learning_rate", "mixed_precision")}
-    if args.tiny and args.resolution is None:
-        flags["resolution"] = 64
     config_file = args.config or ROOT / "train" / "configs" / f"stage{args.stage}.yaml"
     try:
-        config = TrainConfig.load(config_file, **{**overrides, **flags, "stage": args.stage})
+        config = TrainConfig.load(config_file, tiny=args.tiny, **{**overrides, **flags, "stage": args.stage})
         trainer = Trainer(config, args.data, args.output, init=args.init, resume=args.resume, val_data=args.val_data,
                           device=args.device)
     except (ConfigError, DataError, InitError, ResumeError) as exc:
