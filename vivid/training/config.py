@@ -19,10 +19,12 @@ from ..models.builders import BaseModels
 #: What `--tiny` sets on top of a stage's config: tiny random networks at 64 px, with the
 #: settings that made them learn on two CPU cores in minutes (feasibility runs: Adam at the
 #: paper's 1e-5 barely moves a random network in that time; without the joint augmentation
-#: six clips are memorised and nothing holds on an unseen clip). Explicit flags still win.
+#: six clips are memorised and nothing holds on an unseen clip). One torch thread and one
+#: loader process: on two cores a second thread per process made tiny steps 10x slower
+#: (threads spin-waiting for a core). Explicit flags still win.
 TINY_PRESET: dict[str, Any] = dict(
     tiny=True, resolution=64, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-2, batch_size=8,
-    augment=True, mixed_precision="no", gradient_checkpointing=False,
+    augment=True, mixed_precision="no", gradient_checkpointing=False, threads=1, num_workers=1,
 )
 
 
@@ -71,6 +73,7 @@ class TrainConfig:
     sample_frames: int = 24  # frames of the sample video made every val_every steps
     sample_steps: int = 25
     num_workers: int = 2  # data loader processes per training process
+    threads: int = 0  # torch CPU threads per process (0: torch's default); the CPU must not be oversubscribed
     # -- networks -----------------------------------------------------------------------------
     tiny: bool = False  # tiny random networks from the same builders (tests, CPU proofs)
     base: dict[str, str] = field(default_factory=lambda: BaseModels().to_dict())

@@ -182,6 +182,8 @@ class Trainer:
     def run(self) -> dict:
         """Train to `max_steps`; returns the last logged metrics."""
         c, paths = self.config, self.paths
+        if c.threads:
+            torch.set_num_threads(c.threads)
         self.accelerator = acc = self._accelerator()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         paths.run.mkdir(parents=True, exist_ok=True)
