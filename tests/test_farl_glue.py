@@ -28,14 +28,22 @@ def test_farl_parts_land_on_the_real_face(farl_models, astronaut, astronaut_anal
     assert a.foreground[mesh.foreground].mean() > 0.95
 
 
-def test_auto_uses_farl_only_when_weights_are_on_disk(monkeypatch, tmp_path, farl_models):
+def test_auto_uses_farl_only_when_weights_are_on_disk_and_a_gpu_runs_it(monkeypatch, tmp_path, farl_models):
+    import torch
+
     monkeypatch.setenv("VIVID_FARL_DIR", str(tmp_path))
     fa = FaceAnalyzer("auto")
     assert fa.backend == "mesh" and str(tmp_path) in fa.backend_note
     for name in (farl_backend.PARSER_FILES["lapa/448"], farl_backend.ALIGNER_FILE):
         (tmp_path / name).write_bytes(b"stand-in")
-    monkeypatch.setattr(FarlModels, "load", classmethod(lambda cls, **kw: farl_models))
-    assert FaceAnalyzer("auto").backend == "farl"
+    loads = []
+    monkeypatch.setattr(FarlModels, "load", classmethod(lambda cls, **kw: loads.append(kw) or farl_models))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fa = FaceAnalyzer("auto")
+    assert fa.backend == "mesh" and "GPU" in fa.backend_note and not loads  # ~30 s a frame on a CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert FaceAnalyzer("auto").backend == "farl" and loads[-1]["device"] == "cuda"
+    assert FaceAnalyzer("farl").backend == "farl"  # asked for by name, it runs anywhere
 
 
 def test_missing_farl_weights_error_names_the_folder(monkeypatch, tmp_path):

@@ -137,13 +137,14 @@ def test_cli_with_the_farl_parser(farl_models, small, moving, tmp_path, monkeypa
     assert (tmp_path / "vmaps" / "motion_maps.mp4").is_file()
 
 
-def test_auto_picks_farl_for_the_pipeline_when_weights_are_on_disk(farl_models, small, moving, tmp_path, monkeypatch):
+def test_auto_picks_farl_for_the_pipeline_when_weights_and_a_gpu_are_there(farl_models, small, moving, tmp_path, monkeypatch):
     from vivid.face import farl_backend
 
     monkeypatch.setenv("VIVID_FARL_DIR", str(tmp_path))
     for name in (farl_backend.PARSER_FILES["lapa/448"], farl_backend.ALIGNER_FILE):
         (tmp_path / name).write_bytes(b"stand-in")
     monkeypatch.setattr(FarlModels, "load", classmethod(lambda cls, **kw: farl_models))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # auto picks FaRL only where a GPU runs it
     pipe = VividPipeline.tiny(seed=0)
     pipe.register_to_config(face_backend="auto")
     frames = pipe(small, moving[:3], **FAST)

@@ -43,7 +43,8 @@ class FaceAnalyzer:
     """Finds the face in images and videos and returns parsing maps with eye landmarks.
 
     backend: "mesh" (MediaPipe, offline), "farl" (facer's FaRL parser and WFLW landmarks,
-    the paper's choice; needs its weights), or "auto" (farl when its weights are on disk).
+    the paper's choice; needs its weights), or "auto" (farl when its weights are on disk
+    and a GPU runs it, mesh otherwise).
     `self.backend` says which one runs and `self.backend_note` why.
     """
 
@@ -66,12 +67,18 @@ class FaceAnalyzer:
 
             self._farl = FarlModels.load(device=device, download=True)
         elif backend == "auto" and farl_models is None:
+            import torch
+
             from .farl_backend import FarlModels, local_weights, weights_dir
 
-            if local_weights() is not None:
-                self._farl = FarlModels.load(device=device)
-            else:
+            if local_weights() is None:
                 self.backend_note = f"mesh (MediaPipe): FaRL weights not found in {weights_dir()}"
+            elif not torch.cuda.is_available():
+                # FaRL's two ViT-B networks take ~30 s a frame on two CPU cores (bench/farl_parser.py).
+                self.backend_note = ("mesh (MediaPipe): FaRL weights found, but without a GPU FaRL takes about "
+                                     "30 s a frame; choose the farl parser to use it anyway")
+            else:
+                self._farl = FarlModels.load(device="cuda")
         self.backend = "farl" if self._farl is not None else "mesh"
         if self.backend == "farl":
             self.backend_note = "farl (FaRL parsing + WFLW eye landmarks)"

@@ -64,6 +64,7 @@ def local_weights(parser_conf: str = "lapa/448") -> tuple[Path, Path] | None:
 class FarlModels:
     parser: FacerModel
     aligner: FacerModel
+    device: str = "cpu"  # where the models run; images and boxes are sent there
 
     @classmethod
     def load(cls, parser_conf: str = "lapa/448", device: str = "cpu", download: bool = False) -> "FarlModels":
@@ -79,7 +80,7 @@ class FarlModels:
         kw = [{}, {}] if paths is None else [{"model_path": str(paths[0])}, {"model_path": str(paths[1])}]
         parser = facer.face_parser(f"farl/{parser_conf}", device=device, **kw[0])
         aligner = facer.face_aligner("farl/wflw/448", device=device, **kw[1])
-        return cls(parser, aligner)
+        return cls(parser, aligner, device)
 
 
 def five_points(mesh_points: np.ndarray) -> np.ndarray:
@@ -92,14 +93,14 @@ def five_points(mesh_points: np.ndarray) -> np.ndarray:
     return np.array([eyes[0], eyes[1], mesh_points[mt.NOSE_TIP], mouth[0], mouth[1]], np.float32)
 
 
-def _facer_data(points: np.ndarray, box: tuple[float, float, float, float]) -> dict[str, Any]:
+def _facer_data(points: np.ndarray, box: tuple[float, float, float, float], device: str = "cpu") -> dict[str, Any]:
     import torch
 
     return {
-        "rects": torch.tensor([box], dtype=torch.float32),
-        "points": torch.from_numpy(points[None]),
-        "scores": torch.ones(1),
-        "image_ids": torch.zeros(1, dtype=torch.long),
+        "rects": torch.tensor([box], dtype=torch.float32, device=device),
+        "points": torch.from_numpy(points[None]).to(device),
+        "scores": torch.ones(1, device=device),
+        "image_ids": torch.zeros(1, dtype=torch.long, device=device),
     }
 
 
@@ -113,11 +114,11 @@ def analyze_with_farl(
     points5 = five_points(mesh)
 
     h, w = rgb.shape[:2]
-    images = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    images = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(models.device)  # (1, 3, H, W)
     with torch.inference_mode():
-        seg = models.parser(images, _facer_data(points5, box))["seg"]
+        seg = models.parser(images, _facer_data(points5, box, models.device))["seg"]
         pred = seg["logits"].argmax(dim=1)[0].cpu().numpy()
-        landmarks = models.aligner(images, _facer_data(points5, box))["alignment"][0].cpu().numpy()
+        landmarks = models.aligner(images, _facer_data(points5, box, models.device))["alignment"][0].cpu().numpy()
     labels = np.zeros((h, w), np.uint8)
     # Sided parts go to image-left/right by which side of the face's midline they are on.
     eye_axis = points5[1] - points5[0]
