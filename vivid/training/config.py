@@ -40,7 +40,7 @@ class TrainConfig:
     # -- data ---------------------------------------------------------------------------------
     resolution: int = 512  # frames are resized to this if prepared larger
     clip_frames: int = 24  # stage 2 clip length (16 for smaller GPUs)
-    parser: str = "mesh"  # parser of the driving maps; the prepared data must carry its maps
+    parser: str = "mesh"  # parser of the driving maps (mesh; farl needs FaRL maps in the data: not yet)
     random_scaling: bool = True  # the paper's augmentation against identity leakage
     part_scale: tuple[float, float] = (0.8, 1.2)  # each component's own factor
     face_scale: tuple[float, float] = (0.7, 1.3)  # the spacing between components
@@ -95,8 +95,11 @@ class TrainConfig:
             problems.append(f"resolution must be a multiple of 64, not {self.resolution}")
         if self.stage == 2 and self.clip_frames < 2:
             problems.append(f"clip_frames must be at least 2 for stage 2, not {self.clip_frames}")
-        if self.parser not in ("mesh", "farl"):
-            problems.append(f"parser must be mesh or farl, not {self.parser!r}")
+        if self.parser == "farl":
+            problems.append("parser farl is not supported in training yet: prepared clips hold mesh landmarks, not "
+                            "FaRL maps (the pipeline's FaRL and mesh maps share labels, palette and eye drawing)")
+        elif self.parser != "mesh":
+            problems.append(f"parser must be mesh, not {self.parser!r}")
         for name in ("part_scale", "face_scale"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:

@@ -205,6 +205,10 @@ class Trainer:
             unused = freeze_unused_logged(nets)
             if unused:
                 log.info("frozen (no effect on the loss): %d tensors, e.g. %s", len(unused), unused[:3])
+        if c.stage == 2 and self.weight_dtype != torch.float32:
+            # Wholly frozen in stage 2: kept in the compute dtype (1.7 GB less for SD 1.5 sizes).
+            nets.denoiser.reference_net.to(self.weight_dtype)
+            nets.denoiser.pose_guider.to(self.weight_dtype)
         if c.gradient_checkpointing:
             for m in (nets.denoiser.unet, nets.denoiser.reference_net):
                 if hasattr(m, "enable_gradient_checkpointing") and any(p.requires_grad for p in m.parameters()):
