@@ -58,12 +58,27 @@ def video_square(boxes: Sequence[Sequence[float] | None], config: CropConfig = C
     return SquareBox(float(cx), float(cy - config.lift * side), size)
 
 
+#: Below this scale a crop is shrunk by averaging pixels first: OpenCV's warpAffine treats
+#: INTER_AREA as bilinear, which samples (and aliases) instead of averaging.
+AVERAGE_BELOW_SCALE = 0.75
+
+
 def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False) -> np.ndarray:
     """Cut `square` out of `image` and resize it to out_size x out_size; outside the image
-    the border pixels are repeated (labels and masks: pass `nearest=True`)."""
-    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if square.size > out_size else cv2.INTER_LINEAR
-    border = cv2.BORDER_CONSTANT if nearest else cv2.BORDER_REPLICATE
-    return cv2.warpAffine(image, square.matrix(out_size), (out_size, out_size), flags=flags, borderMode=border)
+    the border pixels are repeated (labels and masks: pass `nearest=True`). A large square
+    shrunk to a small crop is area-averaged, not sampled, so fine detail does not alias."""
+    m = square.matrix(out_size)
+    scale = out_size / square.size
+    if nearest:
+        return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+    if scale < AVERAGE_BELOW_SCALE:
+        h, w = image.shape[:2]
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        sx, sy = image.shape[1] / w, image.shape[0] / h
+        # resize maps x to (x + 0.5) * sx - 0.5: the same square in the shrunk image's pixels.
+        m = np.array([[m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)],
+                      [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)]])
+    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> FaceAnalysis:

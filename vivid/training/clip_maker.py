@@ -16,7 +16,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..face import CropConfig, FaceAnalyzer, SquareBox, TrackConfig, video_square
+from ..face import CropConfig, FaceAnalyzer, SquareBox, TrackConfig, crop_image, video_square
 from ..face.mesh_backend import MeshRunner
 from .clips import ClipWriter, DataError, PreparedClip
 from .shots import CutConfig, colour_change, colour_signature, face_pieces, shot_starts
@@ -99,26 +99,6 @@ class Plan:
     end: int
     square: SquareBox
     reference: list[int]  # clip-relative frames
-
-
-def crop_frame(rgb: np.ndarray, square: SquareBox, out_size: int) -> np.ndarray:
-    """`vivid.face.crop_image` with real area averaging when shrinking a lot (OpenCV's
-    warpAffine treats INTER_AREA as bilinear, which aliases): shrink the frame with
-    cv2.resize first, then cut the same square out of it."""
-    scale = out_size / square.size
-    if scale >= 0.75:
-        from ..face import crop_image
-
-        return crop_image(rgb, square, out_size)
-    h, w = rgb.shape[:2]
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    sx, sy = small.shape[1] / w, small.shape[0] / h
-    m = square.matrix(out_size)  # source px -> crop px; resize maps x to (x + 0.5) * sx - 0.5
-    m2 = np.array([
-        [m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)],
-        [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)],
-    ])
-    return cv2.warpAffine(small, m2, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _box(points: np.ndarray) -> np.ndarray:
@@ -247,7 +227,7 @@ class ClipMaker:
                     continue
                 if writer is None:
                     writer, masks = ClipWriter(clips_dir / plan.clip_id, c.jpeg_quality), []
-                crop = crop_frame(rgb, plan.square, c.resolution)
+                crop = crop_image(rgb, plan.square, c.resolution)
                 writer.add(crop)
                 if k - plan.first in plan.reference:
                     masks.append(self.looker.person_mask(crop))

@@ -148,7 +148,7 @@ class Trainer:
         )
 
     # -- one step -----------------------------------------------------------------------------
-    def _inputs(self, batch: dict, nets: Networks, generator: torch.Generator, drop: bool, deterministic: bool = False):
+    def _inputs(self, batch: dict, nets: Networks, generator: torch.Generator, drop: bool):
         """Latents, embeddings and motion tensors of a batch (frozen networks, no grad)."""
         device, dtype = self.accelerator.device, self.weight_dtype
         b = batch["reference"].shape[0]
@@ -158,9 +158,11 @@ class Trainer:
             if drop and self.config.uncond_prob > 0:
                 emb = drop_image_conditioning(emb, torch.rand(b, generator=generator) < self.config.uncond_prob)
             ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
+            # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
+            # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
+            # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
             targets = batch["target"].flatten(0, 1).numpy()
-            latents = encode_latents(nets.vae, to_model_range(targets, device, dtype), generator=None if deterministic else generator,
-                                     sample=not deterministic)  # (B*F, C, h, w)
+            latents = encode_latents(nets.vae, to_model_range(targets, device, dtype))  # (B*F, C, h, w)
         latents = latents.float()
         if self.config.stage == 2:
             latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
@@ -169,7 +171,7 @@ class Trainer:
 
     def _loss(self, batch: dict, nets: Networks, generator: torch.Generator, *, drop: bool = True,
               timestep: int | None = None) -> torch.Tensor:
-        latents, ref_latents, emb, motion = self._inputs(batch, nets, generator, drop, deterministic=timestep is not None)
+        latents, ref_latents, emb, motion = self._inputs(batch, nets, generator, drop)
         noisy, noise, t = add_noise(self.scheduler, latents, generator, self.config.noise_offset)
         if timestep is not None:  # validation: the given timestep for every sample
             t = torch.full_like(t, timestep)
