@@ -302,6 +302,8 @@ def _pipeline_or_error():
             log.exception("could not load the diffusion weights %s", _weights)
             raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(type(exc).__name__)}); "
                            "use the preview engine.") from None
+        # One parser for the whole app: the Parsing tab shows the maps the model is driven by.
+        _pipeline.analyzer = analyzer()
     return _pipeline
 
 

@@ -149,3 +149,22 @@ def test_auto_picks_farl_for_the_pipeline_when_weights_and_a_gpu_are_there(farl_
     pipe.register_to_config(face_backend="auto")
     frames = pipe(small, moving[:3], **FAST)
     assert pipe.analyzer.backend == "farl" and len(frames) == 3
+
+
+def test_app_callbacks_with_the_farl_parser(farl, small, moving, tmp_path, monkeypatch):
+    """The Parsing tab and the diffusion engine of the app share one parser (FaRL here)."""
+    from PIL import Image
+
+    import app
+
+    monkeypatch.setattr(app, "_analyzer", farl)
+    monkeypatch.setattr(app, "_weights", "tiny")
+    monkeypatch.setattr(app, "_pipeline", None)
+    Image.fromarray(small).save(tmp_path / "ref.png")
+    write_video(tmp_path / "drv.mp4", iter(moving), fps=25)
+    parsed = app.parse_image(str(tmp_path / "ref.png"))
+    assert any(isinstance(x, str) and "farl" in x.lower() for x in parsed)
+    updates = list(app.animate(str(tmp_path / "ref.png"), str(tmp_path / "drv.mp4"), None, app.DIFFUSION_ENGINE, True,
+                               False, False, 1, 1.0, 0, 4, 1, True))
+    assert app._pipeline.analyzer is farl
+    assert any(isinstance(u, tuple) and any(isinstance(x, str) and x.endswith(".mp4") for x in u) for u in updates)
