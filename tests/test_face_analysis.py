@@ -91,14 +91,16 @@ def test_no_face_raises(analyzer, image):
     assert issubclass(NoFaceError, ValueError)
 
 
-@pytest.mark.parametrize("name", ["s25.jpg", "s33.jpg"])
-def test_dogs_have_no_human_face(analyzer, name):
-    rgb = load_image(shared_file("source", name)).rgb
-    try:
-        a = analyzer.analyze(rgb, name)
-    except NoFaceError:
-        return
-    pytest.xfail(f"MediaPipe took the dog in {name} for a face (box {a.box})")
+def test_a_dog_has_no_human_face(analyzer):
+    rgb = load_image(shared_file("source", "s33.jpg")).rgb
+    with pytest.raises(NoFaceError, match="no face"):
+        analyzer.analyze(rgb, "s33.jpg")
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: MediaPipe's face mesh takes the dog in s25.jpg for a face")
+def test_the_other_dog_has_no_human_face_either(analyzer):
+    with pytest.raises(NoFaceError):
+        analyzer.analyze(load_image(shared_file("source", "s25.jpg")).rgb, "s25.jpg")
 
 
 def test_several_faces_uses_largest_and_says_so(analyzer, big_face, grace_hopper):
