@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import html
 import logging
 import os
@@ -11,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -21,8 +24,11 @@ import numpy as np
 from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, colorize, render_motion_map
 from vivid.face.labels import LABELS, PARSING_PALETTE
 from vivid.face.template import TemplateError
-from vivid.media import InputError, load_image, probe_video, read_video, write_video
-from vivid.native_log import filter_native_stderr
+from vivid.media import (
+    BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_video, fit_within, load_image, probe_video,
+    read_video, write_video,
+)
+from vivid.options import OptionError, check_denoising
 
 try:  # ZeroGPU on Hugging Face Spaces: the diffusion engine borrows a GPU per job
     import spaces
@@ -51,6 +57,53 @@ QUEUE_SIZE = int(os.environ.get("VIVID_QUEUE_SIZE", 20))
 STALL_TIMEOUT = 10.0
 #: Where the app writes results (one folder per job).
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "vivid_app"
+
+
+def _env_number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value not in (None, "") else default
+    except ValueError:
+        raise SystemExit(f"app.py: error: ${name} must be a number, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    """What one request may ask of a public server; each is set by the environment variable
+    in its comment (e.g. as a Hugging Face Space secret/variable). A request beyond a limit is
+    refused with a message before any processing."""
+
+    upload_mb: float = 50  # VIVID_MAX_UPLOAD_MB: largest uploaded file (checked by Gradio while receiving it)
+    video_seconds: float = 60  # VIVID_MAX_VIDEO_SECONDS: longest driving video or motion template
+    video_side: int = MAX_VIDEO_SIDE  # VIVID_MAX_VIDEO_SIDE: largest driving-video frame side, px
+    image_pixels: int = 25_000_000  # VIVID_MAX_IMAGE_PIXELS: largest portrait (read from its header: bombs too)
+    output_side: int = BROWSER_MAX_SIDE  # VIVID_MAX_OUTPUT_SIDE: larger portraits are animated scaled down to this
+    job_seconds: float = 600  # VIVID_JOB_SECONDS: a job running longer is stopped
+    media: MediaLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "media", MediaLimits(
+            max_image_pixels=int(self.image_pixels), max_video_side=int(self.video_side),
+            max_video_frames=int(self.video_seconds * 120), max_video_seconds=self.video_seconds,
+        ))
+
+    @classmethod
+    def from_env(cls) -> "AppLimits":
+        """The limits, each overridden by its environment variable (LIMIT_VARIABLES) when set."""
+        d = cls()
+        values = {name: _env_number(var, getattr(d, name)) for name, var in LIMIT_VARIABLES.items()}
+        return cls(**{k: int(v) if isinstance(getattr(d, k), int) else v for k, v in values.items()})
+
+
+#: AppLimits field -> the environment variable that sets it.
+LIMIT_VARIABLES = {
+    "upload_mb": "VIVID_MAX_UPLOAD_MB", "video_seconds": "VIVID_MAX_VIDEO_SECONDS",
+    "video_side": "VIVID_MAX_VIDEO_SIDE", "image_pixels": "VIVID_MAX_IMAGE_PIXELS",
+    "output_side": "VIVID_MAX_OUTPUT_SIDE", "job_seconds": "VIVID_JOB_SECONDS",
+}
+
+
+LIMITS = AppLimits.from_env()
 PREVIEW_ENGINE, DIFFUSION_ENGINE = "Preview (fast, no model weights)", "Diffusion model"
 ENGINES = {PREVIEW_ENGINE: "preview", DIFFUSION_ENGINE: "diffusion"}
 #: Example pairs: (portrait, motion template), both in assets/.
@@ -87,6 +140,10 @@ _jobs_lock = threading.Lock()
 
 class Cancelled(Exception):
     """The visitor cancelled the job (button, or the tab was closed)."""
+
+
+class TimeLimit(Exception):
+    """The job ran past `LIMITS.job_seconds`."""
 
 
 def analyzer() -> FaceAnalyzer:
@@ -159,7 +216,7 @@ def _analyse_upload(path: str | None):
     if not path:
         raise gr.Error("Upload a portrait first.")
     try:
-        rgb = load_image(path).rgb
+        rgb = load_image(path, LIMITS.media).rgb
         return rgb, analyzer().analyze(rgb, "the portrait")
     except (InputError, NoFaceError) as exc:
         raise _error(exc) from None
@@ -194,9 +251,9 @@ def parse_video(path: str | None, progress=gr.Progress()):
     if not path:
         raise gr.Error("Upload a driving video first.")
     try:
-        info = probe_video(path)
+        info = check_video(path, PARSE_VIDEO_MAX_FRAMES, LIMITS.media)
         total = min(info.frames or PARSE_VIDEO_MAX_FRAMES, PARSE_VIDEO_MAX_FRAMES)
-        frames = read_video(path, max_frames=PARSE_VIDEO_MAX_FRAMES)
+        frames = read_video(path, max_frames=PARSE_VIDEO_MAX_FRAMES, limits=LIMITS.media)
         out = _job_dir("parse") / "motion_maps.mp4"
         missing: list[int] = []
         filled: list[int] = []
@@ -218,6 +275,8 @@ def parse_video(path: str | None, progress=gr.Progress()):
         n = write_video(out, maps(), info.fps)
     except (InputError, NoFaceError) as exc:
         raise _error(exc) from None
+    finally:
+        release_memory()
     lines = [f"{n} frames at {info.fps:g} fps, backend: mesh (MediaPipe tracking)"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")
@@ -247,6 +306,18 @@ def _job_dir(kind: str) -> Path:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     sweep_outputs()
     return Path(tempfile.mkdtemp(prefix=f"{kind}_", dir=OUTPUT_DIR))
+
+
+def release_memory() -> None:
+    """After a job: collect what it left and hand freed heap pages back to the system (glibc
+    keeps them otherwise), so the server's resident memory returns to its baseline. `launch`
+    freezes the start-up objects, so the full collection only walks what jobs made (a few ms
+    instead of ~0.5 s); without that only the young generations are collected."""
+    gc.collect() if gc.get_freeze_count() else gc.collect(1)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the collector's work is all we can do
+        pass
 
 
 # -- Animate tab ----------------------------------------------------------------------------
@@ -300,7 +371,8 @@ def _pipeline_or_error():
             _pipeline = VividPipeline.tiny() if _weights == "tiny" else VividPipeline.from_pretrained(_weights)
         except Exception as exc:  # missing files, no network for a hub id, wrong format
             log.exception("could not load the diffusion weights %s", _weights)
-            raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(type(exc).__name__)}); "
+            reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) and str(exc) else "see the server log"
+            raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(reason)}); "
                            "use the preview engine.") from None
         # One parser for the whole app: the Parsing tab shows the maps the model is driven by.
         _pipeline.analyzer = analyzer()
@@ -383,26 +455,45 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         raise gr.Error("Upload a portrait and a driving video (or pick an example) first.")
     if engine == "diffusion" and int(overlap) >= int(window):
         raise gr.Error(f"Overlap ({int(overlap)}) must be smaller than the window ({int(window)}).")
-    try:
-        ref = load_image(reference).rgb
-        analyzer().analyze(ref, "the portrait")
+    if engine == "diffusion" and not _weights:
+        raise gr.Error("The diffusion model is not installed on this server; use the preview engine.")
+    try:  # every option and the inputs' sizes first: a refusal comes before any processing
+        if engine == "diffusion":  # the same checks as the CLI's and the Python API's (vivid.options)
+            check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed)
         if template:
             motion = MotionTemplate.load(template)
             fps, total = motion.fps, len(motion)
+            if motion.duration > LIMITS.video_seconds:
+                raise InputError(f"This motion template lasts {motion.duration:.0f} s; the limit here is "
+                                 f"{LIMITS.video_seconds:g} s.")
+        else:
+            motion = None
+            info = check_video(driving, limits=LIMITS.media)
+            fps, total = info.fps, info.frames or None
+            if info.present is not None and info.frames and info.present < info.frames:
+                gr.Warning(f"The driving video is cut short or damaged: {info.present} of its {info.frames} frames "
+                           "are in the file; animating those.")
+        ref, note = fit_within(load_image(reference, LIMITS.media).rgb, LIMITS.output_side)
+        if note:
+            gr.Info(visitor_text(note[0].upper() + note[1:]) + ".")
+        analyzer().analyze(ref, "the portrait")
+        if template:
             if not motion.found[: max(1, int(FIRST_SECONDS * fps))].any():
                 raise gr.Error(f"No face in the first {FIRST_SECONDS:.0f} s of this motion template.")
         else:
-            motion = None
-            info = probe_video(driving)
-            fps, total = info.fps, info.frames or None
             _check_first_seconds(driving, fps)
-            if sum(1 for _ in read_video(driving, max_frames=2)) == 1:
+            if sum(1 for _ in read_video(driving, max_frames=2, limits=LIMITS.media)) == 1:
                 gr.Warning("The driving video has a single frame: the result will be a still picture, "
                            "not an animation. Use a clip of a few seconds.")
-    except (InputError, NoFaceError, TemplateError) as exc:
+    except (InputError, NoFaceError, TemplateError, OptionError) as exc:
         raise _error(exc) from None
     if engine == "diffusion":
-        _pipeline_or_error()  # loaded (or refused) before the job starts
+        pipe = _pipeline_or_error()  # loaded (or refused) before the job starts
+        try:  # the model's own temporal length
+            check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed,
+                            max_window=pipe.unet.config.motion_max_seq_length)
+        except OptionError as exc:
+            raise _error(exc) from None
 
     stop = _stop_flag(request)
     job = _job_dir("animate")
@@ -414,9 +505,12 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         if stop.is_set() or time.monotonic() - state["pulled"] > STALL_TIMEOUT:
             stop.set()
             raise Cancelled
+        if time.monotonic() - state["t0"] > LIMITS.job_seconds:
+            stop.set()
+            raise TimeLimit
 
     def driving_frames() -> Iterator[np.ndarray]:
-        for frame in read_video(driving):
+        for frame in read_video(driving, limits=LIMITS.media):
             check()  # a cancel also stops the tracking of the driving video
             yield frame
 
@@ -466,6 +560,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
                 result["side"] = True
         except Cancelled:
             result["cancelled"] = True
+        except TimeLimit:
+            result["timeout"] = True
         except BaseException as exc:  # reported to the visitor below, in the request's thread
             result["error"] = exc
 
@@ -476,6 +572,7 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
                 return
             yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
     worker = threading.Thread(target=work, name="vivid-animate", daemon=True)
+    state["t0"] = time.monotonic()  # the time limit counts from here, not from the wait for the model
     worker.start()
     try:
         while worker.is_alive():
@@ -496,10 +593,16 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         with _jobs_lock:
             if _jobs.get(getattr(request, "session_hash", None)) is stop:
                 _jobs.pop(request.session_hash, None)
+        frames = source = None  # the job's engine and reader, so their memory can go now
+        release_memory()
     if result.get("cancelled"):
         shutil.rmtree(job, ignore_errors=True)
         yield None, None, None, "cancelled", ""
         return
+    if result.get("timeout"):
+        shutil.rmtree(job, ignore_errors=True)
+        raise gr.Error(f"This job ran longer than the server's limit of {LIMITS.job_seconds:g} s and was stopped; "
+                       "try a shorter driving video.")
     if "error" in result:
         shutil.rmtree(job, ignore_errors=True)
         exc = result["error"]
@@ -608,7 +711,7 @@ def build() -> gr.Blocks:
         )
         with gr.Tab("Animate"):
             with gr.Row():
-                ref_in = gr.Image(type="filepath", label="Portrait", elem_id="animate-reference")
+                ref_in = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="animate-reference")
                 drv_in = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
                                   elem_id="animate-driving")
             tpl_in = gr.File(label="…or a motion template (.npz: motion and sound, no pixels)", file_types=[".npz"],
@@ -660,7 +763,7 @@ def build() -> gr.Blocks:
                         "when you start: that pose is the portrait's own. Nothing is recorded.")
             session = gr.State()
             with gr.Row():
-                live_ref = gr.Image(type="filepath", label="Portrait", elem_id="live-reference",
+                live_ref = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="live-reference",
                                     value=portraits[0] if portraits else None)
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="live-webcam")
             with gr.Row():
@@ -676,7 +779,7 @@ def build() -> gr.Blocks:
         with gr.Tab("Parsing"):
             with gr.Tab("Portrait"):
                 with gr.Row():
-                    image_in = gr.Image(type="filepath", label="Portrait", elem_id="parse-image-input")
+                    image_in = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="parse-image-input")
                     image_info = gr.Textbox(label="Analysis", lines=4, elem_id="parse-image-info")
                 with gr.Row():
                     parsing_out = gr.Image(label="Parsing map", format="png", elem_id="parse-parsing")
@@ -709,8 +812,13 @@ def build() -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, **kwargs) -> None:
-    """Queue limits (diffusion runs one job at a time inside `animate`) and launch."""
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2).launch(css=CSS, **kwargs)
+    """Queue limits (diffusion runs one job at a time inside `animate`; visitors beyond the
+    queue are told it is full), the upload limit, and launch."""
+    kwargs.setdefault("max_file_size", f"{LIMITS.upload_mb:g}mb")
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    gc.collect()
+    gc.freeze()  # start-up objects live as long as the server: keep them out of every later collection
+    demo.launch(css=CSS, **kwargs)
 
 
 def main() -> None:
@@ -722,11 +830,16 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
                         help="saved VividPipeline folder or Hugging Face hub id for the diffusion engine "
                              "(default: $VIVID_WEIGHTS; 'tiny' = random tiny model for testing)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' own messages too")
+    parser.epilog = "Limits per request, set by environment variables: " + ", ".join(
+        f"{var}={getattr(LIMITS, name):.10g}" for name, var in LIMIT_VARIABLES.items())
     args = parser.parse_args()
     global _weights
     _weights = args.weights
-    filter_native_stderr()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from vivid.terminal import configure
+
+    configure(verbose=args.verbose, prog="app")
+    logging.getLogger("vivid").setLevel(logging.INFO)  # the server log: one line per job
     launch(build(), server_name=args.host, server_port=args.port, share=args.share)
 
 

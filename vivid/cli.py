@@ -1,21 +1,31 @@
 """Command line: `python -m vivid animate ...` and `python -m vivid parse ...`.
 
-Only translates arguments into calls to `vivid`; errors become one line on stderr.
+Only translates arguments into calls to `vivid`. Options and paths are checked before any
+heavy work; a refusal is one `vivid: error: ...` line on stderr, and outputs appear only
+when complete (a failed or interrupted run leaves an existing file untouched).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import numpy as np
 
-from .face import FaceAnalyzer, MotionTemplate, NoFaceError, colorize, render_motion_map
-from .face.template import TemplateError, is_template_file
-from .media import InputError, load_image, probe_video, read_video, write_video
+from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
+from .face.template import is_template_file
+from .media import (
+    BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, fit_within, load_image, probe_video, read_video,
+    same_file, write_video,
+)
+from .options import AnimateOptions, check_output, check_output_folder
+
+log = logging.getLogger("vivid.cli")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "wrap", "steps", "guidance", "seed", "parser")
@@ -25,8 +35,18 @@ class UsageError(ValueError):
     """Arguments that contradict each other."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `vivid: error:` line like every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"vivid: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vivid", description="Animate a portrait with a driving video.")
+    parser = _Parser(prog="python -m vivid", description="Animate a portrait with a driving video.")
+    parser.add_argument("-v", "--verbose", action="store_true", default=False,
+                        help="also show notes and the libraries' own messages (hidden in a normal run)")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("animate", help="animate REFERENCE with the motion of DRIVING")
     a.add_argument("reference", help="portrait image")
@@ -38,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
     a.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the whole portrait")
     a.add_argument("--absolute", action="store_true", help="copy the driving face's shape, not only its motion")
+    a.add_argument("--max-side", type=int, default=BROWSER_MAX_SIDE, metavar="PX",
+                   help=f"a larger portrait is scaled down to this longest side, so the video plays in every browser "
+                        f"(default {BROWSER_MAX_SIDE}; 0 keeps the full size, which browsers may not play)")
     d = a.add_argument_group("diffusion engine")
     d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, or 'tiny' (random, for testing)")
     d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
@@ -62,17 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.command import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub)
+    for command in sub.choices.values():  # `-v` also after the subcommand; SUPPRESS keeps an earlier -v
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="also show notes and the libraries' own messages")
     return parser
-
-
-def _check_output_file(path: Path) -> None:
-    if path.suffix.lower() != ".mp4":
-        raise UsageError(f"output must be an .mp4 file, got {path.name}")
-    folder = path.resolve().parent
-    if not folder.is_dir():
-        raise UsageError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write to {folder}")
 
 
 def _check_engine_options(args: argparse.Namespace) -> None:
@@ -85,6 +101,22 @@ def _check_engine_options(args: argparse.Namespace) -> None:
     if args.engine == "diffusion" and not args.weights:
         raise UsageError("the diffusion engine needs --weights (a saved model folder); "
                          "use --engine preview to animate without downloaded weights")
+    if args.max_side is not None and args.max_side < 0:
+        raise UsageError(f"--max-side must be a side in px (0: no cap), got {args.max_side}")
+
+
+def _options(args: argparse.Namespace) -> AnimateOptions:
+    """The animate flags as checked options (flags left out keep the documented defaults)."""
+    given = {
+        "engine": args.engine, "size": args.size, "max_frames": args.max_frames, "crop_only": args.crop_only,
+        "relative": not args.absolute, "weights": args.weights, "window": args.window, "overlap": args.overlap,
+        "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "parser": args.parser,
+        "dtype": getattr(args, "dtype", None),  # --dtype (issue 12) plugs in here
+        "cyclic": None if args.no_cyclic is None else not args.no_cyclic, "wrap": args.wrap,
+    }
+    options = AnimateOptions(**{k: v for k, v in given.items() if v is not None},
+                             max_side=args.max_side or None)
+    return options.check()
 
 
 def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterator[np.ndarray]:
@@ -94,14 +126,18 @@ def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterato
 
 
 def animate(args: argparse.Namespace) -> None:
-    out = Path(args.output)
-    _check_output_file(out)
     _check_engine_options(args)
-    reference = load_image(args.reference).rgb
-    if is_template_file(args.driving):
-        _animate_template(args, reference, out)
+    options = _options(args)
+    out = check_output(args.output, [args.reference, args.driving])
+    existing_file(args.reference, "an image file")
+    template = MotionTemplate.load(args.driving) if is_template_file(args.driving) else None
+    info = check_video(args.driving, options.max_frames) if template is None else None
+    reference, note = fit_within(load_image(args.reference).rgb, options.max_side)
+    if note:
+        log.warning("%s (--max-side 0 keeps the full size)", note)
+    if template is not None:
+        _animate_template(args, reference, out, template)
         return
-    info = probe_video(args.driving)
     total = min(info.frames or 0, args.max_frames or info.frames or 0) or None
     if args.engine == "preview":
         from .preview import PreviewAnimator, PreviewConfig
@@ -114,13 +150,12 @@ def animate(args: argparse.Namespace) -> None:
     print(f"wrote {n} frames to {out}", file=sys.stderr)
 
 
-def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path) -> None:
+def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path, template: MotionTemplate) -> None:
     """`animate REF TEMPLATE.npz`: the template's motion, fps and (when stored) sound."""
     import dataclasses
 
     from tqdm import tqdm
 
-    template = MotionTemplate.load(args.driving)
     if args.max_frames:
         template = dataclasses.replace(template, points=template.points[: args.max_frames],
                                        interpolated=template.interpolated[: args.max_frames])
@@ -140,15 +175,14 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
     from tqdm import tqdm
 
     from .pipeline import VividPipeline
+    from .terminal import quiet_loaded_libraries
 
+    quiet_loaded_libraries()  # diffusers and transformers are loaded now
+    # The weights folder was checked with the other options (vivid.options).
     if args.weights == "tiny":
         pipe = VividPipeline.tiny(resolution=args.size or 64)
-    elif (Path(args.weights) / "model_index.json").is_file():
-        pipe = VividPipeline.from_pretrained(args.weights)
     else:
-        raise UsageError(f"{args.weights} is not a saved VividPipeline folder (no model_index.json)")
-    if args.size and args.size != pipe.config.resolution and args.weights != "tiny":
-        raise UsageError(f"this model works at {pipe.config.resolution} px; drop --size")
+        pipe = VividPipeline.from_pretrained(args.weights)
     if args.parser:
         pipe.analyzer = FaceAnalyzer(args.parser)
     options = {k: getattr(args, k) for k in ("window", "overlap", "steps", "guidance", "seed") if getattr(args, k) is not None}
@@ -169,36 +203,42 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
     bar.close()
 
 
-def parse(args: argparse.Namespace) -> None:
-    from PIL import Image
+#: Files `parse` writes into its output folder.
+PARSE_OUTPUTS = ("parsing.png", "labels.png", "motion_map.png", "foreground.png", "motion_maps.mp4",
+                 "frames_without_face.txt")
 
-    src = Path(args.input)
+
+def parse(args: argparse.Namespace) -> None:
+    src = existing_file(args.input, "an image or video file")
     if args.template is not None:
         if src.suffix.lower() in IMAGE_SUFFIXES:
             raise UsageError("--template needs a driving video, not an image")
         if not is_template_file(args.template):
             raise UsageError(f"--template must name an .npz file, got {args.template}")
-        if not Path(args.template).resolve().parent.is_dir():
-            raise UsageError(f"output folder {Path(args.template).resolve().parent} does not exist")
+        check_output(args.template, [src], suffix=".npz")
     elif args.output is None:
         raise UsageError("give -o FOLDER for the maps, or --template OUT.npz for a motion template")
-    if args.template is not None and args.output is None:
-        _save_template(args, src)
-        return
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"cannot write to {out}")
+    if args.output is not None:
+        out = check_output_folder(args.output, [src])
+        for name in PARSE_OUTPUTS:
+            if same_file(src, out / name):
+                raise UsageError(f"the input {src.name} is in {out} under a name parse writes; "
+                                 "choose another output folder")
+    if src.suffix.lower() not in IMAGE_SUFFIXES:
+        check_video(src)  # a damaged or cut-short video is refused before any work
     if args.template is not None:
         _save_template(args, src)
+    if args.output is None:
+        return
     analyzer = FaceAnalyzer(args.backend)
     if src.suffix.lower() in IMAGE_SUFFIXES:
         rgb = load_image(src).rgb
         a = analyzer.analyze(rgb, src.name)
-        Image.fromarray(colorize(a.labels)).save(out / "parsing.png")
-        Image.fromarray(a.labels).save(out / "labels.png")  # raw indices into vivid.face.LABELS
-        Image.fromarray(render_motion_map(a)).save(out / "motion_map.png")
-        Image.fromarray((a.foreground * 255).astype(np.uint8)).save(out / "foreground.png")
+        with _output_folder(out):
+            _save_png(colorize(a.labels), out / "parsing.png")
+            _save_png(a.labels, out / "labels.png")  # raw indices into vivid.face.LABELS
+            _save_png(render_motion_map(a), out / "motion_map.png")
+            _save_png((a.foreground * 255).astype(np.uint8), out / "foreground.png")
         for note in a.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote parsing.png, labels.png, motion_map.png, foreground.png to {out} ({analyzer.backend_note})", file=sys.stderr)
@@ -214,9 +254,35 @@ def parse(args: argparse.Namespace) -> None:
                 missing.append(i)
             yield render_motion_map(a) if a is not None else np.zeros((info.height, info.width, 3), np.uint8)
 
-    n = write_video(out / "motion_maps.mp4", maps(), info.fps)
-    (out / "frames_without_face.txt").write_text("".join(f"{i}\n" for i in missing))
+    with _output_folder(out):
+        n = write_video(out / "motion_maps.mp4", maps(), info.fps)
+        with atomic_output(out / "frames_without_face.txt") as tmp:
+            tmp.write_text("".join(f"{i}\n" for i in missing))
     print(f"wrote motion_maps.mp4 ({n} frames, {len(missing)} without a face) to {out}", file=sys.stderr)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    with atomic_output(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+@contextmanager
+def _output_folder(folder: Path) -> Iterator[Path]:
+    """Create the output folder for the block; if the block fails, remove it again when it was
+    created here and is still empty (a failed run leaves nothing behind)."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if created:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _save_template(args: argparse.Namespace, src: Path) -> None:
@@ -236,31 +302,61 @@ def _save_template(args: argparse.Namespace, src: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .native_log import filter_native_stderr
+    from .terminal import configure
 
-    filter_native_stderr()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    configure(verbose=args.verbose)
+    signal.signal(signal.SIGTERM, _terminated)  # `kill` stops like Ctrl-C: partial outputs are removed
     try:
-        if args.command == "evaluate":
-            from .evaluation.command import run as evaluate
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-            evaluate(args)
-        else:
-            (animate if args.command == "animate" else parse)(args)
-    except (InputError, NoFaceError, UsageError, TemplateError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"vivid: error: {exc}", file=sys.stderr)
-        return 2
+        with logging_redirect_tqdm():  # warnings between progress-bar redraws, not on their end
+            if args.command == "evaluate":
+                from .evaluation.command import run as evaluate
+
+                evaluate(args)
+            else:
+                (animate if args.command == "animate" else parse)(args)
     except KeyboardInterrupt:
-        print("vivid: interrupted", file=sys.stderr)
+        _end_progress_bars()
+        print("vivid: interrupted; no output was written (an earlier file there is untouched)", file=sys.stderr)
         return 130
-    except Exception as exc:  # anything unexpected still gets one line, with a hint for bug reports
-        from .models.weights import WeightsError
-
-        if isinstance(exc, WeightsError):
-            print(f"vivid: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        _end_progress_bars()
+        message, anticipated = describe_error(exc)
+        if anticipated:
+            print(f"vivid: error: {message}", file=sys.stderr)
             return 2
-        print(f"vivid: error: {type(exc).__name__}: {exc} (set VIVID_DEBUG=1 for the traceback)", file=sys.stderr)
+        # Unanticipated: still one line, with a hint for the bug report.
+        print(f"vivid: error: {message} (this is a bug; set VIVID_DEBUG=1 for the traceback)", file=sys.stderr)
         if os.environ.get("VIVID_DEBUG"):
             raise
         return 1
     return 0
+
+
+def describe_error(exc: BaseException) -> tuple[str, bool]:
+    """The one line a user reads for `exc`, and whether it is an anticipated refusal (our own
+    ValueError subclasses, files that cannot be read or written, memory) or a bug."""
+    if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in ("vivid", "train"):
+        message, option = str(exc), getattr(exc, "option", None)
+        if option and message.startswith(option):  # an option's field name, shown as its flag
+            message = "--" + option.replace("_", "-") + message[len(option):]
+        return message, True
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{Path(exc.filename).name}: " if exc.filename else ""
+        return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}", True
+    if isinstance(exc, MemoryError):
+        return ("out of memory; use a shorter clip (--max-frames), a smaller --size or --max-side, "
+                "or close other programs"), True
+    return f"{type(exc).__name__}: {exc}", False
+
+
+def _terminated(signum, frame) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _end_progress_bars() -> None:
+    """Close any progress bar still drawn, so the error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()

@@ -1,16 +1,23 @@
 """Read and validate images and videos; write mp4.
 
-Everything that enters the program as pixels goes through `load_image` / `to_rgb` or
-`read_video`, so the rest of the code can assume (H, W, 3) uint8 RGB of a sane size.
+Everything that enters the program as pixels goes through `load_image` / `to_rgb`,
+`read_video` or `checked_frames`, so the rest of the code can assume (H, W, 3) uint8 RGB of
+a sane size. Everything that leaves it as a file goes through `atomic_output`: written
+beside the target under a temporary name and renamed into place only when complete, so a
+failed or cancelled run never leaves a half-written file or destroys an existing one.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
+import secrets
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,10 +31,72 @@ MAX_PIXELS = 50_000_000
 #: Longest driving video we accept (10 minutes at 30 fps) and its largest frame side.
 MAX_VIDEO_FRAMES = 18_000
 MAX_VIDEO_SIDE = 4096
+#: A damaged or cut-short video is refused when fewer than this share of the frames it
+#: declares can be used; with more, what can be decoded is used and a warning says how much.
+MIN_USABLE_SHARE = 0.5
+#: Longest side of an animation unless the user lifts the cap: H.264 of this size stays
+#: within level 5.1 (4096x2304 luma samples per frame), which every browser plays.
+BROWSER_MAX_SIDE = 2048
 
 
 class InputError(ValueError):
     """An input file or array that the program cannot use; the message says why."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """How large an input may be. The defaults suit a local run; a public server (app.py)
+    passes stricter ones, so a request too large is refused before any decoding."""
+
+    max_image_pixels: int = MAX_PIXELS  # width x height of an image, read from its header
+    max_video_side: int = MAX_VIDEO_SIDE  # largest frame side of a video, px
+    max_video_frames: int = MAX_VIDEO_FRAMES  # frames of a video (as declared, then as decoded)
+    max_video_seconds: float | None = None  # duration of a video; None: only max_video_frames counts
+
+
+DEFAULT_LIMITS = MediaLimits()
+
+
+def existing_file(path: str | Path, what: str = "file") -> Path:
+    """`path` as a Path if it names a readable file; an InputError that says what it is otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not {what}; give the file itself")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file (a device or pipe?); give {what}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied (cannot read it)")
+    return path
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (also through links), without needing `b` to exist."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write the output to. When the block ends normally
+    the file is renamed to `path` (replacing any earlier file in one step); when it fails or
+    is interrupted the temporary file is removed and an existing `path` is left untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial{path.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise InputError(f"nothing was written for {path.name}")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -43,7 +112,15 @@ def to_rgb(image: np.ndarray | Image.Image, name: str = "image") -> Loaded:
     notes: list[str] = []
     if isinstance(image, Image.Image):
         return _from_pil(image, name)
-    arr = np.asarray(image)
+    if isinstance(image, (str, Path)):
+        raise InputError(f"{name} is a file name ({Path(image).name}); pass the pixels, "
+                         "e.g. vivid.media.load_image(path).rgb")
+    try:
+        arr = np.asarray(image)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{name} is not an image array ({exc})") from None
+    if arr.dtype == object:
+        raise InputError(f"{name} is not an image array (it holds {type(image).__name__} of Python objects)")
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise InputError(f"{name} has shape {arr.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
     if arr.dtype == np.uint16:
@@ -52,12 +129,15 @@ def to_rgb(image: np.ndarray | Image.Image, name: str = "image") -> Loaded:
     elif arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise InputError(f"{name} contains NaN or infinite values")
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        arr = np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+        _check_float_range(arr, name)
+        arr = (arr * 255.0).round().astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise InputError(f"{name} has {arr.dtype} values from {arr.min()} to {arr.max()}; "
+                             "integer images must be in 0-255 (uint8), or floats in [0, 1]")
+        arr = arr.astype(np.uint8)
     elif arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
+        raise InputError(f"{name} has dtype {arr.dtype}; give uint8 values 0-255 or floats in [0, 1]")
     if arr.ndim == 2:
         arr = arr[..., None]
     channels = arr.shape[2]
@@ -71,6 +151,15 @@ def to_rgb(image: np.ndarray | Image.Image, name: str = "image") -> Loaded:
         notes.append("grayscale image converted to RGB")
     _check_size(arr.shape[1], arr.shape[0], name)
     return Loaded(np.ascontiguousarray(arr), notes)
+
+
+def _check_float_range(arr: np.ndarray, name: str) -> None:
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if low < 0.0 or high > 1.0:
+        raise InputError(f"{name} has float values from {low:g} to {high:g}; float images must be in [0, 1] "
+                         "(divide 0-255 values by 255, or pass them as uint8)")
 
 
 def _from_pil(img: Image.Image, name: str) -> Loaded:
@@ -94,27 +183,51 @@ def _from_pil(img: Image.Image, name: str) -> Loaded:
     return loaded
 
 
-def _check_size(w: int, h: int, name: str) -> None:
+def _check_size(w: int, h: int, name: str, max_pixels: int = MAX_PIXELS) -> None:
     if min(w, h) < MIN_SIDE:
         raise InputError(f"{name} is only {w}x{h} px; use an image at least {MIN_SIDE} px on each side")
-    if w * h > MAX_PIXELS:
+    if w * h > max_pixels:
         raise InputError(
-            f"{name} is {w}x{h} px ({w * h / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP, "
+            f"{name} is {w}x{h} px ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP, "
             "please downscale it"
         )
 
 
-def load_image(path: str | Path) -> Loaded:
-    """Read an image file upright (EXIF applied) as RGB uint8, with a clear error if it cannot be."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+def load_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Loaded:
+    """Read an image file upright (EXIF applied) as RGB uint8, with a clear error if it cannot
+    be. Its size is checked from the header before any pixel is decoded (decompression bombs)."""
+    path = existing_file(path, "an image file")
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            _check_size(w, h, path.name, limits.max_image_pixels)
             img.load()
             return _from_pil(img, path.name)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path.name}: not a readable image ({exc})") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own guard fired while reading the header
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(pixels.group(1)) / 1e6:.0f} MP)" if pixels else ""
+        raise InputError(f"{path.name} is far too large{size}; the limit is "
+                         f"{limits.max_image_pixels / 1e6:.0f} MP, please downscale it") from None
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{path.name}: not a readable image (not a picture format we know)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:  # damaged or cut-short files
+        raise InputError(f"{path.name}: not a readable image, it is damaged or cut short ({exc})") from None
+
+
+def fit_within(rgb: np.ndarray, max_side: int | None, name: str = "the portrait") -> tuple[np.ndarray, str | None]:
+    """`rgb` scaled down (area filter) so its longest side is at most `max_side`, and a note
+    saying so; unchanged (and no note) when it already fits or `max_side` is None."""
+    h, w = rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return rgb, None
+    import cv2
+
+    scale = max_side / max(h, w)
+    size = (max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return small, f"{name} is {w}x{h} px; animating it at {size[0]}x{size[1]} so the video plays in browsers"
 
 
 @dataclass
@@ -127,16 +240,20 @@ class VideoInfo:
     height: int
     rotation: int  # degrees clockwise to display upright
     has_audio: bool
+    present: int | None = None  # frames whose data is in the file (`check_video` counts them)
+
+    @property
+    def duration(self) -> float | None:
+        """Length in seconds, from the declared frame count (None when not declared)."""
+        return self.frames / self.fps if self.frames and self.fps else None
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> VideoInfo:
     """Frame rate, displayed size, rotation and audio presence of a video file, with a
     clear error for anything unreadable or beyond the limits."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    path = existing_file(path, "a video file")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -154,12 +271,54 @@ def probe_video(path: str | Path) -> VideoInfo:
                 has_audio=bool(container.streams.audio),
             )
     except av.error.FFmpegError as exc:
-        raise InputError(f"{path.name}: not a readable video ({exc})") from exc
-    if max(info.width, info.height) > MAX_VIDEO_SIDE:
-        raise InputError(f"{path.name} is {info.width}x{info.height}; the limit is {MAX_VIDEO_SIDE} px, please downscale it")
-    if info.frames > MAX_VIDEO_FRAMES:
-        raise InputError(f"{path.name} has {info.frames} frames; the limit is {MAX_VIDEO_FRAMES}, please trim it")
+        hint = "; it is damaged, cut short or not a video" if isinstance(exc, av.error.InvalidDataError) else ""
+        raise InputError(f"{path.name}: not a readable video ({_ffmpeg_reason(exc)}){hint}") from None
+    if not (0 < info.fps < 1000):
+        raise InputError(f"{path.name} declares {info.fps:g} frames per second; it is damaged or not a video")
+    if max(info.width, info.height) > limits.max_video_side:
+        raise InputError(f"{path.name} is {info.width}x{info.height}; the limit is {limits.max_video_side} px, please downscale it")
+    if info.frames > limits.max_video_frames:
+        raise InputError(f"{path.name} has {info.frames} frames; the limit is {limits.max_video_frames}, please trim it")
+    if limits.max_video_seconds is not None and info.duration and info.duration > limits.max_video_seconds:
+        raise InputError(f"{path.name} lasts {info.duration:.0f} s; the limit is {limits.max_video_seconds:g} s, please trim it")
     return info
+
+
+def check_video(path: str | Path, max_frames: int | None = None, limits: MediaLimits = DEFAULT_LIMITS,
+                min_usable: float = MIN_USABLE_SHARE) -> VideoInfo:
+    """`probe_video`, plus a count of the frames whose data is actually in the file (demuxing
+    only: fast). A file cut short or damaged so that fewer than `min_usable` of the frames it
+    declares (or of the first `max_frames`) are there is refused before any decoding."""
+    import av
+
+    info = probe_video(path, limits)
+    path = Path(path)
+    present = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                present += bool(packet.size)
+                if max_frames is not None and present >= max_frames:
+                    break
+    except av.error.FFmpegError:
+        pass  # what could be demuxed before the damage is what is there
+    info.present = present
+    wanted = min(info.frames, max_frames) if max_frames else info.frames
+    if present == 0:
+        raise InputError(f"{path.name}: the video has no frames (the file is empty or damaged)")
+    if wanted and present < min_usable * wanted:
+        raise InputError(
+            f"{path.name} is cut short or damaged: only {present} of the {wanted} frames it declares are in the "
+            f"file; use a complete copy (or rewrite what is there with `ffmpeg -i {path.name} -c copy fixed.mp4`)"
+        )
+    return info
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's reason without the errno and the (server) path it quotes."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return str(reason).split(";")[0].strip()
 
 
 def _first_frame_rotation(container, stream) -> int:
@@ -177,31 +336,108 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=-(rotation // 90))) if rotation % 360 else rgb
 
 
-def read_video(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of a video as RGB uint8 one at a time, so long videos never sit in memory."""
+def read_video(path: str | Path, max_frames: int | None = None, limits: MediaLimits = DEFAULT_LIMITS,
+               min_usable: float = MIN_USABLE_SHARE) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as RGB uint8 one at a time, so long videos never sit in memory.
+
+    A damaged or cut-short file is decoded as far as it can be (damaged packets are
+    skipped); at the end a warning says how many frames were usable of how many the file
+    declares, or an InputError refuses it when fewer than `min_usable` of them were."""
     import av
 
     path = Path(path)
-    info = probe_video(path)
-    count = 0
+    info = probe_video(path, limits)
+    count = damaged = 0
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                rgb = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
-                if count == 0:
-                    _check_size(rgb.shape[1], rgb.shape[0], path.name)
-                yield rgb
-                count += 1
-                if max_frames is not None and count >= max_frames:
-                    break
-                if count >= MAX_VIDEO_FRAMES:
-                    raise InputError(f"{path.name} is longer than {MAX_VIDEO_FRAMES} frames, please trim it")
-    except av.error.FFmpegError as exc:
-        raise InputError(f"{path.name}: video could not be decoded after {count} frames ({exc})") from exc
+            # Slice threads: frame threading silently drops the frames in flight next to damage.
+            stream.thread_type = "SLICE"
+            for packet in container.demux(stream):  # the last, empty packet flushes the decoder
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    damaged += 1
+                    continue
+                for frame in frames:
+                    rgb = _upright(frame.to_ndarray(format="rgb24"), info.rotation)
+                    if count == 0:
+                        _check_size(rgb.shape[1], rgb.shape[0], path.name)
+                    yield rgb
+                    count += 1
+                    if max_frames is not None and count >= max_frames:
+                        return
+                    if count >= limits.max_video_frames:
+                        raise InputError(f"{path.name} is longer than {limits.max_video_frames} frames, please trim it")
+    except av.error.FFmpegError as exc:  # the container itself broke off
+        damaged += 1
+        log.debug("%s: demuxing stopped after %d frames: %s", path.name, count, exc)
+    wanted = min(info.frames, max_frames) if max_frames else info.frames
     if count == 0:
-        raise InputError(f"{path.name}: the video has no frames")
+        raise InputError(f"{path.name}: no frame of the video could be decoded (the file is damaged or cut short)")
+    if wanted and count < wanted:
+        if count < min_usable * wanted:
+            raise InputError(f"{path.name} is damaged or cut short: only {count} of the {wanted} frames it declares "
+                             "could be decoded; use a complete copy")
+        log.warning("%s is damaged or cut short: %d of the %d frames it declares were usable; using those",
+                    path.name, count, wanted)
+    elif damaged:
+        log.warning("%s: %d damaged packet(s) skipped while decoding", path.name, damaged)
+
+
+def checked_frames(frames: Iterable[np.ndarray], name: str = "driving frame") -> Iterator[np.ndarray]:
+    """Driving frames given as arrays (the Python API), as RGB uint8 (see `to_rgb`). Refuses
+    an empty sequence and frames whose size differs from the first one; a list or array is
+    checked whole before the first frame is yielded, so the refusal comes before any work."""
+    if isinstance(frames, (np.ndarray, Image.Image)) and np.ndim(frames) != 4:
+        raise InputError(f"the driving frames are one image of shape {np.shape(frames)}; pass a list of frames "
+                         "or an (F, H, W, 3) array ([image] for a single still frame)")
+    if isinstance(frames, np.ndarray):
+        frames = list(frames)
+    if isinstance(frames, (str, Path)):
+        raise InputError(f"the driving frames are a file name ({Path(frames).name}); pass the frames, "
+                         "e.g. vivid.media.read_video(path)")
+    if isinstance(frames, Sequence):
+        if len(frames) == 0:
+            raise InputError("the driving video has no frames (an empty frame list was given)")
+        first = None
+        for i, frame in enumerate(frames):
+            shape = _frame_shape(frame, f"{name} {i}")
+            first = first or shape
+            if shape != first:
+                raise _size_mismatch(name, i, shape, first)
+            arr = np.asarray(frame)
+            if np.issubdtype(arr.dtype, np.floating):
+                _check_float_range(arr, f"{name} {i}")
+    yield from _each_checked(iter(frames), name)
+
+
+def _frame_shape(frame, name: str) -> tuple[int, int]:
+    shape = getattr(frame, "shape", None)
+    if isinstance(frame, Image.Image):
+        return frame.height, frame.width
+    if shape is None or len(shape) not in (2, 3):
+        raise InputError(f"{name} has shape {shape}; expected (H, W, 3) RGB")
+    return int(shape[0]), int(shape[1])
+
+
+def _size_mismatch(name: str, i: int, shape: tuple[int, int], first: tuple[int, int]) -> InputError:
+    return InputError(f"{name} {i} is {shape[1]}x{shape[0]} px but the first is {first[1]}x{first[0]}; all driving "
+                      "frames must have the same size (resize them to one size first)")
+
+
+def _each_checked(frames: Iterator, name: str) -> Iterator[np.ndarray]:
+    first = None
+    i = -1
+    for i, frame in enumerate(frames):
+        rgb = to_rgb(frame, f"{name} {i}").rgb
+        shape = rgb.shape[:2]
+        first = first or shape
+        if shape != first:
+            raise _size_mismatch(name, i, shape, first)
+        yield rgb
+    if i < 0:
+        raise InputError("the driving video has no frames (an empty frame list was given)")
 
 
 def write_video(
@@ -209,23 +445,19 @@ def write_video(
 ) -> int:
     """Write RGB frames as an H.264 mp4 that browsers play, frame by frame; with
     `audio_from`, carry that file's audio over (cut to the video's length). Returns the
-    frame count. Nothing is left behind if writing fails."""
+    frame count. The file appears at `path` only when complete (`atomic_output`): a failure
+    or an interrupt leaves no partial file, and an existing file at `path` untouched."""
     path = Path(path)
-    if audio_from is None or not probe_video(audio_from).has_audio:
-        try:
-            return _encode(path, frames, fps)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".vivid-") as tmp:
-        silent = Path(tmp) / "video.mp4"
-        count = _encode(silent, frames, fps)
-        try:
-            mux_audio(silent, audio_from, path)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-    return count
+    if audio_from is not None and same_file(audio_from, path):
+        raise InputError(f"the output {path.name} is the video it takes its sound from; choose another output name")
+    with atomic_output(path) as tmp:
+        if audio_from is None or not probe_video(audio_from).has_audio:
+            return _encode(tmp, frames, fps)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.vivid-") as folder:
+            silent = Path(folder) / "video.mp4"
+            count = _encode(silent, frames, fps)
+            mux_audio(silent, audio_from, tmp)
+        return count
 
 
 def _encode(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:

@@ -18,7 +18,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
-from .media import to_rgb
+from .media import checked_frames, to_rgb
 from .models.builders import BaseModels, load_base_components, tiny_components
 from .conditioning import (
     ReferenceEmbeddings, decode_latents, encode_latents, from_model_range, predict_noise, reference_embeddings,
@@ -26,7 +26,8 @@ from .conditioning import (
 )
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import check_saved, load_strict
+from .models.weights import WeightsError, check_saved, load_strict
+from .options import check_denoising, check_weights_folder
 from .windows import average_windows, context_windows
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ class PreparedReference:
     points: np.ndarray | None = None  # face mesh (478, 2) in crop pixels, for motion transfer
     square: SquareBox | None = None  # where the crop is in the reference image
     source: np.ndarray | None = None  # the whole reference image, for pasting results back
+
+
+def _started(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """`frames` with its first item already pulled (so its checks have run), as an iterator."""
+    import itertools
+
+    first = next(frames)
+    return itertools.chain([first], frames)
 
 
 def _auto_device() -> torch.device:
@@ -154,8 +163,17 @@ class VividPipeline(DiffusionPipeline):
         device = torch.device(device) if device else _auto_device()
         dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         kwargs.setdefault("low_cpu_mem_usage", False)  # a missing tensor must not leave meta tensors
-        pipe = super().from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
         folder = Path(pretrained_model_name_or_path)
+        if folder.is_dir():  # layout, configs and complete safetensors files, before loading anything
+            check_weights_folder(folder)
+            kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
+        try:
+            pipe = super().from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
+            if not folder.is_dir():
+                raise
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(f"{folder}: the saved model could not be loaded ({reason})") from exc
         if folder.is_dir():  # diffusers only warns about missing weights: we refuse them
             for name in NETWORKS:
                 check_saved(getattr(pipe, name), folder / name, name)
@@ -210,18 +228,12 @@ class VividPipeline(DiffusionPipeline):
         return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative)
 
     # -- the diffusion steps --------------------------------------------------------------
-    def check_inputs(self, window: int, overlap: int, steps: int, guidance: float) -> None:
-        if window < 1:
-            raise ValueError(f"window must be at least 1 frame, got {window}")
-        if not 0 <= overlap < window:
-            raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
-        if window > self.unet.config.motion_max_seq_length:
-            raise ValueError(f"window {window} is longer than the temporal layers' "
-                             f"{self.unet.config.motion_max_seq_length} frames")
+    def check_inputs(self, window: int, overlap: int, steps: int, guidance: float, cyclic: bool = True,
+                     wrap: bool = False, seed: int = 0) -> None:
+        """The sampling options, checked as the CLI and the app check them (`vivid.options`):
+        an OptionError (a ValueError) quoting the bad value."""
+        check_denoising(window, overlap, cyclic, wrap, steps, guidance, seed,
+                        max_window=self.unet.config.motion_max_seq_length)
 
     def _model_tensor(self, images: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return to_model_range(images, self._execution_device, dtype or self.unet.dtype)
@@ -295,8 +307,13 @@ class VividPipeline(DiffusionPipeline):
         the driver's own face shape into the motion maps instead of the reference's;
         `paste_back=True` returns whole reference-sized frames instead of the face crop.
         `cyclic` moves the windows one frame per step; `wrap` lets them run past the end of
-        the video into its start (for looping clips; see `vivid.windows`)."""
-        self.check_inputs(window, overlap, steps, guidance)
+        the video into its start (for looping clips; see `vivid.windows`). Driving frames of
+        different sizes, an empty sequence and float images outside [0, 1] are refused
+        (`vivid.media.InputError`) before any work."""
+        self.check_inputs(window, overlap, steps, guidance, cyclic, wrap, seed)
+        if not hasattr(driving_frames, "analyses"):  # frames, not a motion template
+            driving_frames = checked_frames(driving_frames)
+            driving_frames = _started(driving_frames)  # an empty iterator is refused here, before any work
         ref = self.prepare_reference(reference)
         motion = self.prepare_driving(driving_frames, fps, ref, relative)
         yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap, steps=steps,
@@ -310,7 +327,7 @@ class VividPipeline(DiffusionPipeline):
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """The engine on prepared inputs (reference crop + driving motion). `paste_back`
         blends each generated crop into the whole reference image."""
-        self.check_inputs(window, overlap, steps, guidance)
+        self.check_inputs(window, overlap, steps, guidance, cyclic, wrap, seed)
         guided = guidance > 1.0
         device = self._execution_device
         try:

@@ -22,7 +22,7 @@ from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .face.template import MotionTemplate
-from .media import to_rgb
+from .media import checked_frames, to_rgb
 
 @dataclass(frozen=True)
 class PreviewConfig:
@@ -270,7 +270,10 @@ class PreviewAnimator:
     def stream(self, reference: np.ndarray, driving_frames: "Iterable[np.ndarray] | MotionTemplate",
                fps: float = 25.0) -> Iterator[np.ndarray]:
         """Animated frames, one per driving frame (or motion-template frame), produced lazily
-        (memory stays flat). A template brings its own fps."""
+        (memory stays flat). A template brings its own fps. Driving frames of different
+        sizes, none at all, or float images outside [0, 1] are refused (`vivid.media.InputError`)."""
+        if not isinstance(driving_frames, MotionTemplate):
+            driving_frames = checked_frames(driving_frames)
         ref = self.prepare(reference)
         first: np.ndarray | None = None
         last = ref.crop, np.zeros(ref.crop.shape[:2], bool)

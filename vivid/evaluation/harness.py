@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..face import NoFaceError
 from ..media import InputError, probe_video, read_video, write_video
+from ..options import is_inside
 from .engines import ENGINE_NAMES, DiffusionEngine, DiffusionOptions, Engine, PreviewEngine, StillEngine, Timed, weights_folder_problem
 from .learned_metrics import MetricWeights
 from .protocol import EvaluationError, PreparedCase, crop, plan_cases, prepare
@@ -91,6 +92,10 @@ def check_config(config: EvaluationConfig, extra_engines: Sequence[Engine] = ())
         raise EvaluationError(f"{out} exists and is not an earlier evaluation folder; choose a new -o DIR")
     if not out.resolve().parent.is_dir():
         raise EvaluationError(f"the folder {out.resolve().parent} does not exist")
+    for path in [*config.self_clips, *config.portraits, *config.driving]:  # the folder is replaced whole
+        if is_inside(path, out):
+            raise EvaluationError(f"{path} is inside the output folder {out}, which an evaluation replaces whole; "
+                                  "choose another -o DIR")
 
 
 def _build_engines(config: EvaluationConfig, skipped: dict[str, str]) -> list[Engine]:

@@ -178,6 +178,9 @@ class FaceAnalyzer:
                 f"no face in {counts['missing']} of {counts['frames']} frames of the driving video: "
                 "use a clip where the face stays visible"
             )
+        if counts["missing"]:
+            log.warning("the face was found in %d of %d frames of the driving video; the others take their motion "
+                        "from the nearest frames with a face", counts["frames"] - counts["missing"], counts["frames"])
 
     def track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> list[FaceAnalysis | None]:
         """`iter_track` as a list (one entry per frame; None: no face)."""

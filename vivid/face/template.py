@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 FORMAT = "vivid-motion-template"
 #: Bumped when the file layout changes; older versions stay readable.
 VERSION = 1
+#: Largest template accepted, unpacked: ten minutes of landmarks at 30 fps (69 MB) and sound.
+MAX_UNPACKED_BYTES = 128_000_000
 
 
 class TemplateError(ValueError):
@@ -153,19 +155,15 @@ class MotionTemplate:
     def write_video(self, path: str | Path, frames: Iterable[np.ndarray]) -> int:
         """Write animated `frames` as an mp4 at the template's fps, with its sound when it has
         one (cut to the video's length). Returns the frame count; nothing is left on failure."""
-        from ..media import mux_audio, write_video
+        from ..media import atomic_output, mux_audio, write_video
 
         path = Path(path)
         if self.audio is None:
             return write_video(path, frames, self.fps)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".vivid-") as tmp:
+        with atomic_output(path) as out, tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.vivid-") as tmp:
             silent = Path(tmp) / "video.mp4"
             count = write_video(silent, frames, self.fps)
-            try:
-                mux_audio(silent, self.write_audio(tmp), path)
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
+            mux_audio(silent, self.write_audio(tmp), out)
         return count
 
     # -- files ----------------------------------------------------------------------------
@@ -181,7 +179,9 @@ class MotionTemplate:
         )
         if self.audio is not None:
             arrays.update(audio=np.frombuffer(self.audio, np.uint8), audio_format=np.array(self.audio_format))
-        with open(path, "wb") as f:
+        from ..media import atomic_output
+
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:  # complete, or not there at all
             np.savez_compressed(f, **arrays)
         return path
 
@@ -189,9 +189,16 @@ class MotionTemplate:
     def load(cls, path: str | Path) -> "MotionTemplate":
         """Read a template written by `save`, with a clear error for anything else."""
         path = Path(path)
+        if path.is_dir():
+            raise TemplateError(f"{path} is a folder, not a motion template file")
         if not path.is_file():
             raise TemplateError(f"{path.name}: no such motion template file")
         try:
+            with zipfile.ZipFile(path) as archive:  # a zip bomb is refused before anything is unpacked
+                unpacked = sum(info.file_size for info in archive.infolist())
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise TemplateError(f"{path.name} unpacks to {unpacked / 1e6:.0f} MB; a motion template is at most "
+                                    f"{MAX_UNPACKED_BYTES / 1e6:.0f} MB")
             with np.load(path, allow_pickle=False) as data:
                 if not hasattr(data, "files") or "format" not in data.files or str(data["format"]) != FORMAT:
                     raise TemplateError(f"{path.name} is not a motion template (made by `python -m vivid parse VIDEO --template OUT.npz`)")

@@ -6,9 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable, or does not fit the network it is meant for."""
+from ..options import WeightsError  # defined next to the folder checks, importable without torch
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
