@@ -510,14 +510,18 @@ def report_sd15(r: dict, device: str) -> str:
         f"{_gb(first['cuda_start'] if cuda else first['rss_start'])} | 0 |",
         f"| baseline: the networks' parameters themselves (computed from the tensors) | {weights_gb:.2f} | |",
     ]
+    if not cuda:
+        lines.insert(-2, f"| (setup, before the first step: process RSS peak while building the networks, incl. "
+                         f"`freeze_unused`'s fp32 probe) | {_gb(r['first_step']['VmHWM'])} | |")
     for key, what in (("inputs_done", "VAE + CLIP encoding of the batch done"),
                       ("forward_done", "denoiser forward done (activations kept for backward)"),
                       ("backward_done", "backward done (**measured forward + backward peak**)"),
-                      ("step_done", "optimizer step done (peak of the whole step)")):
+                      ("step_done", ("stateless SGD stand-in update" if r["stand_in"] else f"{opt} step")
+                       + " done (peak of the whole step)")):
         if f"{key}_s" in first:
             lines.append(f"| {what} | {_gb(first[key + peak_key])} | {first[key + '_s']:.1f} |")
     if len(s) > 1:
-        lines.append(f"| step {len(s)} (optimizer state present throughout): whole step | "
+        lines.append(f"| step {len(s)} (optimizer state, if any, present throughout): whole step | "
                      f"{_gb(last['step_done' + peak_key])} | {last['step_done_s']:.1f} |")
     fb = first["backward_done" + peak_key]
     lines += ["", f"Memory of one full step with the optimizer state (fwd+bwd peak measured, state **computed** "
@@ -580,23 +584,22 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     print(f"load: {os.getloadavg()}, available memory {mem_available() / GB:.1f} GB", flush=True)
-    sections = []
+    texts: dict[str, str] = {}
     if "tiny" in parts:
         data = tiny_data(work)
         if data is None:
-            sections.append(f"Tiny model: skipped ({SHARED_DRIVING} is absent).\n")
+            texts["tiny"] = f"Skipped: {SHARED_DRIVING} is absent.\n"
         else:
             r = run_child("tiny", args.timeout, data=str(data), steps=args.tiny_steps, work=str(work))
-            sections.append("### Tiny model (`--tiny`), this CPU\n\n" + report_tiny(r))
-        print(sections[-1], flush=True)
-    sd15 = []
+            texts["tiny"] = report_tiny(r)
+        print(texts["tiny"], flush=True)
     for stage in (1, 2):
         if f"stage{stage}" not in parts:
             continue
         need = CPU_NEEDS_GB[f"stage{stage}"]
         if not cuda and not args.check and mem_available() < need * GB:
-            text = (f"Stage {stage}, SD 1.5-sized: skipped: only {mem_available() / GB:.1f} GB of memory available, "
-                    f"it needs about {need:.0f} GB; run it when the machine is idle.\n")
+            text = (f"Skipped: only {mem_available() / GB:.1f} GB of memory available, it needs about {need:.0f} GB; "
+                    "run it when the machine is idle.\n")
         else:
             data = sd15_data(work, args.resolution)
             try:
@@ -605,26 +608,59 @@ def main() -> None:
                               check=args.check)
                 text = report_sd15(r, args.device)
             except RuntimeError as exc:
-                text = f"Stage {stage}, SD 1.5-sized, {args.resolution} px: failed: {exc}\n"
-        sd15.append(text)
+                text = f"Failed at {args.resolution} px: {exc}\n"
+        texts[f"stage{stage}"] = text
         print(text, flush=True)
-    if sd15:
-        sections.append(f"### SD 1.5-sized random model, {args.resolution} px, default memory settings, "
-                        f"{'GPU' if cuda else 'this CPU'}\n\n" + "\n".join(sd15))
     if "infer" in parts:
         if not cuda:
-            text = "Inference seconds per frame at 512 px: GPU only (`--device cuda`); see the diffusion engine section for the CPU.\n"
+            text = "GPU only (`--device cuda`); the CPU's figures are in the diffusion engine section.\n"
         else:
             r = run_child("infer", args.timeout, device=args.device, frames=24, steps=args.infer_steps,
                           resolution=args.resolution, window=24)
             text = report_infer(r)
-        sections.append("### Inference\n\n" + text)
+        texts["infer"] = text
         print(text, flush=True)
     if not (args.no_record or args.check):
-        from bench.results import record
+        record_parts(cuda, texts)
 
-        record("Training: step time and peak memory" + (" (GPU)" if cuda else ""), "\n".join(sections))
 
+#: Subsections of the results section, in order; a run replaces only the ones it measured.
+TITLES = {"tiny": "Tiny model (`--tiny`)", "stage1": "Stage 1 step, SD 1.5-sized random model",
+          "stage2": "Stage 2 step, SD 1.5-sized random model", "infer": "Inference, SD 1.5-sized random model"}
+
+INTRO = """What runs is the real `Trainer.run()` (data loader, network setup with `freeze_unused`, the
+stage's dtype choices, gradient checkpointing, accelerate's autocast, the step), through a subclass that
+marks each step and skips the end-of-run validation, sample video and checkpoint. SD 1.5-sized
+networks have random weights (`sd15_sized_parts`). Each configuration ran in a fresh subprocess;
+memory is the process RSS high-water mark (VmHWM, reset at the step's start) on the CPU and
+`torch.cuda.max_memory_allocated` on a GPU. Each part below names the command that measured it."""
+
+
+def record_parts(cuda: bool, texts: dict[str, str]) -> None:
+    """Write the measured parts into their subsections of the RESULTS.md section, keeping the
+    other parts' earlier results."""
+    import re
+    import shlex
+
+    from bench.results import RESULTS, record
+
+    section = "Training: step time and peak memory" + (" (GPU)" if cuda else "")
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    found = re.search(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", old, re.S | re.M)
+    kept = {}
+    if found:
+        for key, title in TITLES.items():
+            m = re.search(rf"^### {re.escape(title)}\n.*?(?=^### |\Z)", found.group(0), re.S | re.M)
+            if m:
+                kept[key] = m.group(0).rstrip() + "\n"
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    for key, text in texts.items():
+        if key in kept and text.startswith(("Skipped", "Failed")):
+            continue  # a run that measured nothing does not replace an earlier measurement
+        kept[key] = f"### {TITLES[key]}\n\n`{command}` ({stamp})\n\n{text.strip()}\n"
+    body = INTRO + "\n\n" + "\n".join(kept[k] for k in TITLES if k in kept)
+    record(section, body)
 
 if __name__ == "__main__":
     main()
