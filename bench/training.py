@@ -540,6 +540,31 @@ def report_sd15(r: dict, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def extrapolate(results: list[dict], target: int, device: str) -> str:
+    """Figures at `target` frames on the line through the two longest measured runs."""
+    a, b = sorted(results, key=lambda r: r["frames"])[-2:]
+    fa, fb = a["frames"], b["frames"]
+    peak = "_cuda_peak" if device == "cuda" else "_hwm"
+
+    def line(key: str) -> tuple[float, float]:
+        ya, yb = a["steps"][0][key], b["steps"][0][key]
+        slope = (yb - ya) / (fb - fa)
+        return yb + slope * (target - fb), slope
+
+    fwd_bwd, per_frame = line("backward_done" + peak)
+    step_s, s_per_frame = line("step_done_s")
+    adam = b["trainable"] * 8
+    return (
+        f"**{target} frames: computed, not measured** — a straight line through the {fa}- and {fb}-frame runs "
+        f"above (activations and time grow with the frame count; weights do not):\n\n"
+        f"| {target} frames, extrapolated | value |\n|---|---|\n"
+        f"| forward + backward peak | {fwd_bwd / GB:.2f} GB ({per_frame / GB:.3f} GB per frame) |\n"
+        f"| + Adam fp32 state of the {b['trainable'] / 1e6:.0f} M temporal parameters (computed, 8 bytes/param) | "
+        f"{(fwd_bwd + adam) / GB:.2f} GB |\n"
+        f"| seconds per step (first step, this machine's load) | {step_s:.0f} ({s_per_frame:.0f} per frame) |\n"
+    )
+
+
 def report_infer(r: dict) -> str:
     return (f"Inference with `VividPipeline` (SD 1.5-sized random weights, {r['dtype']}, 512 px, {r['frames']} frames, "
             f"window {r['window']}, {r['steps']} DDIM steps, guidance 3.5) on {r['gpu'] or 'the CPU'}: "
@@ -552,7 +577,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--only", action="append", choices=["tiny", "stage1", "stage2", "infer"],
                         help="measure only these (default: cpu: tiny stage1 stage2; cuda: stage1 stage2 infer)")
-    parser.add_argument("--frames", type=int, default=24, help="stage 2 clip length (default 24)")
+    parser.add_argument("--frames", type=int, action="append",
+                        help="stage 2 clip length (default 24); repeat for one run per length: without 24 among "
+                             "them, the 24-frame figures are extrapolated from the two longest (and labelled so)")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--steps", type=int, help="SD 1.5-sized steps per stage (default: cpu 1, cuda 3)")
     parser.add_argument("--tiny-steps", type=int, default=100)
@@ -602,13 +629,19 @@ def main() -> None:
                     "run it when the machine is idle.\n")
         else:
             data = sd15_data(work, args.resolution)
-            try:
-                r = run_child("sd15", args.timeout, stage=stage, device=args.device, data=str(data), work=str(work),
-                              steps=steps, frames=args.frames, resolution=args.resolution, threads=args.threads,
-                              check=args.check)
-                text = report_sd15(r, args.device)
-            except RuntimeError as exc:
-                text = f"Failed at {args.resolution} px: {exc}\n"
+            done, text = [], ""
+            for frames in (sorted(args.frames or [24]) if stage == 2 else [1]):
+                try:
+                    r = run_child("sd15", args.timeout, stage=stage, device=args.device, data=str(data), work=str(work),
+                                  steps=steps, frames=frames, resolution=args.resolution, threads=args.threads,
+                                  check=args.check)
+                    done.append(r)
+                    text += report_sd15(r, args.device) + "\n"
+                except RuntimeError as exc:
+                    text += f"Failed at {args.resolution} px" + (f", {frames} frames" if stage == 2 else "") + f": {exc}\n\n"
+            if stage == 2 and len(done) >= 2 and 24 not in [r["frames"] for r in done]:
+                text += extrapolate(done, 24, args.device)
+            text = text.strip() + "\n"
         texts[f"stage{stage}"] = text
         print(text, flush=True)
     if "infer" in parts:
