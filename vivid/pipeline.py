@@ -28,6 +28,7 @@ from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.weights import WeightsError, check_saved, load_strict
 from .options import check_denoising, check_weights_folder
+from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,25 @@ class VividPipeline(DiffusionPipeline):
         self.pose_injector = PoseInjector(unet)
         self._analyzer: FaceAnalyzer | None = None
         self.crop = CropConfig()
+        self._precision: Precision | None = None
+
+    @property
+    def precision(self) -> Precision:
+        """The dtype the networks run in, and why (`vivid.precision`): what `auto` chose, or
+        what was asked for. Latents, guidance and the scheduler stay in fp32."""
+        if self._precision is None or self._precision.dtype != self.unet.dtype:
+            return Precision(self.unet.dtype, "the networks' dtype")
+        return self._precision
+
+    def to_precision(self, dtype: str | torch.dtype | None = "auto") -> "VividPipeline":
+        """Convert the networks to `dtype` ("auto", "fp32", "bf16", "fp16" or a torch dtype;
+        `vivid.precision.choose_precision`), tensor by tensor, and remember why."""
+        precision = choose_precision(dtype, self._execution_device)
+        for name in NETWORKS:
+            torch.nn.Module.to(getattr(self, name), precision.dtype)  # diffusers' `to` only adds a warning
+        self._precision = precision
+        log.info("diffusion engine runs in %s", precision)
+        return self
 
     @property
     def vae_scale_factor(self) -> int:
@@ -132,9 +152,11 @@ class VividPipeline(DiffusionPipeline):
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def tiny(cls, seed: int = 0, resolution: int = 64) -> "VividPipeline":
-        """Tiny random components on the CPU, same code paths as the full model."""
-        return cls(**tiny_components(seed), resolution=resolution, face_backend="mesh")
+    def tiny(cls, seed: int = 0, resolution: int = 64, dtype: str | torch.dtype | None = None) -> "VividPipeline":
+        """Tiny random components on the CPU, same code paths as the full model; fp32
+        unless `dtype` says ("auto", "bf16", ...: `to_precision`)."""
+        pipe = cls(**tiny_components(seed), resolution=resolution, face_backend="mesh")
+        return pipe if dtype is None else pipe.to_precision(dtype)
 
     @classmethod
     def from_base_models(
@@ -143,32 +165,42 @@ class VividPipeline(DiffusionPipeline):
         trained: str | None = None,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: str | torch.dtype | None = "auto",
         resolution: int = 512,
     ) -> "VividPipeline":
         """Base components by Hugging Face id or local folder, plus our trained weights
-        (`trained`: a folder with the files of TRAINED_FILES) loaded strictly."""
+        (`trained`: a folder with the files of TRAINED_FILES) loaded strictly. Every network
+        is loaded straight in `dtype` ("auto": `vivid.precision.choose_precision`)."""
         device = torch.device(device) if device else _auto_device()
-        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        pipe = cls(**load_base_components(base, dtype), resolution=resolution, base_models=base.to_dict())
+        precision = choose_precision(dtype, device)
+        pipe = cls(**load_base_components(base, precision.dtype), resolution=resolution, base_models=base.to_dict())
+        pipe._precision = precision
         if trained is not None:
             pipe.load_trained(trained)
         return pipe.to(device)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, device: str | torch.device | None = None,
-                        torch_dtype: torch.dtype | None = None, **kwargs) -> "VividPipeline":
+                        dtype: str | torch.dtype | None = None, torch_dtype: str | torch.dtype | None = None,
+                        **kwargs) -> "VividPipeline":
         """A saved pipeline (local folder or Hugging Face id), placed on `device` (default: the
-        GPU if there is one) in fp16 on a GPU and fp32 on the CPU unless `torch_dtype` says."""
+        GPU if there is one) in `dtype` (or `torch_dtype`, its older name; default "auto":
+        `vivid.precision.choose_precision`, e.g. bf16 on CPUs with native bf16, fp32 on
+        others). Each network is read straight into that dtype, with no randomly initialised
+        copy alongside."""
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"give dtype or torch_dtype, not both (got {dtype} and {torch_dtype})")
         device = torch.device(device) if device else _auto_device()
-        dtype = torch_dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        kwargs.setdefault("low_cpu_mem_usage", False)  # a missing tensor must not leave meta tensors
+        precision = choose_precision(dtype if dtype is not None else torch_dtype, device)
+        # Built on the meta device and filled from the files: a tensor missing from them stays
+        # on the meta device, and `check_saved` below refuses the folder before anything runs.
+        kwargs.setdefault("low_cpu_mem_usage", True)
         folder = Path(pretrained_model_name_or_path)
         if folder.is_dir():  # layout, configs and complete safetensors files, before loading anything
             check_weights_folder(folder)
             kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
         try:
-            pipe = super().from_pretrained(pretrained_model_name_or_path, torch_dtype=dtype, **kwargs)
+            pipe = super().from_pretrained(pretrained_model_name_or_path, dtype=precision.dtype, **kwargs)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
             if not folder.is_dir():
                 raise
@@ -177,6 +209,8 @@ class VividPipeline(DiffusionPipeline):
         if folder.is_dir():  # diffusers only warns about missing weights: we refuse them
             for name in NETWORKS:
                 check_saved(getattr(pipe, name), folder / name, name)
+        pipe._precision = precision
+        log.info("diffusion engine runs in %s", precision)
         return pipe.to(device)
 
     def load_trained(self, folder: str) -> None:
@@ -263,7 +297,7 @@ class VividPipeline(DiffusionPipeline):
         sample = self.scheduler.scale_model_input(sample, t)
         pose = self.pose_guider(self._model_tensor(motion.motion_maps(frames), self.pose_guider.dtype))
         pose = torch.cat([pose, pose]) if guided else pose  # (B*F, C, h, w), frames inner
-        noise = predict_noise(self.unet, self.pose_injector, sample, t, context, pose)
+        noise = predict_noise(self.unet, self.pose_injector, sample, t, context, pose).float()
         if guided:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
@@ -339,7 +373,9 @@ class VividPipeline(DiffusionPipeline):
             h = w = self.config.resolution // self.vae_scale_factor
             generator = torch.Generator("cpu").manual_seed(seed)
             shape = (1, self.unet.config.in_channels, num_frames, h, w)
-            latents = torch.randn(shape, generator=generator).to(device, self.unet.dtype)
+            # Latents, guidance and scheduler steps in fp32 whatever the networks run in: the
+            # same noise for every dtype, and no rounding of the small per-step updates.
+            latents = torch.randn(shape, generator=generator).to(device, torch.float32)
             self.scheduler.set_timesteps(steps, device=device)
             latents = latents * self.scheduler.init_noise_sigma
             timesteps = self.scheduler.timesteps

@@ -275,18 +275,35 @@ class PreviewAnimator:
         if not isinstance(driving_frames, MotionTemplate):
             driving_frames = checked_frames(driving_frames)
         ref = self.prepare(reference)
-        first: np.ndarray | None = None
-        last = ref.crop, np.zeros(ref.crop.shape[:2], bool)
+        last: np.ndarray | None = None
+        for goal in self.targets(ref, driving_frames, fps):
+            # A frame without a face repeats the last animated frame (the reference at first).
+            last = self.render(ref, goal) if goal is not None or last is None else last.copy()
+            yield last
+
+    def targets(self, ref: PreparedReference, driving_frames: "Iterable[np.ndarray] | MotionTemplate",
+                fps: float = 25.0) -> Iterator[Target | None]:
+        """The driving motion moved onto the reference's mesh, one target per driving frame
+        (None: no face in that frame), lazily: tracking and motion transfer, no pixels."""
         if isinstance(driving_frames, MotionTemplate):
             tracked = driving_frames.analyses()
         else:
             tracked = self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps, parse=False))  # the warp needs the mesh only
+        first: np.ndarray | None = None
         for analysis in tracked:
-            if analysis is not None:
-                current = analysis.landmarks.astype(np.float64)
-                first = current if first is None else first
-                last = self.warp(ref, transfer_motion(ref.points, first, current, self.config.relative))
-            yield self.compose_output(ref, *last)
+            if analysis is None:
+                yield None
+                continue
+            current = analysis.landmarks.astype(np.float64)
+            first = current if first is None else first
+            yield transfer_motion(ref.points, first, current, self.config.relative)
+
+    def render(self, ref: PreparedReference, goal: Target | None) -> np.ndarray:
+        """One output frame: the reference warped to `goal` (None: unchanged) and composed.
+        Depends on nothing but its arguments, so frames can be rendered in parallel."""
+        if goal is None:
+            return self.compose_output(ref, ref.crop, np.zeros(ref.crop.shape[:2], bool))
+        return self.compose_output(ref, *self.warp(ref, goal))
 
 
 def _inside(square: SquareBox, shape: tuple[int, int]) -> SquareBox:

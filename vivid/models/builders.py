@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass
+from typing import Callable, TypeVar
 
 import torch
+from torch import nn
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .pose_guider import PoseGuider
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,49 @@ class Parts:
 
     def components(self, reference_net: UNet2DConditionModel | None = None, unet2d: UNet2DConditionModel | None = None) -> dict:
         """Pipeline components: ReferenceNet (a copy of the image UNet unless given), the
-        denoising UNet with the adapter's temporal layers, and the rest."""
+        denoising UNet with the adapter's temporal layers, and the rest. The denoising UNet
+        is built around the image UNet's and the adapter's own tensors (`motion_unet`), so
+        it shares them: no second copy of the image UNet is ever made for it."""
         unet2d = unet2d or self.unet2d
         return dict(
             vae=self.vae, image_encoder=self.image_encoder, feature_extractor=self.feature_extractor,
             reference_net=reference_net if reference_net is not None else copy.deepcopy(unet2d),
-            unet=UNetMotionModel.from_unet2d(unet2d, self.adapter), pose_guider=self.pose_guider,
+            unet=motion_unet(unet2d, self.adapter), pose_guider=self.pose_guider,
             scheduler=DDIMScheduler(**scheduler_config()),
         )
+
+
+def motion_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> UNetMotionModel:
+    """The image UNet with the adapter's temporal layers, as `UNetMotionModel.from_unet2d`
+    builds it, but holding the same tensors as `unet2d` and `adapter` instead of copies: the
+    model is laid out on the meta device (no memory) and the existing tensors are assigned
+    into it. `from_unet2d` would allocate a whole fp32 UNet next to the image UNet (5 GB at
+    SD 1.5 sizes) and then copy into it. Training keeps using `from_unet2d` when it wants a
+    copy."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # parameters on the meta device; buffers real (positional tables)
+        model = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
+    state = {**unet2d.state_dict(), **adapter.state_dict()}
+    expected = model.state_dict().keys()
+    if set(expected) != set(state) or len(state) != len(unet2d.state_dict()) + len(adapter.state_dict()):
+        # An adapter with its own input conv (PIA) or an IP-adapter UNet: the copying path knows those.
+        log.info("motion UNet: layouts differ from the plain image UNet + adapter; building a copy")
+        return _cast(UNetMotionModel.from_unet2d(unet2d, adapter), unet2d.dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    return _cast(model, unet2d.dtype)  # the positional tables (buffers) follow the weights
+
+
+def _cast(module: M, dtype: torch.dtype) -> M:
+    """`module.to(dtype)`, tensor by tensor (nn.Module's own `to`: diffusers' override only
+    adds a warning about fp32-pinned modules, which these networks do not have)."""
+    return nn.Module.to(module, dtype)
+
+
+def built(factory: Callable[[], M], dtype: torch.dtype) -> M:
+    """A randomly initialised module, converted to `dtype` as soon as it exists (tensor by
+    tensor), so building several networks never holds more than one of them in fp32."""
+    return _cast(factory(), dtype)
 
 
 def load_base_parts(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> Parts:
@@ -103,24 +144,26 @@ def tiny_parts(seed: int = 0) -> Parts:
     return Parts(unet2d, adapter, vae, image_encoder, feature_extractor, pose_guider)
 
 
-def sd15_sized_parts(seed: int = 0) -> Parts:
+def sd15_sized_parts(seed: int = 0, dtype: torch.dtype = torch.float32) -> Parts:
     """Random parts with the shapes of SD 1.5, sd-vae-ft-mse, AnimateDiff v1-5-2 and CLIP
-    ViT-L/14: for measuring time and memory without downloading weights."""
+    ViT-L/14: for measuring time and memory without downloading weights. Each part is
+    initialised in fp32 (the same values for every `dtype`) and converted to `dtype` before
+    the next one is made."""
     torch.manual_seed(seed)
-    unet2d = UNet2DConditionModel(cross_attention_dim=768)
+    unet2d = built(lambda: UNet2DConditionModel(cross_attention_dim=768), dtype)
     return Parts(
         unet2d=unet2d,
-        adapter=MotionAdapter(),
-        vae=AutoencoderKL(
+        adapter=built(MotionAdapter, dtype),
+        vae=built(lambda: AutoencoderKL(
             block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        ),
-        image_encoder=CLIPVisionModelWithProjection(
+        ), dtype),
+        image_encoder=built(lambda: CLIPVisionModelWithProjection(
             CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                              patch_size=14, projection_dim=768)
-        ),
+        ), dtype),
         feature_extractor=CLIPImageProcessor(),
-        pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]),
+        pose_guider=built(lambda: PoseGuider(out_channels=unet2d.config.block_out_channels[0]), dtype),
     )
 
 

@@ -1,0 +1,216 @@
+"""Issue 12 (performance) on tiny models and real faces: which dtype `auto` picks and that an
+asked-for dtype is honoured, bf16 output close to fp32 output, reference keys/values
+projected once per video with the same frames as without, the motion UNet built around the
+image UNet's own tensors, and the threaded preview stream giving the frames of the plain one."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from vivid import VividPipeline
+from vivid.precision import DtypeError, choose_precision, cpu_has_native_bf16
+
+FAST = dict(window=4, overlap=1, steps=3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
+
+
+def capabilities(monkeypatch, **flags) -> None:
+    """Pretend the CPU has exactly `flags` (as torch.cpu.get_capabilities reports them)."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", **flags})
+
+
+@pytest.fixture(scope="module")
+def scene(analyzer, astronaut):
+    """A tiny pipeline's prepared reference and an 8-frame driving motion (the astronaut moving)."""
+    pipe = VividPipeline.tiny()
+    pipe.analyzer = analyzer
+    driving = [np.roll(astronaut, 6 * i, axis=1) for i in range(8)]
+    return pipe.prepare_reference(astronaut), pipe.prepare_driving(driving)
+
+
+def frames(pipe: VividPipeline, scene, **kw) -> np.ndarray:
+    ref, motion = scene
+    return np.stack([e.frame for e in pipe.generate(ref, motion, **{**FAST, **kw}) if e.kind == "frame"])
+
+
+# -- dtype choice ---------------------------------------------------------------------------
+def test_auto_is_fp32_on_a_cpu_without_native_bf16_and_bf16_with_it(monkeypatch):
+    capabilities(monkeypatch, avx512_f=True, avx512_bf16=False, amx_bf16=False)
+    assert not cpu_has_native_bf16()
+    chosen = choose_precision("auto", "cpu")
+    assert chosen.dtype == torch.float32 and "no native bf16" in str(chosen)
+    pipe = VividPipeline.tiny(dtype="auto")
+    assert pipe.unet.dtype == torch.float32 and pipe.precision.name == "fp32"
+    capabilities(monkeypatch, avx512_f=True, avx512_bf16=True)
+    assert choose_precision("auto", "cpu").dtype == torch.bfloat16
+    assert choose_precision(None, "cpu").dtype == torch.bfloat16  # None means auto
+    capabilities(monkeypatch, architecture="arm64", bf16=True)  # Arm's BF16 extension
+    assert choose_precision("auto", "cpu").dtype == torch.bfloat16
+
+
+def test_an_asked_for_dtype_is_honoured_everywhere(monkeypatch, tmp_path, scene):
+    capabilities(monkeypatch, avx512_bf16=False)  # auto would say fp32: the request must win
+    pipe = VividPipeline.tiny(dtype="bf16")
+    assert pipe.precision.name == "bf16" and pipe.precision.reason == "asked for"
+    for name in ("unet", "reference_net", "vae", "image_encoder", "pose_guider"):
+        assert {p.dtype for p in getattr(pipe, name).parameters()} == {torch.bfloat16}, name
+    out = frames(pipe, scene, steps=1)
+    assert out.dtype == np.uint8 and out.shape == (8, 64, 64, 3)
+    VividPipeline.tiny().save_pretrained(tmp_path / "model")
+    loaded = VividPipeline.from_pretrained(tmp_path / "model", device="cpu", dtype="fp16")
+    assert {p.dtype for p in loaded.unet.parameters()} == {torch.float16} and loaded.precision.name == "fp16"
+    old_name = VividPipeline.from_pretrained(tmp_path / "model", device="cpu", torch_dtype=torch.float32)
+    assert old_name.unet.dtype == torch.float32  # training's call keeps working
+    auto = VividPipeline.from_pretrained(tmp_path / "model", device="cpu")
+    assert auto.unet.dtype == torch.float32 and "auto" in str(auto.precision)
+
+
+def test_loading_goes_straight_to_the_dtype_with_the_saved_values(tmp_path):
+    pipe = VividPipeline.tiny()
+    pipe.save_pretrained(tmp_path / "model")
+    loaded = VividPipeline.from_pretrained(tmp_path / "model", device="cpu", dtype="bf16")
+    for name in ("unet", "reference_net", "pose_guider", "vae"):
+        saved = getattr(pipe, name).state_dict()
+        for key, value in getattr(loaded, name).state_dict().items():
+            assert value.device.type == "cpu", f"{name}.{key} left on {value.device}"
+            assert torch.equal(value, saved[key].to(value.dtype)), f"{name}.{key}"
+
+
+def test_unknown_dtypes_are_refused_with_the_value():
+    with pytest.raises(DtypeError, match="'fp8'"):
+        choose_precision("fp8")
+    with pytest.raises(DtypeError, match="int8"):
+        VividPipeline.tiny(dtype=torch.int8)
+
+
+# -- bf16 against fp32 ----------------------------------------------------------------------
+def test_bf16_output_stays_close_to_fp32(scene):
+    """Same seed, same weights: bf16 frames within 35 dB of fp32 ones (measured: ~50 dB);
+    another noise seed, for scale, lands near 13 dB."""
+    fp32 = frames(VividPipeline.tiny(), scene)
+    bf16 = frames(VividPipeline.tiny(dtype="bf16"), scene)
+    other_seed = frames(VividPipeline.tiny(), scene, seed=5)
+    assert psnr(fp32, bf16) > 35
+    assert psnr(fp32, other_seed) < 25
+
+
+# -- reference keys/values computed once -----------------------------------------------------
+def test_reference_keys_and_values_are_projected_once_per_video_with_the_same_frames(scene):
+    pipe = VividPipeline.tiny()
+    reader = next(m for n, m in pipe.unet.named_modules() if n.endswith("attn1") and "motion_modules" not in n)
+    ref_tokens = []
+
+    def spy(module, args):
+        ref_tokens.append(args[0].shape[0] <= 2)  # the reference batch (uncond, cond), not frames
+
+    handle = reader.to_k.register_forward_pre_hook(spy)
+    cached = frames(pipe, scene)
+    calls_cached, ref_cached = len(ref_tokens), sum(ref_tokens)
+    ref_tokens.clear()
+    pipe.bank.cache_kv = False
+    plain = frames(pipe, scene)
+    handle.remove()
+    assert np.array_equal(cached, plain)
+    assert ref_cached == 1  # projected once for the whole video...
+    assert len(ref_tokens) == calls_cached - 1  # ...where every UNet call projected them again before
+    assert not pipe.bank._kv  # and nothing is kept once the video is done
+
+
+def test_no_keys_values_are_cached_while_training():
+    """With gradients on (training, gradient checkpointing) every projection stays in the graph."""
+    from diffusers.models.attention_processor import Attention
+
+    from vivid.models.reference_attention import ReferenceBank, ReferenceReadProcessor
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8)
+    bank = ReferenceBank()
+    ref = torch.randn(1, 5, 16, requires_grad=True)
+    bank.write("block", ref)
+    out = ReferenceReadProcessor(bank, "block")(attn, torch.randn(3, 7, 16))
+    out.sum().backward()
+    assert not bank._kv and ref.grad is not None and ref.grad.abs().sum() > 0
+
+
+# -- construction -----------------------------------------------------------------------------
+def test_motion_unet_holds_the_image_unets_tensors_and_predicts_like_from_unet2d():
+    from diffusers import UNetMotionModel
+
+    from vivid.models.builders import tiny_parts
+
+    parts = tiny_parts(0)
+    copied = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
+    unet = parts.components()["unet"]
+    assert unet.conv_in.weight.data_ptr() == parts.unet2d.conv_in.weight.data_ptr()  # no second copy
+    assert not any(p.is_meta for p in unet.parameters())
+    sample, t, context = torch.randn(2, 4, 3, 8, 8), torch.tensor(10), torch.randn(6, 1, 32)
+    with torch.no_grad():
+        assert torch.equal(unet(sample, t, context).sample, copied(sample, t, context).sample)
+
+
+# -- threaded preview -------------------------------------------------------------------------
+def test_threaded_preview_gives_the_frames_of_the_plain_stream(astronaut):
+    from vivid.media import read_video
+    from vivid.preview import PreviewAnimator
+    from vivid.preview_stream import StreamConfig, stream_in_threads
+
+    clip = list(read_video(shared_file("driving", "d0.mp4"), max_frames=40))
+    blank = np.zeros_like(clip[0])
+    driving = [blank] * 14 + clip  # no face at first: those frames show the reference
+    animator = PreviewAnimator()
+    plain = list(animator.stream(astronaut, driving, fps=25))
+    threaded = list(stream_in_threads(animator, astronaut, iter(driving), fps=25, config=StreamConfig(depth=3, warp_workers=2)))
+    assert len(threaded) == len(plain) == len(driving)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, threaded))
+    assert np.array_equal(threaded[0], astronaut) and not np.array_equal(threaded[-1], astronaut)
+
+
+def test_background_stages_keep_order_pass_errors_on_and_stop_when_closed():
+    from vivid.background import ordered_map, run_ahead
+
+    def slow_square(x: int) -> int:
+        time.sleep(0.001 * (x % 3))
+        return x * x
+
+    assert list(ordered_map(slow_square, run_ahead(range(30), depth=2), workers=3, depth=4)) == [x * x for x in range(30)]
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(run_ahead(broken()))
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    stream = run_ahead(endless(), depth=4, name="endless")
+    assert next(stream) == 0
+    time.sleep(0.2)
+    assert len(produced) <= 4 + 2  # bounded: the producer waits for the consumer
+    stream.close()
+    time.sleep(0.3)
+    assert not any(t.name == "vivid-endless" for t in threading.enumerate())
