@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _end_progress_bars()
         print("vivid: interrupted; no output was written (an earlier file there is untouched)", file=sys.stderr)
-        return 130
+        return 143 if getattr(_terminated, "received", False) else 130
     except Exception as exc:
         _end_progress_bars()
         message, anticipated = describe_error(exc)
@@ -352,6 +352,7 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
 
 
 def _terminated(signum, frame) -> NoReturn:
+    _terminated.received = True  # type: ignore[attr-defined]
     raise KeyboardInterrupt
 
 

@@ -57,7 +57,8 @@ class WeightsError(ValueError):
 
 def _whole(name: str, value, low: int, high: int | None = None, unit: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer():
+        if not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) \
+                and float(value).is_integer():
             value = int(value)  # 24.0 from a slider is 24
         else:
             raise OptionError(f"{name} must be a whole number{unit}, got {value!r}", name)

@@ -17,6 +17,18 @@ CHATTY = ("diffusers", "transformers", "accelerate", "huggingface_hub", "torch",
           "libav", "httpx", "urllib3", "facer", "timm", "mediapipe")
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is at the time (tqdm and test captures swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class _Format(logging.Formatter):
     """`vivid: warning: message` for our records; the logger's name for a library's."""
 
@@ -39,8 +51,9 @@ def configure(verbose: bool = False, prog: str = "vivid") -> None:
     silenced at its source where possible and filtered out of stderr otherwise."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+        if isinstance(handler.formatter, _Format):  # ours, from an earlier call
+            root.removeHandler(handler)
+    handler = _Stderr()
     handler.setFormatter(_Format(prog))
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
