@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SHARED_DRIVING = ROOT.parent / "shared" / "data" / "driving"
-GB = 1024**3
+GB = 1024**3  # GiB, the unit of "24 GB" GPU cards (a 24 GB RTX 3090/4090 holds 24,576 MiB)
 #: Rough available-memory needs of the SD 1.5-sized CPU children (setup peaks included), in GB.
 CPU_NEEDS_GB = {"stage1": 18.0, "stage2": 16.0}
 
@@ -436,6 +436,13 @@ def _prepare(inputs: list[str], out: Path, resolution: int, extra: list[str]) ->
 
 # -- the parent --------------------------------------------------------------------------------
 def run_child(kind: str, timeout: float, **kw) -> dict:
+    """`_run_child`, its raw figures also printed (as JSON) for the record."""
+    result = _run_child(kind, timeout, **kw)
+    print(f"raw {kind} {json.dumps(kw)}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def _run_child(kind: str, timeout: float, **kw) -> dict:
     """Run one measurement in a fresh process; kill it (by its pid) if the machine's
     available memory falls below 1 GB."""
     cmd = [sys.executable, __file__, "--child", json.dumps({"kind": kind, **kw})]
@@ -504,7 +511,7 @@ def report_sd15(r: dict, device: str) -> str:
         + (" (stand-in: the configured Adam with 8-bit state needs bitsandbytes on CUDA)" if r["stand_in"] else "")
         + f"; {r['threads']} torch threads; 1-min load average {r['load_start']:.1f} → {r['load_end']:.1f}.",
         "",
-        f"| {name} ({'GPU: ' + r['gpu'] if cuda else 'this CPU'}) | memory GB ({unit}) | seconds from step start |",
+        f"| {name} ({'GPU: ' + r['gpu'] if cuda else 'this CPU'}) | memory GiB ({unit}) | seconds from step start |",
         "|---|---|---|",
         f"| baseline: at the step's start (weights of every network and all else already in memory) | "
         f"{_gb(first['cuda_start'] if cuda else first['rss_start'])} | 0 |",
@@ -524,17 +531,24 @@ def report_sd15(r: dict, device: str) -> str:
         lines.append(f"| step {len(s)} (optimizer state, if any, present throughout): whole step | "
                      f"{_gb(last['step_done' + peak_key])} | {last['step_done_s']:.1f} |")
     fb = first["backward_done" + peak_key]
+    host = 0.0 if cuda else first["rss_start"] - weights_gb * GB  # libraries, interpreter, data: not GPU memory
     lines += ["", f"Memory of one full step with the optimizer state (fwd+bwd peak measured, state **computed** "
-              f"from {trainable / 1e9:.3f} B trainable parameters; state is held through forward and backward from step 2 on):", ""]
-    lines += ["| optimizer | state GB (computed) | measured fwd+bwd peak + state, GB |", "|---|---|---|"]
+              f"from {trainable / 1e9:.3f} B trainable parameters; from step 2 on the state is held through forward "
+              "and backward):", ""]
+    head = "| optimizer | state GiB (computed) | measured fwd+bwd peak + state, GiB |"
+    if not cuda:
+        head += (f" the same without the process's host-only share ({host / GB:.2f} GiB: RSS at the step's start minus "
+                 "the parameters), the closest CPU figure to GPU memory, GiB |")
+    lines += [head, "|---|---|---|" + ("---|" if not cuda else "")]
     for label, b in (("Adam with 8-bit state (bitsandbytes), 2 bytes/param", 2), ("Adam, fp32 state, 8 bytes/param", 8)):
-        lines.append(f"| {label} | {trainable * b / GB:.2f} | {(fb + trainable * b) / GB:.2f} |")
+        row = f"| {label} | {trainable * b / GB:.2f} | {(fb + trainable * b) / GB:.2f} |"
+        lines.append(row + (f" {(fb - host + trainable * b) / GB:.2f} |" if not cuda else ""))
     if not r["stand_in"] and len(s) == 1:
         lines.append(f"\n(The step above ran {opt} for real; its state was created inside the step, after backward.)")
     if "adapter_gb" in r:
-        lines.append(f"\nLeft out of this process: the motion adapter ({r['adapter_gb']:.2f} GB fp32) that stage 1 keeps "
+        lines.append(f"\nLeft out of this process: the motion adapter ({r['adapter_gb']:.2f} GiB fp32) that stage 1 keeps "
                      "on the host only to export the model; it never reaches the GPU.")
-    lines.append("\nParameters per network as the step saw them, GB: "
+    lines.append("\nParameters per network as the step saw them, GiB: "
                  + ", ".join(f"{k} {v:.2f}" for k, v in w.items() if k != "trainable_fp32_gb")
                  + f" (of which trainable {w['trainable_fp32_gb']:.2f}).")
     return "\n".join(lines) + "\n"
@@ -558,18 +572,27 @@ def extrapolate(results: list[dict], target: int, device: str) -> str:
         f"**{target} frames: computed, not measured** — a straight line through the {fa}- and {fb}-frame runs "
         f"above (activations and time grow with the frame count; weights do not):\n\n"
         f"| {target} frames, extrapolated | value |\n|---|---|\n"
-        f"| forward + backward peak | {fwd_bwd / GB:.2f} GB ({per_frame / GB:.3f} GB per frame) |\n"
+        f"| forward + backward peak | {fwd_bwd / GB:.2f} GiB ({per_frame / GB:.3f} GiB per frame) |\n"
         f"| + Adam fp32 state of the {b['trainable'] / 1e6:.0f} M temporal parameters (computed, 8 bytes/param) | "
-        f"{(fwd_bwd + adam) / GB:.2f} GB |\n"
+        f"{(fwd_bwd + adam) / GB:.2f} GiB |\n"
         f"| seconds per step (first step, this machine's load) | {step_s:.0f} ({s_per_frame:.0f} per frame) |\n"
+        + ("" if device == "cuda" else
+           f"| the same peak + state without the process's host-only share (as above), the closest CPU figure to GPU "
+           f"memory | {(fwd_bwd + adam - _host_share(b)) / GB:.2f} GiB |\n")
     )
+
+
+def _host_share(r: dict) -> float:
+    """Bytes of the process at the step's start that are not parameters (libraries, interpreter, data)."""
+    params = sum(v for k, v in r["weights"].items() if k != "trainable_fp32_gb") * GB
+    return r["steps"][0]["rss_start"] - params
 
 
 def report_infer(r: dict) -> str:
     return (f"Inference with `VividPipeline` (SD 1.5-sized random weights, {r['dtype']}, 512 px, {r['frames']} frames, "
             f"window {r['window']}, {r['steps']} DDIM steps, guidance 3.5) on {r['gpu'] or 'the CPU'}: "
             f"**{r['seconds'] / r['frames']:.2f} s per frame** ({r['seconds']:.1f} s in all; first frame after "
-            f"{r['first_frame_s']:.1f} s); peak memory {_gb(r['peak'])} GB vs {_gb(r['weights'])} GB of weights.\n")
+            f"{r['first_frame_s']:.1f} s); peak memory {_gb(r['peak'])} GiB vs {_gb(r['weights'])} GiB of weights.\n")
 
 
 def main() -> None:
