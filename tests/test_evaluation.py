@@ -244,10 +244,13 @@ def test_lpips_loads_a_given_backbone_and_says_what_it_needs_otherwise(tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("clip", ["d0.mp4", "d9.mp4", "d12.mp4"])
+@pytest.mark.parametrize("clip", ["d0.mp4", "d3.mp4", "d9.mp4", "d12.mp4"])
 def test_preview_beats_the_still_frame_on_real_clips(tmp_path, clip):
+    """Over 200 frames (8 s): in a 60-frame stretch where the head barely moves (d9) the
+    still frame's pose error (0.2 degrees) is below the measurement noise, and the
+    comparison says nothing."""
     out = evaluate(EvaluationConfig(output=tmp_path / "run", self_clips=[shared_file("driving", clip)],
-                                    engines=("still", "preview"), frames=60, resolution=256, side_by_side=False))
+                                    engines=("still", "preview"), frames=200, resolution=256, side_by_side=False))
     rows = clip_rows(out)
     assert rows["preview"]["psnr"] > rows["still"]["psnr"]
     assert rows["preview"]["expression_error"] < rows["still"]["expression_error"]
