@@ -131,6 +131,8 @@ LABEL_NOTES = {
 }
 
 _analyzer: FaceAnalyzer | None = None
+_preview_analyzer: FaceAnalyzer | None = None
+_analyzers_lock = threading.Lock()
 _weights: str | None = None  # saved VividPipeline folder or hub id, from --weights / $VIVID_WEIGHTS
 _pipeline = None
 _pipeline_lock = threading.Lock()  # one diffusion job at a time
@@ -148,9 +150,21 @@ class TimeLimit(Exception):
 
 def analyzer() -> FaceAnalyzer:
     global _analyzer
-    if _analyzer is None:
-        _analyzer = FaceAnalyzer("auto")
+    with _analyzers_lock:
+        if _analyzer is None:
+            _analyzer = FaceAnalyzer("auto")
     return _analyzer
+
+
+def preview_analyzer() -> FaceAnalyzer:
+    """The preview engine's face analyser (mesh only), shared by every job: one per job left
+    open keeps its MediaPipe models, ~40 MB of native memory, after the job (its `analyze` is
+    locked; each video's tracking makes and closes its own runner)."""
+    global _preview_analyzer
+    with _analyzers_lock:
+        if _preview_analyzer is None:
+            _preview_analyzer = FaceAnalyzer("mesh", segment=False)
+    return _preview_analyzer
 
 
 def visitor_text(message: str) -> str:
@@ -306,6 +320,16 @@ def _job_dir(kind: str) -> Path:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     sweep_outputs()
     return Path(tempfile.mkdtemp(prefix=f"{kind}_", dir=OUTPUT_DIR))
+
+
+def limit_heap_arenas(count: int = 2) -> None:
+    """glibc gives each thread that allocates at the same time its own heap arena (up to 8 per
+    core) and keeps their pages; with jobs on several threads the server's memory then settles
+    well above its baseline. Two arenas keep it within a few MB (bench/app_load.py)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def release_memory() -> None:
@@ -518,7 +542,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
     if engine == "preview":
         from vivid.preview import PreviewAnimator, PreviewConfig
 
-        frames = PreviewAnimator(PreviewConfig(crop_only=crop_only, relative=not absolute)).stream(ref, source, fps)
+        config = PreviewConfig(crop_only=crop_only, relative=not absolute)
+        frames = PreviewAnimator(config, preview_analyzer()).stream(ref, source, fps)
     else:
         frames = _diffusion_frames(ref, source, fps, total, state, check, window=int(window),
                                    overlap=int(overlap), cyclic=bool(cyclic), steps=int(steps),
@@ -693,6 +718,23 @@ CSS = """
 """
 
 
+def portrait_input(**kwargs) -> gr.Image:
+    """An image upload whose callback gets the file's path unopened. Gradio's own
+    preprocessing opens every upload with PIL first, which turns a decompression bomb into an
+    opaque error; `load_image` instead reads the size from the header and refuses with a
+    message (AppLimits.image_pixels)."""
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    default = component.preprocess
+
+    def preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)  # what Gradio returns too for a file path, minus opening it
+        return default(payload)
+
+    component.preprocess = preprocess
+    return component
+
+
 def build() -> gr.Blocks:
     portraits = sorted(str(p) for p in ASSETS.glob("*.jpg"))
     examples = [[str(ASSETS / p), template_preview(ASSETS / "templates" / t), str(ASSETS / "templates" / t)]
@@ -711,7 +753,7 @@ def build() -> gr.Blocks:
         )
         with gr.Tab("Animate"):
             with gr.Row():
-                ref_in = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="animate-reference")
+                ref_in = portrait_input(label="Portrait", elem_id="animate-reference")
                 drv_in = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
                                   elem_id="animate-driving")
             tpl_in = gr.File(label="…or a motion template (.npz: motion and sound, no pixels)", file_types=[".npz"],
@@ -763,8 +805,8 @@ def build() -> gr.Blocks:
                         "when you start: that pose is the portrait's own. Nothing is recorded.")
             session = gr.State()
             with gr.Row():
-                live_ref = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="live-reference",
-                                    value=portraits[0] if portraits else None)
+                live_ref = portrait_input(label="Portrait", elem_id="live-reference",
+                                          value=portraits[0] if portraits else None)
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="live-webcam")
             with gr.Row():
                 live_out = gr.Image(label="Animated portrait", format="jpeg", elem_id="live-output")
@@ -779,7 +821,7 @@ def build() -> gr.Blocks:
         with gr.Tab("Parsing"):
             with gr.Tab("Portrait"):
                 with gr.Row():
-                    image_in = gr.Image(type="filepath", image_mode=None, label="Portrait", elem_id="parse-image-input")
+                    image_in = portrait_input(label="Portrait", elem_id="parse-image-input")
                     image_info = gr.Textbox(label="Analysis", lines=4, elem_id="parse-image-info")
                 with gr.Row():
                     parsing_out = gr.Image(label="Parsing map", format="png", elem_id="parse-parsing")
@@ -815,6 +857,9 @@ def launch(demo: gr.Blocks, **kwargs) -> None:
     """Queue limits (diffusion runs one job at a time inside `animate`; visitors beyond the
     queue are told it is full), the upload limit, and launch."""
     kwargs.setdefault("max_file_size", f"{LIMITS.upload_mb:g}mb")
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = LIMITS.image_pixels  # PIL's own guard, for images Gradio decodes (webcam frames)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     gc.collect()
     gc.freeze()  # start-up objects live as long as the server: keep them out of every later collection
@@ -836,6 +881,7 @@ def main() -> None:
     args = parser.parse_args()
     global _weights
     _weights = args.weights
+    limit_heap_arenas()
     from vivid.terminal import configure
 
     configure(verbose=args.verbose, prog="app")

@@ -691,12 +691,16 @@ def test_app_caps_the_output_size_and_warns_about_a_cut_short_clip(web, files, m
     assert any("so the video plays in browsers" in m for m in shown)
 
 
-def test_gradio_never_decodes_an_uploaded_portrait_itself():
-    """gr.Image converts an upload whose mode is not RGB (e.g. a 1-bit bomb) before the callback
-    runs; with image_mode=None it hands over the path and our header check comes first."""
+def test_gradio_never_opens_an_uploaded_portrait_itself(tmp_path):
+    """Gradio's own preprocessing opens every image upload with PIL, which turns a bomb into an
+    opaque error; the portrait inputs hand the path over unopened, so our header check speaks."""
     import gradio as gr
+    from gradio.data_classes import ImageData
 
     import app
 
+    bomb = huge_png(tmp_path / "bomb.png", 40000, 40000)
     images = [b for b in app.build().blocks.values() if isinstance(b, gr.Image) and b.type == "filepath"]
-    assert len(images) == 3 and all(b.image_mode is None for b in images)
+    assert len(images) == 3
+    for image in images:
+        assert image.preprocess(ImageData(path=str(bomb), orig_name="bomb.png")) == str(bomb)
