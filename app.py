@@ -25,8 +25,8 @@ from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, c
 from vivid.face.labels import LABELS, PARSING_PALETTE
 from vivid.face.template import TemplateError
 from vivid.media import (
-    BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_video, fit_within, load_image, probe_video,
-    read_video, write_video,
+    BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_image, check_video, fit_within, load_image,
+    probe_video, read_video, write_video,
 )
 from vivid.options import OptionError, check_denoising
 
@@ -469,6 +469,44 @@ def tab_closed(request: gr.Request = None) -> None:
     cancel(request)
 
 
+#: The Animate inputs in order (the callback's parameters), for the request check's answers.
+ANIMATE_INPUTS = ("reference", "driving", "template", "engine", "crop_only", "absolute", "want_side", "steps",
+                  "guidance", "seed", "window", "overlap", "cyclic")
+
+
+def check_request(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
+                  absolute: bool, want_side: bool, steps: float, guidance: float, seed: float, window: float,
+                  overlap: float, cyclic: bool) -> list:
+    """Gradio's validator for Animate: runs when the request arrives, before it joins the
+    queue, so a request beyond the limits (image pixels, video size and duration, template
+    length) or with bad settings is refused at once, with the message next to its input, even
+    while other visitors' jobs run. Reads headers only; `animate` checks the same again."""
+    problems: dict[str, str] = {}
+
+    def check(name: str, fn) -> None:
+        try:
+            fn()
+        except (InputError, TemplateError, OptionError) as exc:
+            problems[getattr(exc, "option", None) or name] = visitor_text(str(exc))
+
+    if reference:
+        check("reference", lambda: check_image(reference, LIMITS.media))
+    if template:
+        check("template", lambda: _check_template_length(template))
+    elif driving:
+        check("driving", lambda: probe_video(driving, LIMITS.media))
+    if ENGINES.get(engine, engine) == "diffusion":
+        check("steps", lambda: check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed))
+    return [gr.validate(name not in problems, problems.get(name, "")) for name in ANIMATE_INPUTS]
+
+
+def _check_template_length(path: str) -> None:
+    motion = MotionTemplate.load(path)
+    if motion.duration > LIMITS.video_seconds:
+        raise InputError(f"This motion template lasts {motion.duration:.0f} s; the limit here is "
+                         f"{LIMITS.video_seconds:g} s.")
+
+
 def animate(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
             absolute: bool, want_side: bool, steps: int, guidance: float, seed: int, window: int, overlap: int,
             cyclic: bool, request: gr.Request = None) -> Iterator[tuple]:
@@ -485,11 +523,9 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         if engine == "diffusion":  # the same checks as the CLI's and the Python API's (vivid.options)
             check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed)
         if template:
+            _check_template_length(template)
             motion = MotionTemplate.load(template)
             fps, total = motion.fps, len(motion)
-            if motion.duration > LIMITS.video_seconds:
-                raise InputError(f"This motion template lasts {motion.duration:.0f} s; the limit here is "
-                                 f"{LIMITS.video_seconds:g} s.")
         else:
             motion = None
             info = check_video(driving, limits=LIMITS.media)
@@ -790,8 +826,9 @@ def build() -> gr.Blocks:
             inputs = [ref_in, drv_in, tpl_in, engine, crop_only, absolute, want_side, steps, guidance, seed, window,
                       overlap, cyclic]
             outputs = [live, result_video, side_video, status, progress]
-            run = go.click(animate, inputs, outputs, show_progress="hidden")
-            ran = [ex.load_input_event.then(animate, inputs, outputs, show_progress="hidden")] if ex else []
+            run = go.click(animate, inputs, outputs, show_progress="hidden", validator=check_request)
+            ran = [ex.load_input_event.then(animate, inputs, outputs, show_progress="hidden", validator=check_request)
+                   ] if ex else []
             stop.click(cancel, None, status, cancels=[run, *ran], queue=False)
             drv_in.upload(lambda: None, None, tpl_in, queue=False)
             drv_in.stop_recording(lambda: None, None, tpl_in, queue=False)

@@ -147,7 +147,7 @@ def make_inputs(folder: Path, side: int = 256, frames: int = 24, fps: int = 12, 
     write_video(folder / "clip.mp4", (np.roll(face, 2 * i, axis=1) for i in range(frames)), fps)
     slow = int(video_seconds) + 3  # frames at 1 fps: a long clip in a small file
     write_video(folder / "too_long.mp4", (np.roll(face, 3 * i, axis=1) for i in range(slow)), 1)
-    (folder / "too_big.mp4").write_bytes(os.urandom(int(upload_mb * 1e6) + 200_000))
+    (folder / "too_big.mp4").write_bytes(os.urandom(int(upload_mb * 2**20 * 1.1)))  # Gradio's "mb" is MiB
     return Inputs(folder / "portrait.png", folder / "clip.mp4", folder / "too_long.mp4",
                   huge_png(folder / "bomb.png", 40000, 40000), folder / "too_big.mp4")
 

@@ -68,6 +68,8 @@ def test_requests_beyond_the_limits_are_refused_politely(loaded):
     refused = {o.kind: o for o in loaded["run"].outcomes if o.kind != "job"}
     assert set(refused) == {"video too long", "image bomb", "upload too large"}
     assert not any(o.completed for o in refused.values())
+    for kind in ("video too long", "image bomb"):  # answered on arrival, not after waiting in the queue
+        assert refused[kind].message.startswith("ValidationError: 1 parameter(s) failed validation"), refused[kind]
     assert "too_long.mp4 lasts 13 s; the limit is 10 s" in refused["video too long"].message
     assert "bomb.png is far too large" in refused["image bomb"].message and "the limit is 4 MP" in refused["image bomb"].message
     assert "exceeds the maximum file size" in refused["upload too large"].message  # the client knows the limit

@@ -704,3 +704,19 @@ def test_gradio_never_opens_an_uploaded_portrait_itself(tmp_path):
     assert len(images) == 3
     for image in images:
         assert image.preprocess(ImageData(path=str(bomb), orig_name="bomb.png")) == str(bomb)
+
+
+def test_requests_are_checked_on_arrival_before_they_join_the_queue(web, files, tmp_path, monkeypatch):
+    monkeypatch.setattr(web, "LIMITS", web.AppLimits(video_seconds=1.0, image_pixels=1_000_000))
+    args = dict(reference=str(huge_png(tmp_path / "bomb.png", 40000, 40000)), driving=str(files / "driving.mp4"),
+                template=None, engine="Diffusion model", crop_only=False, absolute=False, want_side=False, steps=25,
+                guidance=3.5, seed=-1, window=24, overlap=4, cyclic=True)
+    answers = dict(zip(web.ANIMATE_INPUTS, web.check_request(**args)))
+    refused = {name: a["message"] for name, a in answers.items() if not a["is_valid"]}
+    assert set(refused) == {"reference", "driving", "seed"}
+    assert "far too large" in refused["reference"] and "the limit is 1 s" in refused["driving"]
+    assert "seed must be between 0" in refused["seed"] and str(tmp_path) not in str(refused)
+    good = dict(args, reference=str(files / "portrait.png"), seed=0, engine=PREVIEW,
+                template=str(ROOT / "assets" / "templates" / "talking.npz"))
+    monkeypatch.setattr(web, "LIMITS", web.AppLimits())
+    assert all(a["is_valid"] for a in web.check_request(**good))

@@ -193,14 +193,26 @@ def _check_size(w: int, h: int, name: str, max_pixels: int = MAX_PIXELS) -> None
         )
 
 
+def check_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[int, int]:
+    """(width, height) of an image file from its header alone, with the errors of `load_image`
+    for a file that is missing, not an image, or too large: cheap enough to run on every request."""
+    return _read_image(path, limits, decode=False)
+
+
 def load_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> Loaded:
     """Read an image file upright (EXIF applied) as RGB uint8, with a clear error if it cannot
     be. Its size is checked from the header before any pixel is decoded (decompression bombs)."""
+    return _read_image(path, limits, decode=True)
+
+
+def _read_image(path: str | Path, limits: MediaLimits, decode: bool):
     path = existing_file(path, "an image file")
     try:
         with Image.open(path) as img:
             w, h = img.size
             _check_size(w, h, path.name, limits.max_image_pixels)
+            if not decode:
+                return w, h
             img.load()
             return _from_pil(img, path.name)
     except Image.DecompressionBombError as exc:  # PIL's own guard fired while reading the header
