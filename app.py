@@ -134,6 +134,7 @@ _analyzer: FaceAnalyzer | None = None
 _preview_analyzer: FaceAnalyzer | None = None
 _analyzers_lock = threading.Lock()
 _weights: str | None = None  # saved VividPipeline folder or hub id, from --weights / $VIVID_WEIGHTS
+_dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVID_DTYPE (vivid.precision)
 _pipeline = None
 _pipeline_lock = threading.Lock()  # one diffusion job at a time
 _jobs: dict[str, threading.Event] = {}  # session -> stop flag of its running animation
@@ -392,7 +393,11 @@ def _pipeline_or_error():
         from vivid import VividPipeline
 
         try:
-            _pipeline = VividPipeline.tiny() if _weights == "tiny" else VividPipeline.from_pretrained(_weights)
+            if _weights == "tiny":
+                _pipeline = VividPipeline.tiny(dtype=_dtype)
+            else:
+                _pipeline = VividPipeline.from_pretrained(_weights, dtype=_dtype)
+            log.info("diffusion engine in %s", _pipeline.precision)
         except Exception as exc:  # missing files, no network for a hub id, wrong format
             log.exception("could not load the diffusion weights %s", _weights)
             reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) and str(exc) else "see the server log"
@@ -579,18 +584,23 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         from vivid.preview import PreviewAnimator, PreviewConfig
 
         config = PreviewConfig(crop_only=crop_only, relative=not absolute)
-        frames = PreviewAnimator(config, preview_analyzer()).stream(ref, source, fps)
+        from vivid.preview_stream import stream_in_threads  # decoding, tracking and warping overlap
+
+        frames = stream_in_threads(PreviewAnimator(config, preview_analyzer()), ref, source, fps)
     else:
         frames = _diffusion_frames(ref, source, fps, total, state, check, window=int(window),
                                    overlap=int(overlap), cyclic=bool(cyclic), steps=int(steps),
                                    guidance=float(guidance), seed=int(seed), relative=not absolute,
                                    paste_back=not crop_only)
 
+    first_frame = threading.Event()  # the live view shows it at once, not at the next refresh
+
     def counted() -> Iterator[np.ndarray]:
         for frame in frames:
             check()
             state["frames"] += 1
             state["latest"] = frame
+            first_frame.set()
             if engine == "preview":
                 state["fraction"] = state["frames"] / total if total else None
             else:
@@ -637,7 +647,10 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
     worker.start()
     try:
         while worker.is_alive():
-            worker.join(PREVIEW_INTERVAL)
+            if first_frame.is_set():
+                worker.join(PREVIEW_INTERVAL)
+            else:
+                first_frame.wait(PREVIEW_INTERVAL)
             state["pulled"] = time.monotonic()
             fraction = state["fraction"]
             elapsed = time.monotonic() - state["t0"]
@@ -692,7 +705,7 @@ def _diffusion_frames(ref, driving, fps, total, state, check, **options) -> Iter
         for event in events:
             check()  # between denoising steps: a cancel stops after the current step
             if event.kind == "progress":
-                state["status"] = f"denoising step {event.step}/{event.total}"
+                state["status"] = f"denoising step {event.step}/{event.total} ({_pipeline_or_error().precision.name})"
                 state["fraction"] = 0.9 * event.step / max(event.total, 1)
                 if event.preview is not None:
                     state["latest"] = event.preview
@@ -912,12 +925,15 @@ def main() -> None:
     parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
                         help="saved VividPipeline folder or Hugging Face hub id for the diffusion engine "
                              "(default: $VIVID_WEIGHTS; 'tiny' = random tiny model for testing)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=os.environ.get("VIVID_DTYPE", "auto"),
+                        help="number format of the diffusion networks (default $VIVID_DTYPE or auto: bf16 on CPUs and "
+                             "GPUs that compute it natively, fp16 on other GPUs, fp32 on other CPUs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' own messages too")
     parser.epilog = "Limits per request, set by environment variables: " + ", ".join(
         f"{var}={getattr(LIMITS, name):.10g}" for name, var in LIMIT_VARIABLES.items())
     args = parser.parse_args()
-    global _weights
-    _weights = args.weights
+    global _weights, _dtype
+    _weights, _dtype = args.weights, args.dtype
     limit_heap_arenas()
     from vivid.terminal import configure
 

@@ -28,7 +28,7 @@ from .options import AnimateOptions, check_output, check_output_folder
 log = logging.getLogger("vivid.cli")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "wrap", "steps", "guidance", "seed", "parser")
+DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "wrap", "steps", "guidance", "seed", "parser", "dtype")
 
 
 class UsageError(ValueError):
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
     d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3.5)")
     d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    d.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="number format the networks run in (default auto: bf16 on CPUs and GPUs that compute it "
+                        "natively, fp16 on other GPUs, fp32 on other CPUs)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
     p.add_argument("input", help="image or video")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
@@ -143,7 +146,10 @@ def animate(args: argparse.Namespace) -> None:
         from .preview import PreviewAnimator, PreviewConfig
 
         config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
-        frames = PreviewAnimator(config).stream(reference, _frames(args.driving, args.max_frames, total, "animating"), info.fps)
+        from .preview_stream import stream_in_threads  # decoding, tracking and warping overlap
+
+        frames = stream_in_threads(PreviewAnimator(config), reference, read_video(args.driving, max_frames=args.max_frames), info.fps)
+        frames = _counted(frames, total, "animating")
     else:
         frames = _diffusion_frames(args, reference, info.fps, total)
     n = write_video(out, frames, info.fps, audio_from=args.driving)
@@ -154,20 +160,35 @@ def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path
     """`animate REF TEMPLATE.npz`: the template's motion, fps and (when stored) sound."""
     import dataclasses
 
-    from tqdm import tqdm
-
     if args.max_frames:
         template = dataclasses.replace(template, points=template.points[: args.max_frames],
                                        interpolated=template.interpolated[: args.max_frames])
     if args.engine == "preview":
         from .preview import PreviewAnimator, PreviewConfig
+        from .preview_stream import stream_in_threads
 
         config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
-        frames = tqdm(PreviewAnimator(config).stream(reference, template), total=len(template), desc="animating", unit="frame")
+        frames = _counted(stream_in_threads(PreviewAnimator(config), reference, template), len(template), "animating")
     else:
         frames = _diffusion_frames(args, reference, template.fps, len(template), driving=template)
     n = template.write_video(out, frames)
     print(f"wrote {n} frames to {out}" + (" with the template's sound" if template.has_audio else ""), file=sys.stderr)
+
+
+def _counted(frames: Iterator[np.ndarray], total: int | None, desc: str) -> Iterator[np.ndarray]:
+    """`frames` with a progress bar that appears with the first frame (a refusal before it,
+    e.g. no face in the portrait, stays the only line)."""
+    from tqdm import tqdm
+
+    first = next(frames, None)
+    if first is None:
+        return
+    with tqdm(total=total, desc=desc, unit="frame") as bar:
+        bar.update(1)
+        yield first
+        for frame in frames:
+            bar.update(1)
+            yield frame
 
 
 def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: float, total: int | None,
@@ -179,10 +200,12 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
 
     quiet_loaded_libraries()  # diffusers and transformers are loaded now
     # The weights folder was checked with the other options (vivid.options).
+    dtype = args.dtype or "auto"
     if args.weights == "tiny":
-        pipe = VividPipeline.tiny(resolution=args.size or 64)
+        pipe = VividPipeline.tiny(resolution=args.size or 64, dtype=dtype)
     else:
-        pipe = VividPipeline.from_pretrained(args.weights)
+        pipe = VividPipeline.from_pretrained(args.weights, dtype=dtype)
+    print(f"diffusion engine in {pipe.precision}", file=sys.stderr)
     if args.parser:
         pipe.analyzer = FaceAnalyzer(args.parser)
     options = {k: getattr(args, k) for k in ("window", "overlap", "steps", "guidance", "seed") if getattr(args, k) is not None}
