@@ -264,7 +264,7 @@ def _children_hwm() -> list[int]:
 
 
 def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames: int, resolution: int,
-               threads: int, check: bool = False) -> dict:
+               threads: int, check: bool = False, checkpoint_temporal: bool = False) -> dict:
     """SD 1.5-sized random networks through the real Trainer: `steps` steps of `stage`."""
     import torch
 
@@ -320,6 +320,8 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
             parts = make_parts(0)
             unet = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
             parts.adapter = None
+            if checkpoint_temporal:
+                held["checkpointed_temporal"] = checkpoint_motion_modules(unet)
             return cls(vae=parts.vae, image_encoder=parts.image_encoder, feature_extractor=parts.feature_extractor,
                        reference_net=parts.unet2d, unet=unet, pose_guider=parts.pose_guider,
                        scheduler=DDIMScheduler(**scheduler_config()), resolution=resolution, face_backend="mesh")
@@ -348,6 +350,30 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
         load_start=load0, load_end=os.getloadavg()[0], total_s=total, **info, **held,
         gpu=torch.cuda.get_device_name() if cuda else None,
     )
+
+
+def checkpoint_motion_modules(unet) -> int:
+    """Experiment, not the Trainer's setting: recompute each temporal layer in the backward
+    pass (diffusers' motion blocks checkpoint only their resnets and spatial transformers;
+    the temporal layers, the ones stage 2 trains, keep all their activations)."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    count = 0
+    for module in unet.modules():
+        if type(module).__name__ == "AnimateDiffTransformer3D":
+            plain = module.forward
+
+            def forward(hidden_states, *args, _plain=plain, **kw):
+                if torch.is_grad_enabled():
+                    return checkpoint(_plain, hidden_states, *args, use_reentrant=False, **kw)
+                return _plain(hidden_states, *args, **kw)
+
+            module.forward = forward
+            count += 1
+    if not count:
+        raise RuntimeError("no AnimateDiffTransformer3D in the UNet: update bench/training.py")
+    return count
 
 
 def child_infer(device: str, frames: int, steps: int, resolution: int, window: int) -> dict:
@@ -509,6 +535,8 @@ def report_sd15(r: dict, device: str) -> str:
         f"({', '.join(r['trainable_dtypes'])}); mixed precision {r['mixed_precision']}, gradient checkpointing "
         f"{'on' if r['gradient_checkpointing'] else 'off'}; optimizer in the step: {opt}"
         + (" (stand-in: the configured Adam with 8-bit state needs bitsandbytes on CUDA)" if r["stand_in"] else "")
+        + (f"; **experiment: the {r['checkpointed_temporal']} temporal layers checkpointed too** (not the Trainer's setting)"
+           if r.get("checkpointed_temporal") else "")
         + f"; {r['threads']} torch threads; 1-min load average {r['load_start']:.1f} → {r['load_end']:.1f}.",
         "",
         f"| {name} ({'GPU: ' + r['gpu'] if cuda else 'this CPU'}) | memory GiB ({unit}) | seconds from step start |",
@@ -614,6 +642,9 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print, do not write bench/RESULTS.md")
     parser.add_argument("--check", action="store_true",
                         help="run the SD 1.5 code path with the tiny networks (a quick test of this script; implies --no-record)")
+    parser.add_argument("--checkpoint-temporal", action="store_true",
+                        help="experiment: stage 2 with its temporal layers under gradient checkpointing too (diffusers "
+                             "checkpoints only the motion blocks' resnets and spatial transformers); reported apart")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -657,7 +688,7 @@ def main() -> None:
                 try:
                     r = run_child("sd15", args.timeout, stage=stage, device=args.device, data=str(data), work=str(work),
                                   steps=steps, frames=frames, resolution=args.resolution, threads=args.threads,
-                                  check=args.check)
+                                  check=args.check, checkpoint_temporal=args.checkpoint_temporal and stage == 2)
                     done.append(r)
                     text += report_sd15(r, args.device) + "\n"
                 except RuntimeError as exc:
@@ -665,7 +696,7 @@ def main() -> None:
             if stage == 2 and len(done) >= 2 and 24 not in [r["frames"] for r in done]:
                 text += extrapolate(done, 24, args.device)
             text = text.strip() + "\n"
-        texts[f"stage{stage}"] = text
+        texts[f"stage{stage}" + ("_ckpt" if stage == 2 and args.checkpoint_temporal else "")] = text
         print(text, flush=True)
     if "infer" in parts:
         if not cuda:
@@ -682,7 +713,9 @@ def main() -> None:
 
 #: Subsections of the results section, in order; a run replaces only the ones it measured.
 TITLES = {"tiny": "Tiny model (`--tiny`)", "stage1": "Stage 1 step, SD 1.5-sized random model",
-          "stage2": "Stage 2 step, SD 1.5-sized random model", "infer": "Inference, SD 1.5-sized random model"}
+          "stage2": "Stage 2 step, SD 1.5-sized random model",
+          "stage2_ckpt": "Stage 2 experiment: temporal layers checkpointed too (not the Trainer's setting)",
+          "infer": "Inference, SD 1.5-sized random model"}
 
 INTRO = """What runs is the real `Trainer.run()` (data loader, network setup with `freeze_unused`, the
 stage's dtype choices, gradient checkpointing, accelerate's autocast, the step), through a subclass that
