@@ -142,6 +142,9 @@ def animate(args: argparse.Namespace) -> None:
         _animate_template(args, reference, out, template)
         return
     total = min(info.frames or 0, args.max_frames or info.frames or 0) or None
+    if info.present == 1 and args.max_frames != 1:
+        log.warning("%s has a single frame: the result is a still picture; use a video clip to animate",
+                    Path(args.driving).name)
     if args.engine == "preview":
         from .preview import PreviewAnimator, PreviewConfig
 

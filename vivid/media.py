@@ -236,8 +236,8 @@ def fit_within(rgb: np.ndarray, max_side: int | None, name: str = "the portrait"
         return rgb, None
     import cv2
 
-    scale = max_side / max(h, w)
-    size = (max(MIN_SIDE, round(w * scale)), max(MIN_SIDE, round(h * scale)))
+    scale = max(max_side / max(h, w), min(1.0, MIN_SIDE / min(h, w)))  # a very thin picture keeps MIN_SIDE
+    size = (round(w * scale), round(h * scale))
     small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     return small, f"{name} is {w}x{h} px; animating it at {size[0]}x{size[1]} so the video plays in browsers"
 
