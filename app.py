@@ -566,13 +566,14 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
     state = {"frames": 0, "latest": None, "status": "analysing the driving motion…", "fraction": 0.0,
              "pulled": time.monotonic(), "t0": time.monotonic()}
 
-    def check() -> None:
+    def check() -> None:  # called from the job's threads: once over time, every stage says so
+        if state.get("timed_out") or time.monotonic() - state["t0"] > LIMITS.job_seconds:
+            state["timed_out"] = True
+            stop.set()
+            raise TimeLimit
         if stop.is_set() or time.monotonic() - state["pulled"] > STALL_TIMEOUT:
             stop.set()
             raise Cancelled
-        if time.monotonic() - state["t0"] > LIMITS.job_seconds:
-            stop.set()
-            raise TimeLimit
 
     def driving_frames() -> Iterator[np.ndarray]:
         for frame in read_video(driving, limits=LIMITS.media):
@@ -669,11 +670,11 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
                 _jobs.pop(request.session_hash, None)
         frames = source = None  # the job's engine and reader, so their memory can go now
         release_memory()
-    if result.get("cancelled"):
+    if result.get("cancelled") and not state.get("timed_out"):
         shutil.rmtree(job, ignore_errors=True)
         yield None, None, None, "cancelled", ""
         return
-    if result.get("timeout"):
+    if result.get("timeout") or state.get("timed_out"):
         shutil.rmtree(job, ignore_errors=True)
         raise gr.Error(f"This job ran longer than the server's limit of {LIMITS.job_seconds:g} s and was stopped; "
                        "try a shorter driving video.")
