@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..face import NoFaceError
 from ..media import InputError, probe_video, read_video, write_video
-from ..options import is_inside
+from ..options import check_denoising, is_inside
 from .engines import ENGINE_NAMES, DiffusionEngine, DiffusionOptions, Engine, PreviewEngine, StillEngine, Timed, weights_folder_problem
 from .learned_metrics import MetricWeights
 from .protocol import EvaluationError, PreparedCase, crop, plan_cases, prepare
@@ -82,6 +82,9 @@ def check_config(config: EvaluationConfig, extra_engines: Sequence[Engine] = ())
         raise EvaluationError(f"--resolution must be at least 64 px, got {config.resolution}")
     if config.frames is not None and config.frames < 2:
         raise EvaluationError(f"--frames must be at least 2, got {config.frames}")
+    if "diffusion" in config.engines:  # the sampling options, checked as animate checks them
+        o = config.diffusion
+        check_denoising(o.window, o.overlap, True, False, o.steps, o.guidance, o.seed)
     if config.weights and config.weights != "tiny" and (problem := weights_folder_problem(config.weights)):
         raise EvaluationError(problem.removeprefix("skipped: "))
     for path in [*config.self_clips, *config.portraits, *config.driving]:
