@@ -368,7 +368,13 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
         if option and message.startswith(option):  # an option's field name, shown as its flag
             message = "--" + option.replace("_", "-") + message[len(option):]
         return message, True
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError):  # a file that cannot be read or written, or a message of ours
+        from urllib.error import URLError
+
+        if isinstance(exc, URLError):
+            return f"a download failed ({exc.reason}); check the network, or put the files on disk", True
+        if not exc.strerror:
+            return str(exc), True
         where = f"{Path(exc.filename).name}: " if exc.filename else ""
         return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}", True
     if isinstance(exc, MemoryError):
