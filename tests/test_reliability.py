@@ -439,6 +439,14 @@ def test_corrupt_and_mismatched_saved_weights_are_one_line_naming_the_file(tiny,
     message = str(info.value)
     assert "vae" in message and ("does not fit" in message or "could not be loaded" in message)
     assert "\n" not in message
+    weights.write_bytes(good)  # weights and config from different models: the file and the tensor are named
+    config = tmp_path / "model" / "pose_guider" / "config.json"
+    settings = json.loads(config.read_text())
+    settings["block_out_channels"][-1] *= 2
+    config.write_text(json.dumps(settings))
+    with pytest.raises(WeightsError, match=r"pose_guider/diffusion_pytorch_model.safetensors does not fit its config: "
+                                           r"\S+ is \(\d+\) in the file but \(\d+\) in pose_guider/config.json"):
+        VividPipeline.from_pretrained(tmp_path / "model")
 
 
 # -- big and odd inputs -----------------------------------------------------------------------------

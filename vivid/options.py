@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -211,6 +212,35 @@ def check_weights_folder(folder: str | Path) -> SavedModel:
         raise WeightsError(f"{folder / 'model_index.json'}: resolution {resolution!r} or the unet's "
                            f"motion_max_seq_length {max_window!r} is not a whole number")
     return SavedModel(folder, resolution, max_window)
+
+
+def load_failure(folder: str | Path, exc: BaseException) -> WeightsError:
+    """The one line for a saved folder that passed `check_weights_folder` but did not load:
+    for a tensor whose shape differs from the component's config, the file that holds it."""
+    folder = Path(folder)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    found = re.search(r"(\S+) expected shape torch\.Size\(\[([\d, ]*)\]\), but got torch\.Size\(\[([\d, ]*)\]\)", text)
+    if found:
+        key, expected, got = found.groups()
+        for component in NETWORKS:
+            for path in sorted((folder / component).glob("*.safetensors")):
+                try:
+                    shapes = _tensor_shapes(path)
+                except (OSError, ValueError):
+                    continue
+                if key in shapes:
+                    return WeightsError(
+                        f"{path} does not fit its config: {key} is ({got}) in the file but ({expected}) in "
+                        f"{component}/config.json; the weights and the config come from different models")
+    return WeightsError(f"{folder}: the saved model could not be loaded ({text.split('. ')[0]})")
+
+
+def _tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor names and shapes from a safetensors header (no tensor is read)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
 
 
 def _json(path: Path, error: type[ValueError], missing: str | None = None) -> dict:

@@ -26,8 +26,8 @@ from .conditioning import (
 )
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import WeightsError, check_saved, load_strict
-from .options import check_denoising, check_weights_folder
+from .models.weights import check_saved, load_strict
+from .options import check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
 
@@ -207,8 +207,7 @@ class VividPipeline(DiffusionPipeline):
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
             if not folder.is_dir():
                 raise
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"{folder}: the saved model could not be loaded ({reason})") from exc
+            raise load_failure(folder, exc) from exc  # one line naming the file and what is wrong
         if folder.is_dir():  # diffusers only warns about missing weights: we refuse them
             for name in NETWORKS:
                 check_saved(getattr(pipe, name), folder / name, name)
