@@ -95,7 +95,7 @@ def check_denoising(window, overlap, cyclic, wrap, steps, guidance, seed, max_wi
     """The diffusion engine's sampling options (see `AnimateOptions`); `max_window` is the
     model's temporal length."""
     window = _whole("window", window, 1, max_window, " frames")
-    _whole("overlap", overlap, 0, None, " frames")
+    overlap = _whole("overlap", overlap, 0, None, " frames")
     if not overlap < window:
         raise OptionError(f"overlap must be smaller than the window ({window} frames), got {overlap}", "overlap")
     if _flag("wrap", wrap) and not _flag("cyclic", cyclic):
