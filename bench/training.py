@@ -712,7 +712,8 @@ def main() -> None:
 
 
 #: Subsections of the results section, in order; a run replaces only the ones it measured.
-TITLES = {"tiny": "Tiny model (`--tiny`)", "stage1": "Stage 1 step, SD 1.5-sized random model",
+TITLES = {"summary": "Summary (written by hand from the runs below; no run replaces it)",
+          "tiny": "Tiny model (`--tiny`)", "stage1": "Stage 1 step, SD 1.5-sized random model",
           "stage2": "Stage 2 step, SD 1.5-sized random model",
           "stage2_ckpt": "Stage 2 experiment: temporal layers checkpointed too (not the Trainer's setting)",
           "infer": "Inference, SD 1.5-sized random model"}
