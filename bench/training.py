@@ -3,6 +3,7 @@
     python bench/training.py                 # this CPU: tiny run, SD 1.5-sized stage 1 and stage 2 steps
     python bench/training.py --only tiny     # or: --only stage1 / stage2 / infer (repeatable)
     python bench/training.py --device cuda   # a GPU machine: stage 1 and 2 steps at 512 px, inference s/frame
+    python bench/training.py --device cuda --only stage2 --frames 16 [--checkpoint-temporal]   # stage 2 variants
 
 What runs is `vivid.training.Trainer.run()` itself (data loader, network setup incl.
 `freeze_unused`, bf16 autocast, gradient checkpointing, accelerate, the step), through a
@@ -340,7 +341,14 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
     box["trainer"] = trainer
     load0 = os.getloadavg()[0]
     setup0 = time.perf_counter()
-    trainer.run()
+    try:
+        trainer.run()
+    except torch.cuda.OutOfMemoryError as exc:  # a result too: this configuration does not fit the card
+        reached = [k for k in ("inputs_done", "forward_done", "backward_done") if k in (trainer.marks.current or {})]
+        return dict(oom=str(exc).splitlines()[0][:400], stage=stage, frames=frames if stage == 2 else 1,
+                    resolution=resolution, gpu=torch.cuda.get_device_name(), optimizer=info.get("optimizer"),
+                    total=torch.cuda.get_device_properties(0).total_memory, reached=reached[-1] if reached else "setup",
+                    steps_done=len(_summarise_steps(trainer.marks)), **held)
     total = time.perf_counter() - setup0
     return dict(
         stage=stage, device=device, steps=_summarise_steps(trainer.marks), weights=_bytes_by(trainer.nets),
@@ -520,6 +528,11 @@ def report_tiny(r: dict) -> str:
 
 
 def report_sd15(r: dict, device: str) -> str:
+    if r.get("oom"):
+        name = f"stage {r['stage']}" + (f", {r['frames']} frames" if r["stage"] == 2 else "")
+        return (f"**{name}, {r['resolution']} px, batch 1: out of GPU memory** on {r['gpu']} "
+                f"({r['total'] / GB:.1f} GiB) in step {r['steps_done'] + 1}, after {r['reached'].replace('_', ' ')}; "
+                f"optimizer {str(r['optimizer']).rsplit('.', 1)[-1]}. torch: {r['oom']}\n")
     s = r["steps"]
     first, last = s[0], s[-1]
     cuda = device == "cuda"
