@@ -76,7 +76,7 @@ def test_stage_configs_hold_the_papers_settings():
         assert c.part_scale == (0.8, 1.2) and c.face_scale == (0.7, 1.3) and c.random_scaling
         assert c.weight_decay == 0 and c.noise_offset == 0 and c.min_snr_gamma == 0 and c.max_grad_norm == 0
     assert (one.stage, one.max_steps, one.optimizer) == (1, 120_000, "adam8bit")  # Adam, 8-bit state: fits 24 GB
-    assert (two.stage, two.max_steps, two.clip_frames, two.optimizer) == (2, 30_000, 24, "adam")
+    assert (two.stage, two.max_steps, two.clip_frames, two.optimizer) == (2, 30_000, 24, "adam8bit")
 
 
 def test_unknown_or_impossible_settings_are_refused():
@@ -128,6 +128,30 @@ def test_random_scaling_is_in_the_training_maps_only_when_asked(data):
     scaled = TrainingSamples(clips, ranges, SampleSpec(resolution=64, clip_size=32, random_scaling=True), 0, 10)
     assert np.array_equal(plain[1]["target"], scaled[1]["target"])
     assert not np.array_equal(plain[1]["motion"], scaled[1]["motion"])
+
+
+def test_checkpointed_temporal_layers_keep_names_and_gradients():
+    """Stage 2's memory saver recomputes the temporal layers in backward: same state dict
+    (checkpoints and exported models unchanged), same gradients."""
+    import copy
+
+    from diffusers import UNetMotionModel
+
+    from vivid.models.builders import tiny_parts
+    from vivid.training.denoiser import checkpoint_temporal_layers
+
+    parts = tiny_parts(0)
+    plain = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
+    plain.freeze_unet2d_params()
+    wrapped = copy.deepcopy(plain)
+    assert checkpoint_temporal_layers(wrapped) > 0
+    assert list(wrapped.state_dict()) == list(plain.state_dict())
+    torch.manual_seed(0)
+    x, t, context = torch.randn(1, 4, 4, 8, 8), torch.tensor([10]), torch.randn(4, 1, 32)
+    for unet in (plain, wrapped):
+        unet(x, t, encoder_hidden_states=context).sample.square().mean().backward()
+    grads = [(a.grad, b.grad) for a, b in zip(plain.parameters(), wrapped.parameters()) if a.requires_grad]
+    assert grads and all(a is not None and torch.allclose(a, b, atol=1e-6) for a, b in grads)
 
 
 # -- refusals ---------------------------------------------------------------------------------

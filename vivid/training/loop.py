@@ -25,6 +25,7 @@ from ..conditioning import clip_size, drop_image_conditioning, embed_clip_inputs
 from .clips import DataError, PreparedClip, read_index
 from .config import TrainConfig
 from .losses import add_noise, denoising_loss, denoising_target, training_scheduler
+from .denoiser import checkpoint_temporal_layers, freeze_unused
 from .networks import Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of
 from .samples import FrameRange, SampleSpec, TrainingSamples, split_frames
 from .validation import build_checks, checksum, score_checks, write_sample_video
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 STATE_FILE = "training_state.json"
+#: Frames the VAE encodes at once: a whole 24-frame clip at 512 px took ~7.7 GiB in one call.
+VAE_CHUNK = 8
 
 
 class ResumeError(ValueError):
@@ -162,7 +165,8 @@ class Trainer:
             # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
             # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
             targets = batch["target"].flatten(0, 1).numpy()
-            latents = encode_latents(nets.vae, to_model_range(targets, device, dtype))  # (B*F, C, h, w)
+            latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
+                                 for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
         latents = latents.float()
         if self.config.stage == 2:
             latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
@@ -204,7 +208,10 @@ class Trainer:
         loader = torch.utils.data.DataLoader(dataset, batch_size=c.batch_size, shuffle=False, num_workers=c.num_workers,
                                              persistent_workers=c.num_workers > 0)
         if c.stage == 1:
-            unused = freeze_unused_logged(nets)
+            # On the accelerator: the probe's gradients of two UNets need ~14 GiB for SD 1.5
+            # sizes, which a GPU has free before the optimiser exists and a host may not.
+            nets.denoiser.to(acc.device)
+            unused = freeze_unused_logged(nets, acc.device)
             if unused:
                 log.info("frozen (no effect on the loss): %d tensors, e.g. %s", len(unused), unused[:3])
         if c.stage == 2 and self.weight_dtype != torch.float32:
@@ -215,6 +222,8 @@ class Trainer:
             for m in (nets.denoiser.unet, nets.denoiser.reference_net):
                 if hasattr(m, "enable_gradient_checkpointing") and any(p.requires_grad for p in m.parameters()):
                     m.enable_gradient_checkpointing()
+            if c.stage == 2:
+                checkpoint_temporal_layers(nets.denoiser.unet)
         optimizer = make_optimizer(nets.denoiser.trainable(), c)
         nets.vae.to(acc.device, self.weight_dtype)
         nets.image_encoder.to(acc.device, self.weight_dtype)
@@ -355,20 +364,19 @@ def _ranges_of(clips: list[PreparedClip]) -> list[FrameRange]:
     return [FrameRange(i, 0, len(c)) for i, c in enumerate(clips)]
 
 
-def probe_inputs(nets: Networks, frames: int = 1) -> dict[str, torch.Tensor]:
+def probe_inputs(nets: Networks, frames: int = 1, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Small inputs of the right kinds (64 px), to find parameters that never get a gradient."""
     unet = nets.denoiser.unet
     channels, dim = unet.config.in_channels, unet.config.cross_attention_dim
     noisy = torch.randn(1, channels, 8, 8) if frames == 1 else torch.randn(1, channels, frames, 8, 8)
-    return dict(noisy=noisy, timesteps=torch.tensor([10]), reference_latents=torch.randn(1, channels, 8, 8),
-                reference_context=torch.randn(1, 1, dim), unet_context=torch.randn(1, 1, dim),
-                motion=torch.rand(frames, 3, 64, 64) * 2 - 1)
+    probe = dict(noisy=noisy, timesteps=torch.tensor([10]), reference_latents=torch.randn(1, channels, 8, 8),
+                 reference_context=torch.randn(1, 1, dim), unet_context=torch.randn(1, 1, dim),
+                 motion=torch.rand(frames, 3, 64, 64) * 2 - 1)
+    return {k: v.to(device) for k, v in probe.items()}
 
 
-def freeze_unused_logged(nets: Networks) -> list[str]:
-    from .denoiser import freeze_unused
-
-    return freeze_unused(nets.denoiser, probe_inputs(nets))
+def freeze_unused_logged(nets: Networks, device: torch.device | str = "cpu") -> list[str]:
+    return freeze_unused(nets.denoiser, probe_inputs(nets, device=device))
 
 
 def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
