@@ -20,7 +20,6 @@ window.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

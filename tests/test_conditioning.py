@@ -19,15 +19,6 @@ from vivid.face import random_scale, render_motion_map
 from vivid.models import PoseInjector, ReferenceBank, install_reference_attention, tiny_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_components(0)

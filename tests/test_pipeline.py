@@ -27,15 +27,6 @@ from vivid.windows import context_windows, coverage
 FAST = dict(window=4, overlap=1, steps=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def pipe(analyzer):
     p = VividPipeline.tiny(seed=0)

@@ -12,15 +12,6 @@ from vivid.face import crop_analysis, face_square, render_motion_map
 from vivid.models import PoseGuider, PoseInjector, tiny_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def real_maps(astronaut, astronaut_analysis):
     """Motion maps of a real face at 256 px, in the model's range: the face, and the face

@@ -6,19 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 
 from vivid.models import ReferenceBank, install_reference_attention, tiny_components
 from vivid.models.reference_attention import ReferenceReadProcessor, ReferenceWriteProcessor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def attention(attn: Attention, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,9 @@ from PIL import Image
 
 from conftest import ROOT
 from vivid.media import (
-    InputError, atomic_output, check_video, checked_frames, load_image, probe_video, read_video, to_rgb, write_video,
+    InputError, atomic_output, check_video, load_image, probe_video, read_video, to_rgb, write_video,
 )
-from vivid.options import AnimateOptions, OptionError, WeightsError, check_denoising, check_weights_folder
+from vivid.options import AnimateOptions, OptionError, WeightsError, check_weights_folder
 
 #: An exception class name in a message, e.g. "ValueError:" or "SafetensorError".
 CLASS_NAME = re.compile(r"\b[A-Z]\w*(Error|Exception|Warning)\b")

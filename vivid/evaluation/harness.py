@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..face import NoFaceError
-from ..media import InputError, probe_video, read_video, write_video
+from ..media import InputError, read_video, write_video
 from ..options import check_denoising, is_inside
 from .engines import ENGINE_NAMES, DiffusionEngine, DiffusionOptions, Engine, PreviewEngine, StillEngine, Timed, weights_folder_problem
 from .learned_metrics import MetricWeights

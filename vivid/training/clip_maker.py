@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
 from ..face import CropConfig, FaceAnalyzer, SquareBox, TrackConfig, crop_image, video_square
