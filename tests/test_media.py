@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from vivid.media import InputError, probe_video, read_video, write_video
+from vivid.media import ALONGSIDE_OTHER_WORK, Encoding, InputError, probe_video, read_video, write_video
 
 
 def test_write_then_read_roundtrip(tmp_path, astronaut):
@@ -17,6 +17,24 @@ def test_write_then_read_roundtrip(tmp_path, astronaut):
     back = list(read_video(path))
     assert len(back) == 10 and back[0].shape == (512, 512, 3) and back[0].dtype == np.uint8
     assert np.abs(back[3].astype(int) - frames[3].astype(int)).mean() < 6
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def test_the_preview_clis_faster_encoding_keeps_the_quality_and_trades_file_size(tmp_path):
+    """Same CRF, so the picture is as good; the faster preset only spends more bytes."""
+    frames = list(read_video(shared_file("driving", "d3.mp4"), max_frames=40))
+    sizes, quality = {}, {}
+    for name, encoding in (("default", Encoding()), ("fast", ALONGSIDE_OTHER_WORK)):
+        path = tmp_path / f"{name}.mp4"
+        assert write_video(path, iter(frames), fps=30, encoding=encoding) == 40
+        back = list(read_video(path))
+        quality[name] = np.mean([_psnr(a, b) for a, b in zip(back, frames)])
+        sizes[name] = path.stat().st_size
+    assert quality["fast"] > 38 and abs(quality["fast"] - quality["default"]) < 1.5
+    assert sizes["default"] < sizes["fast"] < 3 * sizes["default"]
 
 
 def test_bad_videos(tmp_path):

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.metrics import structural_similarity
 
 from conftest import shared_file
 from vivid.face import TrackConfig
 from vivid.face.measures import eye_openness, mouth_openness
 from vivid.media import read_video
-from vivid.preview import PreviewAnimator, PreviewConfig
+from vivid.preview import PreviewAnimator, PreviewConfig, delaunay
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,40 @@ def test_mouth_opens_where_the_driving_mouth_opens(animator, analyzer, grace_hop
     wide = drive > np.percentile(drive, 80)
     shut = drive < np.percentile(drive, 20)
     assert out[wide].mean() > 2 * out[shut].mean()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 300), st.sampled_from([1.0, 0.02]))
+def test_triangulation_tiles_the_hull_of_any_points_with_every_point(seed, n, flat):
+    """Also for nearly collinear hull points (`flat` squeezes the cloud), where OpenCV's
+    triangulation can miss slivers: a missing triangle would leave pixels unwarped."""
+    import cv2
+
+    points = np.random.default_rng(seed).uniform(-50, 600, (n, 2)) * (1.0, flat)
+    triangles = delaunay(points)
+    a, b, c = (points[triangles[:, k]] for k in range(3))
+    area = np.abs((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]).sum() / 2
+    assert area == pytest.approx(cv2.contourArea(cv2.convexHull(points.astype(np.float32))), rel=1e-4)
+    assert set(np.unique(triangles)) == set(range(n))
+
+
+def test_triangulation_of_real_faces_is_scipys_delaunay(animator, astronaut, grace_hopper):
+    from scipy.spatial import Delaunay
+
+    for image in (astronaut, grace_hopper):
+        ref = animator.prepare(image)
+        points = np.concatenate([ref.points, *ref.rings, ref.border])
+        ours = {tuple(sorted(t)) for t in ref.triangles.tolist()}
+        assert ours == {tuple(sorted(t)) for t in Delaunay(points).simplices.tolist()}
+
+
+def test_triangulation_of_the_reference_tiles_the_crop_with_every_point(animator, astronaut):
+    """The warp's mesh: the face points, both support rings and the still border, with no
+    triangle missing (a hole would leave pixels unwarped) and none overlapping."""
+    ref = animator.prepare(astronaut)
+    points = np.concatenate([ref.points, *ref.rings, ref.border])
+    a, b, c = (points[ref.triangles[:, k]] for k in range(3))
+    cross = (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]
+    side = ref.size - 1
+    assert np.abs(cross).sum() / 2 == pytest.approx(side * side)  # the border square is the hull
+    assert set(np.unique(ref.triangles)) == set(range(len(points)))

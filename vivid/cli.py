@@ -21,7 +21,7 @@ from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.template import is_template_file
 from .media import (
     BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, fit_within, load_image, probe_video, read_video,
-    same_file, write_video,
+    same_file, write_video, Encoding, ALONGSIDE_OTHER_WORK,
 )
 from .options import AnimateOptions, check_output, check_output_folder
 
@@ -155,7 +155,9 @@ def animate(args: argparse.Namespace) -> None:
         frames = _counted(frames, total, "animating")
     else:
         frames = _diffusion_frames(args, reference, info.fps, total)
-    n = write_video(out, frames, info.fps, audio_from=args.driving)
+    # The preview's own threads keep the cores busy: the encoder takes the cheaper settings.
+    encoding = ALONGSIDE_OTHER_WORK if args.engine == "preview" else Encoding()
+    n = write_video(out, frames, info.fps, audio_from=args.driving, encoding=encoding)
     print(f"wrote {n} frames to {out}", file=sys.stderr)
 
 

@@ -452,8 +452,24 @@ def _each_checked(frames: Iterator, name: str) -> Iterator[np.ndarray]:
         raise InputError("the driving video has no frames (an empty frame list was given)")
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """H.264 settings of the videos we write (same CRF, visually lossless, whatever the speed)."""
+
+    crf: int = 18
+    preset: str = "veryfast"  # x264 speed/size trade-off: slower presets give smaller files
+    threads: int = 0  # x264 threads; 0: one per core
+
+
+#: For frames made in other threads that already keep the cores busy (the preview CLI): one
+#: encoder thread and a faster preset cost 3.0 instead of 6.7 CPU ms a 512x512 frame, for
+#: files about 1.6x larger at the same CRF (bench/RESULTS.md).
+ALONGSIDE_OTHER_WORK = Encoding(preset="superfast", threads=1)
+
+
 def write_video(
-    path: str | Path, frames: Iterable[np.ndarray], fps: float, audio_from: str | Path | None = None
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, audio_from: str | Path | None = None,
+    encoding: Encoding = Encoding(),
 ) -> int:
     """Write RGB frames as an H.264 mp4 that browsers play, frame by frame; with
     `audio_from`, carry that file's audio over (cut to the video's length). Returns the
@@ -464,15 +480,15 @@ def write_video(
         raise InputError(f"the output {path.name} is the video it takes its sound from; choose another output name")
     with atomic_output(path) as tmp:
         if audio_from is None or not probe_video(audio_from).has_audio:
-            return _encode(tmp, frames, fps)
+            return _encode(tmp, frames, fps, encoding)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.vivid-") as folder:
             silent = Path(folder) / "video.mp4"
-            count = _encode(silent, frames, fps)
+            count = _encode(silent, frames, fps, encoding)
             mux_audio(silent, audio_from, tmp)
         return count
 
 
-def _encode(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
+def _encode(path: Path, frames: Iterable[np.ndarray], fps: float, encoding: Encoding) -> int:
     import av
 
     count = 0
@@ -484,7 +500,8 @@ def _encode(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sides
                 stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "18", "preset": "veryfast"}
+                stream.options = {"crf": str(encoding.crf), "preset": encoding.preset,
+                                  **({"threads": str(encoding.threads)} if encoding.threads else {})}
             img = np.ascontiguousarray(frame[: stream.height, : stream.width])
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
