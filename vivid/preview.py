@@ -181,8 +181,8 @@ class PreviewAnimator:
 
         flipped = orientation(dst[tri]) != orientation(src[tri])
         order = np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
-        for k in order:
-            cv2.fillConvexPoly(index, corners[k], int(k) + 1, cv2.LINE_8, 4)
+        for polygon, k in zip(list(corners[order]), (order + 1).tolist()):
+            cv2.fillConvexPoly(index, polygon, k, cv2.LINE_8, 4)
         # Pixels on a shared edge can fall between two rasterised triangles: give them a
         # neighbour's triangle (else they would keep the unwarped image and speckle).
         gaps = index == 0
