@@ -30,6 +30,10 @@ from vivid.media import (
 )
 from vivid.options import OptionError, check_denoising
 
+# torch's idle OpenMP threads sleep instead of spinning (torch is not loaded yet): visitors'
+# jobs share the cores, and spinning threads wait for cores others hold (bench/RESULTS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:  # ZeroGPU on Hugging Face Spaces: the diffusion engine borrows a GPU per job
     import spaces
 

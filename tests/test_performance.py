@@ -5,6 +5,7 @@ image UNet's own tensors, and the threaded preview stream giving the frames of t
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import numpy as np
@@ -16,15 +17,6 @@ from vivid import VividPipeline
 from vivid.precision import DtypeError, choose_precision, cpu_has_native_bf16
 
 FAST = dict(window=4, overlap=1, steps=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,6 +84,54 @@ def test_loading_goes_straight_to_the_dtype_with_the_saved_values(tmp_path):
         for key, value in getattr(loaded, name).state_dict().items():
             assert value.device.type == "cpu", f"{name}.{key} left on {value.device}"
             assert torch.equal(value, saved[key].to(value.dtype)), f"{name}.{key}"
+
+
+_PEAK_WHILE_READING = """
+import re, sys, pathlib, torch
+from vivid.models.weights import stream_safetensors
+status = pathlib.Path("/proc/self/status")
+mb = lambda field: int(re.search(field + r":\\s+(\\d+)", status.read_text()).group(1)) / 1024
+pathlib.Path("/proc/self/clear_refs").write_text("5")
+before = mb("VmRSS")
+kept = dict(stream_safetensors(sys.argv[1], torch.bfloat16))
+print(mb("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc memory figures")
+def test_reading_fp32_weights_into_bf16_holds_no_second_copy(tmp_path):
+    """A 256 MB fp32 file read into bf16 costs the 128 MB of bf16 tensors plus one fp32
+    tensor: not the whole fp32 file beside them (mapped files count while they are open)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    save_file({f"t{i}": torch.randn(1024, 1024) for i in range(64)}, str(tmp_path / "w.safetensors"))
+    out = subprocess.run([sys.executable, "-c", _PEAK_WHILE_READING, str(tmp_path / "w.safetensors")],
+                         capture_output=True, text=True, check=True)
+    grown = float(out.stdout.strip().splitlines()[-1])
+    assert 120 < grown < 128 + 24, f"reading grew memory by {grown:.0f} MB"
+
+
+def test_streamed_tensors_are_the_saved_ones_in_every_dtype(tmp_path):
+    from safetensors.torch import save_file
+
+    from vivid.models.weights import WeightsError, stream_safetensors
+
+    saved = {"f32": torch.randn(3, 5), "f16": torch.randn(4).half(), "bf16": torch.randn(2, 2).bfloat16(),
+             "i64": torch.arange(6).reshape(2, 3), "flag": torch.tensor([True, False]), "empty": torch.zeros(0, 4)}
+    save_file(saved, str(tmp_path / "w.safetensors"))
+    as_saved = dict(stream_safetensors(tmp_path / "w.safetensors"))
+    assert as_saved.keys() == saved.keys()
+    assert all(torch.equal(as_saved[k], v) and as_saved[k].dtype == v.dtype for k, v in saved.items())
+    in_bf16 = dict(stream_safetensors(tmp_path / "w.safetensors", torch.bfloat16))
+    assert in_bf16["f32"].dtype == torch.bfloat16 and torch.equal(in_bf16["f32"], saved["f32"].bfloat16())
+    assert in_bf16["i64"].dtype == torch.int64 and in_bf16["flag"].dtype == torch.bool  # only floats convert
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-8])
+    with pytest.raises(WeightsError, match="ends inside tensor"):
+        dict(stream_safetensors(tmp_path / "cut.safetensors"))
 
 
 def test_unknown_dtypes_are_refused_with_the_value():

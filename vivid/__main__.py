@@ -1,5 +1,11 @@
+import os
 import sys
 
-from .cli import main
+# torch's idle OpenMP threads sleep instead of spinning (set before torch loads): on a machine
+# shared with other work, spinning threads wait for cores that others hold, and a diffusion
+# step takes 2-4x longer; on an idle machine sleeping costs a few percent (bench/RESULTS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

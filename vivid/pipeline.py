@@ -26,8 +26,8 @@ from .conditioning import (
 )
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import check_saved, load_strict
-from .options import check_denoising, check_weights_folder, load_failure
+from .models.weights import check_saved, load_network, load_strict
+from .options import WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
 
@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 LATENT_RGB_FACTORS = torch.tensor(
     [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
 )
-#: Output pixels the VAE decodes per call (frames x side^2): 4 frames at 128 px, 1 at 256 px and
-#: up. More frames per call is no faster on a CPU, but the decoder's activations grow with it.
-DECODE_PIXELS = 4 * 128 * 128
+#: Output pixels the VAE decodes per call (frames x side^2): 1 frame at 128 px and up, 4 at 64 px.
+#: More frames per call is no faster on a CPU (0.78 vs 0.84 CPU s a frame at 128 px, 1 vs 8
+#: frames), but the decoder's activations grow with it (+90 vs +360 MB).
+DECODE_PIXELS = 128 * 128
 #: Components with weights, each saved in a subfolder of the same name.
 NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: Trained weight files written by train/ and read by `load_trained`.
@@ -203,7 +204,13 @@ class VividPipeline(DiffusionPipeline):
             check_weights_folder(folder)
             kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
         try:
+            if folder.is_dir():  # read tensor by tensor, so memory never holds a second copy in the files' dtype
+                for name, network_class in cls.network_classes().items():
+                    if name not in kwargs:
+                        kwargs[name] = load_network(network_class, folder / name, precision.dtype)
             pipe = super().from_pretrained(pretrained_model_name_or_path, dtype=precision.dtype, **kwargs)
+        except WeightsError:
+            raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
             if not folder.is_dir():
                 raise
@@ -214,6 +221,17 @@ class VividPipeline(DiffusionPipeline):
         pipe._precision = precision
         log.info("diffusion engine runs in %s", precision)
         return pipe.to(device)
+
+    @staticmethod
+    def network_classes() -> dict[str, type[torch.nn.Module]]:
+        """The class of each network (fixed: a folder's model_index.json names no code to import)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel, UNetMotionModel
+        from transformers import CLIPVisionModelWithProjection
+
+        from .models.pose_guider import PoseGuider
+
+        return {"vae": AutoencoderKL, "image_encoder": CLIPVisionModelWithProjection,
+                "reference_net": UNet2DConditionModel, "unet": UNetMotionModel, "pose_guider": PoseGuider}
 
     def load_trained(self, folder: str) -> None:
         """Load ReferenceNet, denoising UNet and PoseGuider weights; any missing or
@@ -317,7 +335,7 @@ class VividPipeline(DiffusionPipeline):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int | None = None) -> Iterator[np.ndarray]:
         """VAE-decode (1, C, F, h, w) latents a few frames at a time (`chunk`; default: as
-        many as DECODE_PIXELS allows), yielding RGB frames."""
+        many as DECODE_PIXELS allows, at least one), yielding RGB frames."""
         chunk = chunk or max(1, DECODE_PIXELS // self.config.resolution**2)
         for start in range(0, latents.shape[2], chunk):
             part = latents[0, :, start : start + chunk].permute(1, 0, 2, 3)  # (n, C, h, w)

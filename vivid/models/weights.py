@@ -1,7 +1,10 @@
 """Loading trained weights strictly and without pickle."""
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -67,3 +70,74 @@ def check_saved(module: nn.Module, folder: str | Path, what: str) -> None:
     problems = _problems(module.state_dict(), shapes)
     if problems:
         raise WeightsError(f"{files[0] if len(files) == 1 else folder} does not fit the {what}: " + "; ".join(problems))
+
+
+#: safetensors' dtype names (https://github.com/huggingface/safetensors, format section).
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a safetensors file one at a time, read with plain reads, floating ones
+    converted to `dtype`. safetensors' own loader maps the whole file, and every page it
+    touches counts as this process's memory until the file is closed: reading fp32 files
+    into bf16 networks would hold the fp32 file and the bf16 copy at once (4.3 GB above
+    the steady state for the SD1.5-sized model); this way the cost is one fp32 tensor."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        try:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        # One buffer, reused: the file's bytes pass through it, so memory grows by the
+        # converted tensors only, not by allocator churn of one read buffer per tensor.
+        buffer = bytearray(max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0))
+        for name, info in tensors.items():
+            start, end = info["data_offsets"]
+            if info["dtype"] not in SAFETENSORS_DTYPES:
+                raise WeightsError(f"{path}: tensor {name} has the unsupported dtype {info['dtype']}")
+            stored = SAFETENSORS_DTYPES[info["dtype"]]
+            f.seek(8 + length + start)
+            if f.readinto(memoryview(buffer)[: end - start]) != end - start:
+                raise WeightsError(f"{path}: the file ends inside tensor {name} (truncated download?)")
+            if end == start:
+                tensor = torch.empty(info["shape"], dtype=stored)
+            else:
+                tensor = torch.frombuffer(buffer, dtype=stored, count=(end - start) // stored.itemsize).reshape(info["shape"])
+            converts = dtype is not None and tensor.is_floating_point() and dtype != stored
+            yield name, tensor.to(dtype) if converts else tensor.clone()  # never a view of the buffer
+
+
+def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> nn.Module:
+    """A saved diffusers or transformers network built on the meta device (no random
+    initialisation) and filled from its safetensors files tensor by tensor in `dtype`."""
+    from accelerate import init_empty_weights
+
+    folder = Path(folder)
+    with init_empty_weights():  # parameters on meta; buffers (e.g. position ids) real
+        if hasattr(cls, "load_config"):  # diffusers' ModelMixin
+            model = cls.from_config(cls.load_config(folder))
+        else:  # transformers' PreTrainedModel
+            model = cls(cls.config_class.from_pretrained(folder))
+    state, source = {}, {}
+    for file in sorted(folder.glob("*.safetensors")):
+        for key, tensor in stream_safetensors(file, dtype):
+            state[key], source[key] = tensor, file
+    own = model.state_dict()
+    for key in sorted(own.keys() & state.keys()):
+        if tuple(own[key].shape) != tuple(state[key].shape):
+            raise WeightsError(
+                f"{source[key]} does not fit its config: {key} is ({', '.join(map(str, state[key].shape))}) in the file "
+                f"but ({', '.join(map(str, own[key].shape))}) in {folder.name}/config.json; the weights and the config "
+                "come from different models")
+    problems = _problems(own, {k: tuple(v.shape) for k, v in state.items()})
+    if problems:
+        raise WeightsError(f"{folder}: the weights file does not fit {folder.name}/config.json: " + "; ".join(problems)
+                           + "; the weights and the config come from different models")
+    model.load_state_dict(state, strict=True, assign=True)
+    return nn.Module.to(model, dtype).eval()  # floating buffers follow; parameters are already there
