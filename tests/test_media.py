@@ -78,3 +78,50 @@ def test_phone_video_rotation_is_applied(tmp_path, astronaut):
     assert (info.width, info.height, info.rotation) == (400, 512, 90)
     frame = next(read_video(path))
     assert frame.shape == upright.shape and np.abs(frame.astype(int) - upright.astype(int)).mean() < 6
+
+
+def _clip_with_pcm_sound(path, frames: list[np.ndarray], fps: int = 25, seconds: float = 2.0):
+    """An mkv whose sound is uncompressed PCM, a codec mp4 cannot carry as it is."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        audio = c.add_stream("pcm_s16le", rate=44100)
+        audio.layout = "mono"
+        for f in frames:
+            for p in video.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in video.encode():
+            c.mux(p)
+        t = np.arange(int(44100 * seconds)) / 44100
+        samples = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+        for start in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="s16", layout="mono")
+            frame.sample_rate = 44100
+            for p in audio.encode(frame):
+                c.mux(p)
+        for p in audio.encode():
+            c.mux(p)
+
+
+def test_sound_in_a_codec_mp4_cannot_hold_is_reencoded_and_cut_to_the_video(tmp_path, astronaut):
+    import av
+
+    from vivid.face.template import extract_audio
+
+    frames = [np.roll(astronaut[:256, :256], 3 * i, axis=1) for i in range(25)]  # 1 s of video
+    source = tmp_path / "pcm.mkv"
+    _clip_with_pcm_sound(source, frames, seconds=2.0)
+    out = tmp_path / "out.mp4"
+    write_video(out, iter(frames), fps=25, audio_from=source)
+    with av.open(str(out)) as c:
+        sound = c.streams.audio[0]
+        assert sound.codec_context.name == "aac"
+        last = max(float(p.pts * p.time_base) for p in c.demux(sound) if p.pts is not None)
+    assert 0.8 < last <= 1.05  # the 2 s of sound end with the 1 s of video
+    data, kind = extract_audio(source)
+    (tmp_path / f"sound.{kind}").write_bytes(data)
+    with av.open(str(tmp_path / f"sound.{kind}")) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        assert float(c.duration / 1e6) == pytest.approx(2.0, abs=0.1)  # the whole sound, re-encoded

@@ -521,28 +521,44 @@ def mux_audio(video: str | Path, audio_from: str | Path, out: str | Path) -> Non
     with av.open(str(video)) as vin, av.open(str(audio_from)) as ain, av.open(str(out), "w") as dst:
         vs = vin.streams.video[0]
         ov = dst.add_stream_from_template(vs)
-        src_audio = ain.streams.audio[0]
-        copy = src_audio.codec_context.name in ("aac", "mp3")
-        oa = dst.add_stream_from_template(src_audio) if copy else dst.add_stream("aac", rate=src_audio.rate or 44100)
+        audio = AudioCarrier(ain, dst, copy_codecs=("aac", "mp3"))  # both streams exist before muxing starts
         duration = float(vs.duration * vs.time_base) if vs.duration else None
         for packet in vin.demux(vs):
             if packet.dts is None:
                 continue
             packet.stream = ov
             dst.mux(packet)
-        for packet in ain.demux(src_audio):
+        audio.carry(until=duration)
+
+
+class AudioCarrier:
+    """The first audio stream of the open container `src`, carried into `dst`: packets copied
+    when its codec is one of `copy_codecs` (no quality loss), re-encoded to AAC otherwise.
+    The output stream is added on construction, since a container takes no new stream
+    once muxing has begun."""
+
+    def __init__(self, src, dst, copy_codecs: tuple[str, ...] = ("aac",)):
+        self.src, self.dst = src, dst
+        self.stream = src.streams.audio[0]
+        self.copy = self.stream.codec_context.name in copy_codecs
+        self.out = (dst.add_stream_from_template(self.stream) if self.copy
+                    else dst.add_stream("aac", rate=self.stream.rate or 44100))
+
+    def carry(self, until: float | None = None) -> None:
+        """Mux every packet (those starting after `until` seconds dropped), then flush."""
+        for packet in self.src.demux(self.stream):
             if packet.dts is None:
                 continue
-            if duration is not None and packet.pts is not None and packet.pts * packet.time_base > duration:
+            if until is not None and packet.pts is not None and packet.pts * packet.time_base > until:
                 break
-            if copy:
-                packet.stream = oa
-                dst.mux(packet)
+            if self.copy:
+                packet.stream = self.out
+                self.dst.mux(packet)
             else:
                 for frame in packet.decode():
                     frame.pts = None
-                    for p in oa.encode(frame):
-                        dst.mux(p)
-        if not copy:
-            for p in oa.encode():
-                dst.mux(p)
+                    for p in self.out.encode(frame):
+                        self.dst.mux(p)
+        if not self.copy:
+            for p in self.out.encode():
+                self.dst.mux(p)

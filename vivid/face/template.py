@@ -227,29 +227,15 @@ def extract_audio(video: str | Path) -> tuple[bytes, str] | None:
     re-encoded to AAC. None when the file has no sound."""
     import av
 
+    from ..media import AudioCarrier
+
     with av.open(str(video)) as src:
         if not src.streams.audio:
             return None
-        stream = src.streams.audio[0]
-        copy = stream.codec_context.name == "aac"
         with tempfile.TemporaryDirectory(prefix="vivid-audio-") as tmp:
             out_path = Path(tmp) / "audio.m4a"
             with av.open(str(out_path), "w") as dst:
-                out = dst.add_stream_from_template(stream) if copy else dst.add_stream("aac", rate=stream.rate or 44100)
-                for packet in src.demux(stream):
-                    if packet.dts is None:
-                        continue
-                    if copy:
-                        packet.stream = out
-                        dst.mux(packet)
-                    else:
-                        for frame in packet.decode():
-                            frame.pts = None
-                            for p in out.encode(frame):
-                                dst.mux(p)
-                if not copy:
-                    for p in out.encode():
-                        dst.mux(p)
+                AudioCarrier(src, dst).carry()
             return out_path.read_bytes(), "m4a"
 
 
