@@ -10,11 +10,9 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import av
@@ -27,6 +25,9 @@ from vivid.media import (
     InputError, atomic_output, check_video, load_image, probe_video, read_video, to_rgb, write_video,
 )
 from vivid.options import AnimateOptions, OptionError, WeightsError, check_weights_folder
+
+sys.path.insert(0, str(ROOT))
+from bench.app_load import huge_png  # noqa: E402  (a PNG header declaring a huge image)
 
 #: An exception class name in a message, e.g. "ValueError:" or "SafetensorError".
 CLASS_NAME = re.compile(r"\b[A-Z]\w*(Error|Exception|Warning)\b")
@@ -53,17 +54,6 @@ def cut_short(src: Path, dst: Path, share: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * share)])
     return dst
-
-
-def huge_png(path: Path, width: int, height: int) -> Path:
-    """A tiny file whose header declares a huge image (a decompression bomb's first step)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 @pytest.fixture(scope="module")
