@@ -28,7 +28,7 @@ from vivid.media import (
     BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_image, check_video, fit_within, load_image,
     probe_video, read_video, write_video,
 )
-from vivid.options import OptionError, check_denoising
+from vivid.options import GpuMemoryError, OptionError, check_denoising
 
 # torch's idle OpenMP threads sleep instead of spinning (torch is not loaded yet): visitors'
 # jobs share the cores, and spinning threads wait for cores others hold (bench/RESULTS.md).
@@ -685,7 +685,7 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
     if "error" in result:
         shutil.rmtree(job, ignore_errors=True)
         exc = result["error"]
-        if isinstance(exc, (InputError, NoFaceError, TemplateError, ValueError)):
+        if isinstance(exc, (InputError, NoFaceError, TemplateError, ValueError, GpuMemoryError)):
             raise _error(exc) from None
         log.exception("animation failed", exc_info=exc)
         raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None

@@ -520,6 +520,25 @@ def test_unanticipated_errors_are_one_line_with_the_debug_hint():
     assert not anticipated and message == "ZeroDivisionError: division by zero"
 
 
+def test_out_of_gpu_memory_is_a_refusal_naming_the_settings_to_lower(tiny, astronaut, monkeypatch):
+    """Not a bug report: the user can fix it with a smaller window, size or dtype."""
+    import torch
+
+    from vivid.cli import describe_error
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tiny, "_predict_window", no_memory)
+    ref = tiny.prepare_reference(astronaut)
+    motion = tiny.prepare_driving([astronaut] * 4)
+    with pytest.raises(MemoryError) as info:
+        list(tiny.generate(ref, motion, window=4, overlap=1, steps=1))
+    message, anticipated = describe_error(info.value)
+    assert anticipated and message.startswith("out of GPU memory at 64 px with a 4-frame window")
+    assert "--window (e.g. 2)" in message and "--dtype" in message  # the tiny model runs in fp32
+
+
 # -- no pickle of untrusted files -------------------------------------------------------------------
 #: Training checkpoints (`accelerate`'s `save_state` / `load_state`, for --resume) are the user's
 #: own files, written by the same run; accelerate 1.x reads their optimizer, scheduler and RNG

@@ -23,7 +23,7 @@ from .media import (
     BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, fit_within, load_image, probe_video, read_video,
     same_file, write_video, Encoding, ALONGSIDE_OTHER_WORK,
 )
-from .options import AnimateOptions, check_output, check_output_folder
+from .options import AnimateOptions, GpuMemoryError, check_output, check_output_folder
 
 log = logging.getLogger("vivid.cli")
 
@@ -379,6 +379,8 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
             return str(exc), True
         where = f"{Path(exc.filename).name}: " if exc.filename else ""
         return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}", True
+    if isinstance(exc, GpuMemoryError):  # says which settings to lower
+        return str(exc), True
     if isinstance(exc, MemoryError):
         return ("out of memory; use a shorter clip (--max-frames), a smaller --size or --max-side, "
                 "or close other programs"), True

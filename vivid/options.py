@@ -50,6 +50,10 @@ class OptionError(ValueError):
         self.option = option
 
 
+class GpuMemoryError(MemoryError):
+    """The GPU ran out of memory; the message says which settings need less of it."""
+
+
 class WeightsError(ValueError):
     """A weights file is missing, unreadable, or does not fit the network it is meant for.
     (Defined here, without torch, so a broken folder is refused at once; also importable

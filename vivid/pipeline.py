@@ -27,7 +27,7 @@ from .conditioning import (
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.weights import check_saved, load_network, load_strict
-from .options import WeightsError, check_denoising, check_weights_folder, load_failure
+from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
 
@@ -414,10 +414,11 @@ class VividPipeline(DiffusionPipeline):
                 if paste_back and ref.source is not None and ref.square is not None:
                     frame = paste_crop(ref.source, frame, ref.square, self.crop)
                 yield FrameEvent(index, frame)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise RuntimeError(
-                f"out of GPU memory at {self.config.resolution} px with window={window}: "
-                "lower --window (e.g. 16) or --size"
+        except torch.OutOfMemoryError as exc:  # CUDA's (and other accelerators') allocator
+            smaller = "; or a 16-bit --dtype (bf16, fp16)" if self.precision.dtype == torch.float32 else ""
+            raise GpuMemoryError(
+                f"out of GPU memory at {self.config.resolution} px with a {window}-frame window: use a smaller "
+                f"--window (e.g. {max(2, window * 2 // 3)}) or --size{smaller}"
             ) from exc
         finally:
             self.bank.clear()
