@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face parser for the motion maps: mesh (MediaPipe, offline), farl (the paper's FaRL), "
                         "auto (default: the model's setting, farl when its weights are on disk)")
     d.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
-    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3.5)")
+    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3.5; 1 or less: no guidance, "
+                   "half the UNet work, as in diffusers)")
     d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     d.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="number format the networks run in (default auto: bf16 on CPUs and GPUs that compute it "
