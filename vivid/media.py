@@ -8,11 +8,14 @@ failed or cancelled run never leaves a half-written file or destroys an existing
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -88,7 +91,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     the file is renamed to `path` (replacing any earlier file in one step); when it fails or
     is interrupted the temporary file is removed and an existing `path` is left untouched."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial{path.suffix}")
+    remove_stale_leftovers(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
     try:
         yield tmp
         if not tmp.exists():
@@ -97,6 +101,45 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: A leftover is stale once its process is gone and it has not changed for this long (s).
+STALE_AFTER_S = 60.0
+
+
+def scratch_prefix(path: Path) -> str:
+    """Name start of this process's scratch folders beside `path` (hidden, with our PID, so a
+    later run can tell a killed run's leftovers from a running one's)."""
+    return f".{path.name}.vivid-{os.getpid()}-"
+
+
+def remove_stale_leftovers(path: Path) -> None:
+    """Delete what earlier runs writing `path` left when they were killed outright (SIGKILL,
+    power loss: no clean-up code runs): partial files and scratch folders whose process is
+    gone. A running process's files, and files changed in the last minute (a run on another
+    machine sharing the folder), are left alone."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:vivid-)?(\d+)-")
+    now = time.time()
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        found = pattern.match(old.name)
+        if not found or _process_alive(int(found.group(1))):
+            continue
+        try:
+            if now - old.stat().st_mtime < STALE_AFTER_S:
+                continue
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError:  # gone already, or not ours to delete
+            continue
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or cannot tell): keep its files
+    return True
 
 
 @dataclass
@@ -481,7 +524,7 @@ def write_video(
     with atomic_output(path) as tmp:
         if audio_from is None or not probe_video(audio_from).has_audio:
             return _encode(tmp, frames, fps, encoding)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.vivid-") as folder:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=scratch_prefix(path)) as folder:
             silent = Path(folder) / "video.mp4"
             count = _encode(silent, frames, fps, encoding)
             mux_audio(silent, audio_from, tmp)

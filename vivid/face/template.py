@@ -155,12 +155,12 @@ class MotionTemplate:
     def write_video(self, path: str | Path, frames: Iterable[np.ndarray]) -> int:
         """Write animated `frames` as an mp4 at the template's fps, with its sound when it has
         one (cut to the video's length). Returns the frame count; nothing is left on failure."""
-        from ..media import atomic_output, mux_audio, write_video
+        from ..media import atomic_output, mux_audio, scratch_prefix, write_video
 
         path = Path(path)
         if self.audio is None:
             return write_video(path, frames, self.fps)
-        with atomic_output(path) as out, tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.vivid-") as tmp:
+        with atomic_output(path) as out, tempfile.TemporaryDirectory(dir=path.parent, prefix=scratch_prefix(path)) as tmp:
             silent = Path(tmp) / "video.mp4"
             count = write_video(silent, frames, self.fps)
             mux_audio(silent, self.write_audio(tmp), out)
