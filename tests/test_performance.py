@@ -134,6 +134,21 @@ def test_streamed_tensors_are_the_saved_ones_in_every_dtype(tmp_path):
         dict(stream_safetensors(tmp_path / "cut.safetensors"))
 
 
+def test_a_hub_id_is_fetched_first_then_read_like_a_folder(tmp_path, monkeypatch):
+    """Hub models take the same tensor-by-tensor path as folders (no mapped fp32 copy)."""
+    VividPipeline.tiny().save_pretrained(tmp_path / "model")
+    asked = {}
+
+    def download(name, **options):
+        asked.update(options, name=name)
+        return str(tmp_path / "model")
+
+    monkeypatch.setattr(VividPipeline, "download", download)
+    pipe = VividPipeline.from_pretrained("someone/vivid-model", device="cpu", dtype="bf16", revision="v1")
+    assert asked == {"name": "someone/vivid-model", "use_safetensors": True, "revision": "v1"}
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.unet.device.type == "cpu"
+
+
 def test_unknown_dtypes_are_refused_with_the_value():
     with pytest.raises(DtypeError, match="'fp8'"):
         choose_precision("fp8")

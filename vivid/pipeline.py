@@ -43,6 +43,8 @@ LATENT_RGB_FACTORS = torch.tensor(
 DECODE_PIXELS = 128 * 128
 #: Components with weights, each saved in a subfolder of the same name.
 NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
+#: `from_pretrained` keywords that say how to fetch a hub id.
+HUB_DOWNLOAD_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
 #: Trained weight files written by train/ and read by `load_trained`.
 TRAINED_FILES = {
     "reference_net": "reference_net.safetensors",
@@ -199,25 +201,24 @@ class VividPipeline(DiffusionPipeline):
         # Built on the meta device and filled from the files: a tensor missing from them stays
         # on the meta device, and `check_saved` below refuses the folder before anything runs.
         kwargs.setdefault("low_cpu_mem_usage", True)
+        kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
         folder = Path(pretrained_model_name_or_path)
-        if folder.is_dir():  # layout, configs and complete safetensors files, before loading anything
-            check_weights_folder(folder)
-            kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
+        if not folder.is_dir():  # a hub id: fetched (or found in the cache) first, then read like a folder
+            fetch = {k: kwargs[k] for k in HUB_DOWNLOAD_OPTIONS if k in kwargs}
+            folder = Path(cls.download(str(pretrained_model_name_or_path), use_safetensors=True, **fetch))
+        check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
         try:
-            if folder.is_dir():  # read tensor by tensor, so memory never holds a second copy in the files' dtype
-                for name, network_class in cls.network_classes().items():
-                    if name not in kwargs:
-                        kwargs[name] = load_network(network_class, folder / name, precision.dtype)
-            pipe = super().from_pretrained(pretrained_model_name_or_path, dtype=precision.dtype, **kwargs)
+            # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.
+            for name, network_class in cls.network_classes().items():
+                if name not in kwargs:
+                    kwargs[name] = load_network(network_class, folder / name, precision.dtype)
+            pipe = super().from_pretrained(folder, dtype=precision.dtype, **kwargs)
         except WeightsError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
-            if not folder.is_dir():
-                raise
             raise load_failure(folder, exc) from exc  # one line naming the file and what is wrong
-        if folder.is_dir():  # diffusers only warns about missing weights: we refuse them
-            for name in NETWORKS:
-                check_saved(getattr(pipe, name), folder / name, name)
+        for name in NETWORKS:  # diffusers only warns about missing weights: we refuse them
+            check_saved(getattr(pipe, name), folder / name, name)
         pipe._precision = precision
         log.info("diffusion engine runs in %s", precision)
         return pipe.to(device)
