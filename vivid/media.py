@@ -133,6 +133,8 @@ def remove_stale_leftovers(path: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
+    if os.name != "posix":  # on Windows signal 0 is CTRL_C_EVENT: never send it; keep the files
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
