@@ -135,18 +135,43 @@ def test_streamed_tensors_are_the_saved_ones_in_every_dtype(tmp_path):
 
 
 def test_a_hub_id_is_fetched_first_then_read_like_a_folder(tmp_path, monkeypatch):
-    """Hub models take the same tensor-by-tensor path as folders (no mapped fp32 copy)."""
+    """Hub models take the same checks and tensor-by-tensor path as folders; only configs
+    and safetensors files are fetched; a failed fetch is one line naming the id."""
+    import huggingface_hub
+
+    from vivid.options import WeightsError
+
     VividPipeline.tiny().save_pretrained(tmp_path / "model")
     asked = {}
 
-    def download(name, **options):
-        asked.update(options, name=name)
+    def snapshot_download(repo_id, **options):
+        asked.update(options, repo_id=repo_id)
         return str(tmp_path / "model")
 
-    monkeypatch.setattr(VividPipeline, "download", download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     pipe = VividPipeline.from_pretrained("someone/vivid-model", device="cpu", dtype="bf16", revision="v1")
-    assert asked == {"name": "someone/vivid-model", "use_safetensors": True, "revision": "v1"}
+    assert asked["repo_id"] == "someone/vivid-model" and asked["revision"] == "v1"
+    assert set(asked["allow_patterns"]) == {"model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"}
     assert pipe.unet.dtype == torch.bfloat16 and pipe.unet.device.type == "cpu"
+
+    def offline(repo_id, **options):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files. Check your connection.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(WeightsError, match=r"^someone/vivid-model: no such weights folder, and it could not be fetched "
+                                           r"from the Hugging Face hub \(We couldn't connect"):
+        VividPipeline.from_pretrained("someone/vivid-model", device="cpu")
+
+
+def test_a_variant_file_beside_the_weights_is_not_read_too(tmp_path):
+    from vivid.models.weights import weight_files
+
+    pipe = VividPipeline.tiny()
+    pipe.save_pretrained(tmp_path / "model")
+    pipe.vae.save_pretrained(tmp_path / "model" / "vae", variant="fp16")  # as a hub cache can hold both
+    assert [f.name for f in weight_files(tmp_path / "model" / "vae")] == ["diffusion_pytorch_model.safetensors"]
+    loaded = VividPipeline.from_pretrained(tmp_path / "model", device="cpu", dtype="fp32")
+    assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in loaded.vae.state_dict().items())
 
 
 def test_unknown_dtypes_are_refused_with_the_value():

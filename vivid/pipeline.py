@@ -44,7 +44,9 @@ DECODE_PIXELS = 128 * 128
 #: Components with weights, each saved in a subfolder of the same name.
 NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: `from_pretrained` keywords that say how to fetch a hub id.
-HUB_DOWNLOAD_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "variant")
+HUB_DOWNLOAD_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+#: What a saved VividPipeline consists of on the hub: configs and safetensors weights only.
+HUB_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors")
 #: Trained weight files written by train/ and read by `load_trained`.
 TRAINED_FILES = {
     "reference_net": "reference_net.safetensors",
@@ -93,6 +95,20 @@ def _started(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 def _auto_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fetch_from_hub(repo_id: str, **options) -> Path:
+    """The local folder of a hub model (downloaded, or found in the cache): its configs and
+    safetensors files only, so it is then checked and loaded like any saved folder. (diffusers'
+    own `download` refuses our pose guider's module, which is not part of diffusers.)"""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES), **options))
+    except Exception as exc:  # invalid id, unknown model, no network, no access: one line
+        reason = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+        raise WeightsError(f"{repo_id}: no such weights folder, and it could not be fetched from the "
+                           f"Hugging Face hub ({reason})") from exc
 
 
 class VividPipeline(DiffusionPipeline):
@@ -204,8 +220,8 @@ class VividPipeline(DiffusionPipeline):
         kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
         folder = Path(pretrained_model_name_or_path)
         if not folder.is_dir():  # a hub id: fetched (or found in the cache) first, then read like a folder
-            fetch = {k: kwargs[k] for k in HUB_DOWNLOAD_OPTIONS if k in kwargs}
-            folder = Path(cls.download(str(pretrained_model_name_or_path), use_safetensors=True, **fetch))
+            folder = fetch_from_hub(str(pretrained_model_name_or_path), **{k: kwargs.pop(k) for k in HUB_DOWNLOAD_OPTIONS
+                                                                              if k in kwargs})
         check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
         try:
             # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.

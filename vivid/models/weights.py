@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -80,6 +81,22 @@ SAFETENSORS_DTYPES = {
 }
 
 
+def _read_header(f, path: Path) -> tuple[int, dict]:
+    try:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return length, {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header (no tensor is read)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        return {k: tuple(v["shape"]) for k, v in _read_header(f, path)[1].items()}
+
+
 def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """The tensors of a safetensors file one at a time, read with plain reads, floating ones
     converted to `dtype`. safetensors' own loader maps the whole file, and every page it
@@ -87,13 +104,14 @@ def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> It
     into bf16 networks would hold the fp32 file and the bf16 copy at once (4.3 GB above
     the steady state for the SD1.5-sized model); this way the cost is one fp32 tensor."""
     path = Path(path)
+    if sys.byteorder != "little":  # files are little-endian: safetensors' loader swaps the bytes
+        from safetensors.torch import load_file
+
+        for name, tensor in load_file(str(path)).items():
+            yield name, tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        return
     with open(path, "rb") as f:
-        try:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        length, tensors = _read_header(f, path)
         # One buffer, reused: the file's bytes pass through it, so memory grows by the
         # converted tensors only, not by allocator churn of one read buffer per tensor.
         buffer = bytearray(max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0))
@@ -113,9 +131,27 @@ def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> It
             yield name, tensor.to(dtype) if converts else tensor.clone()  # never a view of the buffer
 
 
+def weight_files(folder: str | Path) -> list[Path]:
+    """The safetensors files that hold one saved network, chosen as diffusers and transformers
+    do: the shards an index lists, else the plain weights file(s); a variant such as
+    `model.fp16.safetensors` lying beside them is not read too."""
+    folder = Path(folder)
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    plain = [i for i in indexes if i.name.count(".") == 3]  # name.safetensors.index.json
+    for index in plain or indexes:
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            raise WeightsError(f"{index}: not a readable shard index ({exc})") from exc
+        return [folder / shard for shard in shards]
+    files = sorted(folder.glob("*.safetensors"))
+    return [f for f in files if f.name.count(".") == 1] or files
+
+
 def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> nn.Module:
     """A saved diffusers or transformers network built on the meta device (no random
-    initialisation) and filled from its safetensors files tensor by tensor in `dtype`."""
+    initialisation) and filled from its safetensors files tensor by tensor in `dtype`. The
+    shapes are compared with the config from the files' headers before any tensor is read."""
     from accelerate import init_empty_weights
 
     folder = Path(folder)
@@ -124,20 +160,24 @@ def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -
             model = cls.from_config(cls.load_config(folder))
         else:  # transformers' PreTrainedModel
             model = cls(cls.config_class.from_pretrained(folder))
-    state, source = {}, {}
-    for file in sorted(folder.glob("*.safetensors")):
-        for key, tensor in stream_safetensors(file, dtype):
-            state[key], source[key] = tensor, file
+    files = weight_files(folder)
+    shapes, source = {}, {}
+    for file in files:
+        for key, shape in safetensors_shapes(file).items():
+            if key in source:
+                raise WeightsError(f"{file} and {source[key]} both hold {key}; one network's files should not overlap")
+            shapes[key], source[key] = shape, file
     own = model.state_dict()
-    for key in sorted(own.keys() & state.keys()):
-        if tuple(own[key].shape) != tuple(state[key].shape):
+    for key in sorted(own.keys() & shapes.keys()):
+        if tuple(own[key].shape) != shapes[key]:
             raise WeightsError(
-                f"{source[key]} does not fit its config: {key} is ({', '.join(map(str, state[key].shape))}) in the file "
+                f"{source[key]} does not fit its config: {key} is ({', '.join(map(str, shapes[key]))}) in the file "
                 f"but ({', '.join(map(str, own[key].shape))}) in {folder.name}/config.json; the weights and the config "
                 "come from different models")
-    problems = _problems(own, {k: tuple(v.shape) for k, v in state.items()})
+    problems = _problems(own, shapes)
     if problems:
         raise WeightsError(f"{folder}: the weights file does not fit {folder.name}/config.json: " + "; ".join(problems)
                            + "; the weights and the config come from different models")
+    state = {key: tensor for file in files for key, tensor in stream_safetensors(file, dtype)}
     model.load_state_dict(state, strict=True, assign=True)
     return nn.Module.to(model, dtype).eval()  # floating buffers follow; parameters are already there
