@@ -127,30 +127,30 @@ def test_sound_in_a_codec_mp4_cannot_hold_is_reencoded_and_cut_to_the_video(tmp_
         assert float(c.duration / 1e6) == pytest.approx(2.0, abs=0.1)  # the whole sound, re-encoded
 
 
-def test_leftovers_of_a_killed_run_go_with_the_next_write_and_a_running_ones_stay(tmp_path, astronaut):
+def test_leftovers_of_a_killed_run_go_with_the_next_write_and_nothing_else_does(tmp_path, astronaut):
     """SIGKILL lets no clean-up code run: the next write of the same output removes what a
-    dead process left, but never a live process's files or anything changed a moment ago."""
-    import os
+    dead process on this machine left, but never a living process's files, another
+    machine's, or a user's own files whose names merely start alike."""
     import subprocess
     import sys
-    import time
+
+    from vivid.media import owner_tag
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(gone.stdout)
-    out = tmp_path / "result.mp4"
-    killed_file = tmp_path / f".result.mp4.{dead}-0a1b2c3d.partial.mp4"
-    killed_folder = tmp_path / f".result.mp4.vivid-{dead}-x7y8z9"
-    just_now = tmp_path / f".result.mp4.{dead}-99999999.partial.mp4"
-    running = tmp_path / f".result.mp4.{os.getpid()}-feedbeef.partial.mp4"
-    other_output = tmp_path / f".other.mp4.{dead}-0a1b2c3d.partial.mp4"
-    for f in (killed_file, just_now, running, other_output):
+    killed_file = tmp_path / f".result.mp4.{owner_tag(dead)}-0a1b2c3d.partial.mp4"
+    killed_folder = tmp_path / f".result.mp4.vivid-{owner_tag(dead)}-x7y8z9_q"
+    kept = [tmp_path / f".result.mp4.{owner_tag()}-feedbeef.partial.mp4",  # this (living) process
+            tmp_path / f".result.mp4.otherhost-{dead}-0a1b2c3d.partial.mp4",  # another machine's run
+            tmp_path / f".other.mp4.{owner_tag(dead)}-0a1b2c3d.partial.mp4",  # another output's
+            tmp_path / ".result.mp4.20240101-notes.txt",  # the user's own
+            tmp_path / ".result.mp4.2024-takes"]
+    for f in [killed_file, *kept[:-1]]:
         f.write_bytes(b"half a video")
-    killed_folder.mkdir()
-    (killed_folder / "video.mp4").write_bytes(b"x")
-    hour_ago = time.time() - 3600
-    for f in (killed_file, killed_folder, running, other_output):
-        os.utime(f, (hour_ago, hour_ago))
-    write_video(out, iter([astronaut] * 3), fps=25)
-    assert out.is_file()
+    for folder in (killed_folder, kept[-1]):
+        folder.mkdir()
+        (folder / "video.mp4").write_bytes(b"x")
+    write_video(tmp_path / "result.mp4", iter([astronaut] * 3), fps=25)
+    assert (tmp_path / "result.mp4").is_file()
     assert not killed_file.exists() and not killed_folder.exists()
-    assert just_now.exists() and running.exists() and other_output.exists()
+    assert all(f.exists() for f in kept) and (kept[-1] / "video.mp4").exists()

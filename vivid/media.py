@@ -14,8 +14,8 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -92,7 +92,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     is interrupted the temporary file is removed and an existing `path` is left untouched."""
     path = Path(path)
     remove_stale_leftovers(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+    tmp = path.with_name(f".{path.name}.{owner_tag()}-{secrets.token_hex(4)}.partial{path.suffix}")
     try:
         yield tmp
         if not tmp.exists():
@@ -103,31 +103,35 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
-#: A leftover is stale once its process is gone and it has not changed for this long (s).
-STALE_AFTER_S = 60.0
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """Host and process that own a partial file or scratch folder, as written in its name."""
+    return f"{_host()}-{os.getpid() if pid is None else pid}"
 
 
 def scratch_prefix(path: Path) -> str:
-    """Name start of this process's scratch folders beside `path` (hidden, with our PID, so a
-    later run can tell a killed run's leftovers from a running one's)."""
-    return f".{path.name}.vivid-{os.getpid()}-"
+    """Name start of this process's scratch folders beside `path` (hidden, with our host and
+    PID, so a later run can tell a killed run's leftovers from a running one's)."""
+    return f".{path.name}.vivid-{owner_tag()}-"
 
 
 def remove_stale_leftovers(path: Path) -> None:
-    """Delete what earlier runs writing `path` left when they were killed outright (SIGKILL,
-    power loss: no clean-up code runs): partial files and scratch folders whose process is
-    gone. A running process's files, and files changed in the last minute (a run on another
-    machine sharing the folder), are left alone."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:vivid-)?(\d+)-")
-    now = time.time()
+    """Delete what earlier runs on this machine writing `path` left when they were killed
+    outright (SIGKILL, power loss: no clean-up code runs): partial files and scratch folders,
+    recognised by their whole name, whose process is gone. A living process's files, other
+    machines' files (a shared folder) and anything else are left alone."""
+    name, host = re.escape(path.name), re.escape(_host())
+    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}"
+                      rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
     for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        found = pattern.match(old.name)
-        if not found or _process_alive(int(found.group(1))):
+        found = ours.fullmatch(old.name)
+        if not found or _process_alive(int(found.group(1) or found.group(2))):
             continue
         try:
-            if now - old.stat().st_mtime < STALE_AFTER_S:
-                continue
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         except OSError:  # gone already, or not ours to delete
             continue
 
