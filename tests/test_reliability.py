@@ -536,7 +536,19 @@ def test_out_of_gpu_memory_is_a_refusal_naming_the_settings_to_lower(tiny, astro
         list(tiny.generate(ref, motion, window=4, overlap=1, steps=1))
     message, anticipated = describe_error(info.value)
     assert anticipated and message.startswith("out of GPU memory at 64 px with a 4-frame window")
-    assert "--window (e.g. 2)" in message and "--dtype" in message  # the tiny model runs in fp32
+    assert "a smaller window (e.g. 2 frames)" in message and "bf16" in message  # the tiny model runs in fp32
+
+
+def test_gpu_memory_advice_only_suggests_settings_that_are_allowed_and_help():
+    import torch
+
+    from vivid.pipeline import gpu_memory_advice
+
+    assert "e.g. 16 frames" in gpu_memory_advice(512, 24, 4, torch.float16)
+    assert "e.g. 5 frames" in gpu_memory_advice(512, 6, 4, torch.float16)  # still more than the overlap
+    assert "less overlap (now 4)" in gpu_memory_advice(512, 5, 4, torch.float16)  # the window cannot shrink
+    assert "bf16" not in gpu_memory_advice(512, 24, 4, torch.bfloat16)  # already 16-bit
+    assert gpu_memory_advice(512, 1, 0, torch.float16).endswith("use a GPU with more memory")
 
 
 # -- no pickle of untrusted files -------------------------------------------------------------------

@@ -97,6 +97,19 @@ def _auto_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def gpu_memory_advice(resolution: int, window: int, overlap: int, dtype: torch.dtype) -> str:
+    """What to change after the GPU ran out of memory: a smaller window that still exceeds the
+    overlap, and 16-bit numbers when running in fp32. Plain words, so it reads the same in
+    the CLI and the app."""
+    smaller = max(overlap + 1, window * 2 // 3)
+    fixes = [f"a smaller window (e.g. {smaller} frames)" if smaller < window
+             else f"less overlap (now {overlap}) to allow a smaller window" if overlap > 0 else None,
+             "16-bit numbers (dtype bf16 or fp16)" if dtype == torch.float32 else None]
+    fixes = [f for f in fixes if f]
+    advice = "use " + " or ".join(fixes) if fixes else "use a GPU with more memory"
+    return f"out of GPU memory at {resolution} px with a {window}-frame window: {advice}"
+
+
 def fetch_from_hub(repo_id: str, **options) -> Path:
     """The local folder of a hub model (downloaded, or found in the cache): its configs and
     safetensors files only, so it is then checked and loaded like any saved folder. (diffusers'
@@ -432,11 +445,7 @@ class VividPipeline(DiffusionPipeline):
                     frame = paste_crop(ref.source, frame, ref.square, self.crop)
                 yield FrameEvent(index, frame)
         except torch.OutOfMemoryError as exc:  # CUDA's (and other accelerators') allocator
-            smaller = "; or a 16-bit --dtype (bf16, fp16)" if self.precision.dtype == torch.float32 else ""
-            raise GpuMemoryError(
-                f"out of GPU memory at {self.config.resolution} px with a {window}-frame window: use a smaller "
-                f"--window (e.g. {max(2, window * 2 // 3)}) or --size{smaller}"
-            ) from exc
+            raise GpuMemoryError(gpu_memory_advice(self.config.resolution, window, overlap, self.precision.dtype)) from exc
         finally:
             self.bank.clear()
 
