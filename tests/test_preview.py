@@ -98,6 +98,13 @@ def test_triangulation_tiles_the_hull_of_any_points_with_every_point(seed, n, fl
     assert set(np.unique(triangles)) == set(range(n))
 
 
+def test_points_on_one_line_are_refused_rather_than_left_untriangulated():
+    from scipy.spatial import QhullError
+
+    with pytest.raises(QhullError):
+        delaunay(np.c_[np.arange(10.0), 2 * np.arange(10.0)])
+
+
 def test_triangulation_of_real_faces_is_scipys_delaunay(animator, astronaut, grace_hopper):
     from scipy.spatial import Delaunay
 

@@ -85,7 +85,7 @@ def delaunay(points: np.ndarray) -> np.ndarray:
     triangles = np.array(found, np.int32).reshape(-1, 3)
     triangles = triangles[(triangles >= 0).all(axis=1)]
     hull_area = cv2.contourArea(cv2.convexHull(points.astype(np.float32)))
-    if not np.isclose(_triangle_areas(points, triangles).sum(), hull_area, rtol=1e-5, atol=1e-3):
+    if len(triangles) == 0 or not np.isclose(_triangle_areas(points, triangles).sum(), hull_area, rtol=1e-5, atol=1e-3):
         from scipy.spatial import Delaunay
 
         return Delaunay(points).simplices.astype(np.int32)
