@@ -92,6 +92,8 @@ def test_animate_crop_only_and_diffusion_tiny(clip, portrait, tmp_path):
         (["animate", "{portrait}", "{clip}", "-o", "{out}", "--steps", "5"], "only apply to the diffusion engine"),
         (["animate", "{portrait}", "{clip}", "-o", "{out}", "--engine", "diffusion"], "needs --weights"),
         (["animate", "{portrait}", "{clip}", "-o", "{out}", "--engine", "diffusion", "--weights", "{tmp}"], "model_index.json"),
+        (["animate", "{portrait}", "{clip}", "-o", "{out}", "--engine", "diffusion", "--weights", "./runs/model"],
+         "no such weights folder"),
         (["parse", "{flat}", "-o", "{tmp}/p"], "no face"),
     ],
 )
@@ -107,6 +109,31 @@ def test_bad_input_gives_one_readable_line(args, message, clip, portrait, tmp_pa
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("vivid: error:") and message in lines[0]
     assert not (tmp_path / "o.mp4").exists()  # nothing half-written left behind
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_one_line_naming_it(clip, portrait, tmp_path):
+    """`--weights owner/name` is a hub model; offline and not in the cache, the user reads why."""
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-m", "vivid", "animate", str(portrait), str(clip), "-o",
+                             str(tmp_path / "o.mp4"), "--engine", "diffusion", "--weights", "someone/vivid-model"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 2
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("vivid: error: someone/vivid-model: no such weights folder, and it could not be fetched "
+                           "from the Hugging Face hub"), result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_what_counts_as_a_hub_id(tmp_path, monkeypatch):
+    from vivid.options import is_hub_id
+
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("someone/vivid-model") and is_hub_id("org.name/model_v1.5")
+    assert not any(is_hub_id(w) for w in ("tiny", "model", "./runs/model", "/abs/model", "~/model", "a/b/c", None))
+    (tmp_path / "runs" / "model").mkdir(parents=True)
+    assert not is_hub_id("runs/model")  # a folder on disk wins
 
 
 def test_parse_image_and_video(clip, portrait, tmp_path):

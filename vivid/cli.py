@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a larger portrait is scaled down to this longest side, so the video plays in every browser "
                         f"(default {BROWSER_MAX_SIDE}; 0 keeps the full size, which browsers may not play)")
     d = a.add_argument_group("diffusion engine")
-    d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, or 'tiny' (random, for testing)")
+    d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, a Hugging Face hub id "
+                   "(owner/name, fetched once into the hub cache), or 'tiny' (random, for testing)")
     d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
     d.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default 4)")
     d.add_argument("--no-cyclic", action="store_true", default=None, help="fixed windows instead of cyclic overlap")
@@ -205,7 +206,7 @@ def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: floa
     from .terminal import quiet_loaded_libraries
 
     quiet_loaded_libraries()  # diffusers and transformers are loaded now
-    # The weights folder was checked with the other options (vivid.options).
+    # A weights folder was checked with the other options (vivid.options); a hub id is checked once fetched.
     dtype = args.dtype or "auto"
     if args.weights == "tiny":
         pipe = VividPipeline.tiny(resolution=args.size or 64, dtype=dtype)

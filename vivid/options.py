@@ -155,7 +155,9 @@ class AnimateOptions:
             raise OptionError("the diffusion engine needs weights (a saved model folder); "
                               "use the preview engine to animate without downloaded weights", "weights")
         max_window = DEFAULT_MAX_WINDOW
-        if self.weights != "tiny":
+        if is_hub_id(self.weights):
+            pass  # checked once fetched (VividPipeline.from_pretrained): no network here
+        elif self.weights != "tiny":
             saved = check_weights_folder(self.weights)
             max_window = saved.max_window
             if self.size is not None and self.size != saved.resolution:
@@ -175,6 +177,14 @@ class SavedModel:
     folder: Path
     resolution: int
     max_window: int
+
+
+def is_hub_id(weights: str | Path | None) -> bool:
+    """Whether `weights` names a Hugging Face hub model ("owner/name") rather than a folder:
+    nothing of that name on disk, and the shape of a hub id."""
+    text = str(weights or "")
+    return (not Path(text).exists() and not text.startswith((".", "/", "~"))
+            and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text) is not None)
 
 
 def check_weights_folder(folder: str | Path) -> SavedModel:
@@ -339,5 +349,5 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 __all__ = [
     "AnimateOptions", "OptionError", "SavedModel", "check_denoising", "check_output", "check_output_folder",
-    "check_weights_folder", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
+    "check_weights_folder", "is_hub_id", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
 ]
