@@ -239,7 +239,7 @@ def load_failure(folder: str | Path, exc: BaseException) -> WeightsError:
         for component in NETWORKS:
             for path in sorted((folder / component).glob("*.safetensors")):
                 try:
-                    shapes = _tensor_shapes(path)
+                    shapes = tensor_shapes(path)
                 except (OSError, ValueError):
                     continue
                 if key in shapes:
@@ -249,12 +249,22 @@ def load_failure(folder: str | Path, exc: BaseException) -> WeightsError:
     return WeightsError(f"{folder}: the saved model could not be loaded ({text.split('. ')[0]})")
 
 
-def _tensor_shapes(path: Path) -> dict[str, list[int]]:
+def safetensors_header(path: str | Path) -> tuple[int, dict]:
+    """A safetensors file's header length and its tensor entries (dtype, shape, data offsets),
+    read without loading any tensor."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return length, {k: v for k, v in header.items() if k != "__metadata__"}
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a safetensors header (no tensor is read)."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+    return {k: tuple(v["shape"]) for k, v in safetensors_header(path)[1].items()}
 
 
 def _json(path: Path, error: type[ValueError], missing: str | None = None) -> dict:

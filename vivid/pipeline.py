@@ -26,7 +26,7 @@ from .conditioning import (
 )
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import check_saved, load_network, load_strict
+from .models.weights import load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
@@ -227,9 +227,6 @@ class VividPipeline(DiffusionPipeline):
             raise ValueError(f"give dtype or torch_dtype, not both (got {dtype} and {torch_dtype})")
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype if dtype is not None else torch_dtype, device)
-        # Built on the meta device and filled from the files: a tensor missing from them stays
-        # on the meta device, and `check_saved` below refuses the folder before anything runs.
-        kwargs.setdefault("low_cpu_mem_usage", True)
         kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
         folder = Path(pretrained_model_name_or_path)
         if not folder.is_dir():  # a hub id: fetched (or found in the cache) first, then read like a folder
@@ -246,8 +243,6 @@ class VividPipeline(DiffusionPipeline):
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
             raise load_failure(folder, exc) from exc  # one line naming the file and what is wrong
-        for name in NETWORKS:  # diffusers only warns about missing weights: we refuse them
-            check_saved(getattr(pipe, name), folder / name, name)
         pipe._precision = precision
         log.info("diffusion engine runs in %s", precision)
         return pipe.to(device)

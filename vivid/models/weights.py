@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -10,7 +9,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..options import WeightsError  # defined next to the folder checks, importable without torch
+from ..options import WeightsError, safetensors_header, tensor_shapes  # torch-free, beside the folder checks
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -54,47 +53,12 @@ def load_strict(module: nn.Module, path: str | Path, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def check_saved(module: nn.Module, folder: str | Path, what: str) -> None:
-    """The safetensors files in `folder` hold exactly `module`'s tensors (names and shapes);
-    reads only the headers. diffusers would otherwise fill gaps with random values."""
-    from safetensors import safe_open
-
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise WeightsError(f"{folder}: no .safetensors weights for the {what}")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                shapes[key] = tuple(st.get_slice(key).get_shape())
-    problems = _problems(module.state_dict(), shapes)
-    if problems:
-        raise WeightsError(f"{files[0] if len(files) == 1 else folder} does not fit the {what}: " + "; ".join(problems))
-
-
 #: safetensors' dtype names (https://github.com/huggingface/safetensors, format section).
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-
-def _read_header(f, path: Path) -> tuple[int, dict]:
-    try:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return length, {k: v for k, v in header.items() if k != "__metadata__"}
-
-
-def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes from a safetensors header (no tensor is read)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        return {k: tuple(v["shape"]) for k, v in _read_header(f, path)[1].items()}
 
 
 def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
@@ -110,8 +74,8 @@ def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> It
         for name, tensor in load_file(str(path)).items():
             yield name, tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
         return
+    length, tensors = safetensors_header(path)
     with open(path, "rb") as f:
-        length, tensors = _read_header(f, path)
         # One buffer, reused: the file's bytes pass through it, so memory grows by the
         # converted tensors only, not by allocator churn of one read buffer per tensor.
         buffer = bytearray(max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0))
@@ -163,7 +127,7 @@ def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -
     files = weight_files(folder)
     shapes, source = {}, {}
     for file in files:
-        for key, shape in safetensors_shapes(file).items():
+        for key, shape in tensor_shapes(file).items():
             if key in source:
                 raise WeightsError(f"{file} and {source[key]} both hold {key}; one network's files should not overlap")
             shapes[key], source[key] = shape, file
