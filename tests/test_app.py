@@ -261,6 +261,32 @@ def test_live_step_animates_webcam_frames(tmp_path, astronaut, grace_hopper):
     assert motion.max() > 0 and "frames/s" in rate
 
 
+def test_live_view_frames_travel_inline_as_jpeg(grace_hopper, tmp_path):
+    import base64
+
+    import cv2
+    from gradio.processing_utils import move_files_to_cache
+
+    live = app.inline_image(label="live")
+    frame = app._fit(grace_hopper, app.LIVE_VIEW_SIDE)
+    sent = move_files_to_cache(live.postprocess(frame), live, postprocess=True)  # what Gradio sends
+    assert sent["url"].startswith("data:image/jpeg;base64,") and sent["path"] is None  # no file, no second request
+    seen = cv2.cvtColor(cv2.imdecode(np.frombuffer(base64.b64decode(sent["url"].split(",", 1)[1]), np.uint8),
+                                     cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert seen.shape == frame.shape
+    assert np.abs(seen.astype(int) - frame.astype(int)).mean() < 3  # colours in the right order, mild JPEG loss
+    assert sent["size"] < frame.nbytes / 10
+    assert live.postprocess(None) is None
+
+
+def test_warm_up_builds_the_face_analysers_before_the_first_click(monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "_analyzer", None)
+    monkeypatch.setattr(app, "_preview_analyzer", None)
+    app.warm_up(tmp_path / "missing.jpg")  # a missing asset costs the first visitor time, it does not stop the server
+    app.warm_up()
+    assert app._analyzer is not None and app._preview_analyzer is not None
+
+
 def test_build_has_the_stable_elem_ids():
     demo = app.build()
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}

@@ -143,7 +143,9 @@ def test_an_example_runs_with_one_click_and_gives_a_playable_video(page):
     with screenshot_on_failure(page, "example"):
         example = page.locator("#animate-examples").get_by_text("astronaut × head-motion")
         example.click()
-        page.locator("#animate-live img").first.wait_for(state="visible", timeout=30_000)  # frames as they come
+        live = page.locator("#animate-live img").first
+        live.wait_for(state="visible", timeout=30_000)  # frames as they come
+        assert live.get_attribute("src").startswith("data:image/jpeg;base64,")  # inside the update: no extra request
         wait_status(page, "done", 60_000)
         assert "78 frames" in status(page)
         video = page.locator("#animate-result video").first
