@@ -797,7 +797,8 @@ def inline_image(**kwargs) -> gr.Image:
     """An output image whose pictures travel inside the update as JPEG data URLs. A plain
     gr.Image writes every picture to Gradio's file cache and sends its URL, and the browser
     then asks for the file: one more round trip per live-view frame (~30 ms on loopback, a
-    network round trip on a hosted Space) and a file per frame on the server's disk."""
+    network round trip on a hosted Space) and a file per frame on the server's disk (the Live
+    tab's two images at 20 frames/s wrote 40 files a second, kept for `MAX_AGE`)."""
     component = gr.Image(format="jpeg", **kwargs)
     default = component.postprocess
 
@@ -908,8 +909,8 @@ def build() -> gr.Blocks:
                                           value=portraits[0] if portraits else None)
                 webcam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", elem_id="live-webcam")
             with gr.Row():
-                live_out = gr.Image(label="Animated portrait", format="jpeg", elem_id="live-output")
-                live_motion = gr.Image(label="Motion map of your face", format="jpeg", elem_id="live-motion")
+                live_out = inline_image(label="Animated portrait", elem_id="live-output")
+                live_motion = inline_image(label="Motion map of your face", elem_id="live-motion")
             live_rate = gr.Textbox(label="Speed", elem_id="live-fps")
             recentre = gr.Button("Take my current pose as neutral", elem_id="live-reset")
             if portraits:

@@ -243,6 +243,8 @@ def test_the_webcam_drives_the_portrait_live(page, server):
         page.wait_for_function("() => window.__frames.length >= 20", timeout=30_000)
         page.locator("#live-motion img").first.wait_for(state="visible")
         sources = page.evaluate("window.__frames")
+        assert all(src.startswith("data:image/jpeg;base64,") for src in sources)  # inside the updates
+        assert not list((server["tmp"] / "gradio").rglob("*.jpeg")), "a cache file per live frame"
         first, last = (_fetch_image(src) for src in (sources[2], sources[-1]))
         assert first.shape == last.shape and np.abs(first.astype(int) - last.astype(int)).mean() > 0.5  # it moves
         assert "frames/s" in page.locator("#live-fps textarea").input_value()
