@@ -796,7 +796,7 @@ CSS = """
 def inline_image(**kwargs) -> gr.Image:
     """An output image whose pictures travel inside the update as JPEG data URLs. A plain
     gr.Image writes every picture to Gradio's file cache and sends its URL, and the browser
-    then asks for the file: one more round trip per live-view frame (~30 ms on loopback, a
+    then asks for the file: one more round trip per live-view frame (20-40 ms here on loopback, a
     network round trip on a hosted Space) and a file per frame on the server's disk (the Live
     tab's two images at 20 frames/s wrote 40 files a second, kept for `MAX_AGE`)."""
     component = gr.Image(format="jpeg", **kwargs)
