@@ -1,0 +1,45 @@
+"""The command line's start-up skips modules MediaPipe imports but the CLI never uses, and
+those modules still work whenever something does use them."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_mediapipe_loads_without_running_pyplot_and_pyplot_still_works_when_used():
+    out = run("""
+        import sys
+        from vivid.deferred_imports import defer
+        assert defer() == ["matplotlib", "matplotlib.pyplot", "sounddevice"]
+        import mediapipe
+        from vivid.face import FaceAnalyzer
+        # Imported by MediaPipe, but none of their code has run yet.
+        print(type(sys.modules["matplotlib.pyplot"]).__name__, type(sys.modules["matplotlib"]).__name__)
+        import matplotlib
+        matplotlib.use("Agg")  # the evaluation report's way in (it switches pyplot's backend too)
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        print(type(plt).__name__, matplotlib.get_backend().lower(), plt is sys.modules["matplotlib.pyplot"])
+    """).split()
+    assert out[:2] == ["DeferredModule", "DeferredModule"]
+    assert out[2:] == ["module", "agg", "True"]
+
+
+def test_modules_already_imported_or_missing_are_left_alone():
+    out = run("""
+        import sys, json
+        import matplotlib
+        from vivid.deferred_imports import defer
+        print(json.dumps(defer(("matplotlib", "matplotlib.pyplot", "no_such_module_here"))))
+    """)
+    assert out.strip() == "[]"  # matplotlib is real already; pyplot then imports normally
