@@ -54,7 +54,7 @@ def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def polygon_area(p: np.ndarray) -> float:
     x, y = p[:, 0], p[:, 1]
-    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+    return float(abs(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]) / 2)
 
 
 def eye_opening(points: np.ndarray, eye: tuple) -> float:
@@ -85,12 +85,13 @@ def _retarget_eyelids(moved: np.ndarray, ref: np.ndarray, eye: tuple, ratio: flo
     ra, rb = ref[contour[0]], ref[contour[8]]
     r_axis = (rb - ra) / max(np.linalg.norm(rb - ra), 1e-6)
     r_normal = np.array([-r_axis[1], r_axis[0]])
-    for i in contour + iris:
-        across = (moved[i] - a) @ normal
-        wanted = ratio * ((ref[i] - ra) @ r_normal)
-        if i in iris:  # the eyeball stays where it is unless the lids would close over it
-            wanted = across if ratio >= 1 else across * max(ratio, 0.3)
-        moved[i] = moved[i] + (wanted - across) * normal
+    across = (moved[contour] - a) @ normal
+    wanted = ratio * ((ref[contour] - ra) @ r_normal)
+    # The eyeball stays where it is unless the lids would close over it.
+    iris_across = (moved[iris] - a) @ normal
+    iris_wanted = iris_across if ratio >= 1 else iris_across * max(ratio, 0.3)
+    moved[contour] += (wanted - across)[:, None] * normal
+    moved[iris] += (iris_wanted - iris_across)[:, None] * normal
 
 
 def transfer_motion(reference: np.ndarray, first: np.ndarray, current: np.ndarray, relative: bool = True) -> Target:
