@@ -11,6 +11,12 @@ Usage:
   --dtype auto|fp32|bf16|fp16 (repeatable) picks the dtypes compared (default: fp32 and bf16;
   the one `auto` picks, as the CLI does, is marked). --threads N (default 2).
 
+Memory is RSS in MiB (2^20 bytes); generation peaks are also given in GB = 10^9 bytes, the
+unit of issue 12's target (6 GB = 6.0e9 bytes = 5722 MiB). With --sd15, one more run of the
+default dtype (not timed) takes the memory apart: the runtime before any network exists, each
+network's weights, the face models, and per stage of the generation the high-water RSS next to
+the tensors actually alive (the rest is allocator slack).
+
 Every measurement runs in a fresh subprocess, so its memory figures are its own:
 construction peak = high-water RSS while building the networks, resident = RSS once built,
 generation peak = high-water RSS during generation (reset after building). The same-run
@@ -48,6 +54,161 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
 
 
+MIB = 2**20
+#: Issue 12's target for the SD1.5-sized run's generation peak: 6 GB, in bytes (10^9).
+TARGET_BYTES = 6.0e9
+
+
+def gb(mib: float) -> float:
+    """MiB -> GB (10^9 bytes)."""
+    return mib * MIB / 1e9
+
+
+def runtime_breakdown() -> dict[str, float]:
+    """This process's RSS in MiB by what holds it (/proc/self/smaps): CUDA libraries (the PyPI
+    torch wheel is the CUDA build; they load on a CPU too), triton (imported by torch._dynamo,
+    which diffusers imports), other shared libraries, and anonymous memory (Python objects,
+    torch's operator tables, malloc)."""
+    kinds = dict.fromkeys(("cuda_libraries", "triton", "other_libraries", "anonymous"), 0.0)
+    kind = "anonymous"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            path = fields[5] if len(fields) > 5 else ""
+            kind = ("anonymous" if not path.startswith("/") else "cuda_libraries"
+                    if re.search(r"/nvidia/|_cuda|/cuda/bindings/|/libcu[a-z]*\.so|/libnv", path)
+                    else "triton" if "/triton/" in path else "other_libraries")
+        elif fields[0] == "Rss:":
+            kinds[kind] += int(fields[1]) / 1024
+    return dict(kinds, total=sum(kinds.values()))
+
+
+#: Weight groups of the pipeline, in the order they are reported.
+WEIGHT_GROUPS = ("denoising UNet, image part", "motion modules", "ReferenceNet", "CLIP image encoder", "VAE",
+                 "PoseGuider")
+
+
+def weight_bytes(pipe) -> dict[str, dict[str, int]]:
+    """Bytes of parameters and buffers per weight group and dtype, each tensor storage counted
+    once across the whole pipeline (the motion UNet holds the image UNet's tensors)."""
+    networks = {"denoising UNet": pipe.unet, "ReferenceNet": pipe.reference_net,
+                "CLIP image encoder": pipe.image_encoder, "VAE": pipe.vae, "PoseGuider": pipe.pose_guider}
+    seen, out = set(), {g: {} for g in WEIGHT_GROUPS}
+    for network, module in networks.items():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen or not storage.nbytes():
+                continue
+            seen.add(storage.data_ptr())
+            group = ("motion modules" if "motion_modules" in name else "denoising UNet, image part") \
+                if network == "denoising UNet" else network
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            out[group][dtype] = out[group].get(dtype, 0) + storage.nbytes()
+    return out
+
+
+def malloc_free_mb() -> float | None:
+    """MiB glibc's malloc holds free inside its arenas: freed by the program, not returned to
+    the OS, still counted in RSS. None where there is no glibc mallinfo2."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    return mallinfo2().fordblks / MIB
+
+
+def live_tensors():
+    """A TorchDispatchMode that keeps the bytes of the tensor storages torch ops create while
+    they are alive, and their high-water mark per `stage`: the activations, caches and
+    outputs of a run, without the allocator's slack around them."""
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveTensors(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.stage, self.current, self.peaks = "other", 0, {}
+            self._held: dict[int, list[int]] = {}  # storage address -> [bytes, tensors made by ops that hold it]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in tree_flatten(out)[0]:
+                if hasattr(tensor, "untyped_storage") and tensor.untyped_storage().nbytes():
+                    self._hold(tensor)
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), self.current)
+            return out
+
+        def _hold(self, tensor) -> None:
+            storage = tensor.untyped_storage()
+            entry = self._held.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
+            if entry[1] == 0:
+                self.current += entry[0]
+            entry[1] += 1
+            weakref.finalize(tensor, self._release, storage.data_ptr())
+
+        def _release(self, address: int) -> None:
+            entry = self._held[address]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.current -= entry[0]
+                del self._held[address]
+
+    return LiveTensors()
+
+
+#: The networks a generation runs, in order, as stages of the memory anatomy.
+STAGES = (("CLIP image encoder", "image_encoder"), ("VAE encoder", "vae.encoder"), ("ReferenceNet", "reference_net"),
+          ("PoseGuider", "pose_guider"), ("denoising UNet", "unet"), ("VAE decoder", "vae.decoder"))
+
+
+def anatomy_run(pipe, run) -> dict:
+    """`run()` (a generation) with the high-water RSS and the live tensor bytes per network it
+    runs (STAGES; "between networks" for the rest), and the reference bank's size."""
+    import threading
+
+    live, rss_peaks, bank = live_tensors(), {}, {"features": 0, "keys_values": 0}
+    state = {"stage": "between networks", "running": True}
+
+    def enter(stage):
+        state["stage"] = live.stage = stage
+
+    def sample():
+        while state["running"]:
+            stage = state["stage"]
+            rss_peaks[stage] = max(rss_peaks.get(stage, 0), _status("VmRSS"))
+            time.sleep(0.004)
+
+    def measure_bank(*_):
+        bank["features"] = max(bank["features"], sum(t.nbytes for t in pipe.bank.features.values()))
+        bank["keys_values"] = max(bank["keys_values"], sum(k.nbytes + v.nbytes for *_, k, v in pipe.bank._kv.values()))
+
+    for stage, path in STAGES:
+        network, _, part = path.partition(".")
+        module = getattr(pipe, network).get_submodule(part)  # "" is the network itself
+        module.register_forward_pre_hook(lambda *_, s=stage: enter(s))
+        module.register_forward_hook(lambda *_: enter("between networks"))
+    pipe.unet.register_forward_hook(measure_bank)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        with live:
+            run()
+    finally:
+        state["running"] = False
+        sampler.join()
+    return dict(stage_rss_mb=rss_peaks, stage_live_mb={k: v / MIB for k, v in live.peaks.items()},
+                bank_mb={k: v / MIB for k, v in bank.items()})
+
+
 def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: str | None = None):
     """The pipeline of one run. `legacy`: the pre-issue-12 construction (fp32 parts, the
     motion UNet copied by from_unet2d). `load`: a saved folder, or base: a base-model folder."""
@@ -80,8 +241,10 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
 
 def measure(model: str, frames: int, window: int, overlap: int, steps: int, resolution: int, dtype: str = "auto",
             threads: int = 2, cache_kv: bool = True, legacy: bool = False, load: str | None = None,
-            out: str | None = None, generate: bool = True, wrap: bool = False) -> dict:
-    """One run in this process: build, then stream a generation; counts, timings, memory."""
+            out: str | None = None, generate: bool = True, wrap: bool = False, anatomy: bool = False) -> dict:
+    """One run in this process: build, then stream a generation; counts, timings, memory.
+    `anatomy`: also where the memory goes (`runtime_breakdown`, `weight_bytes`, `anatomy_run`;
+    the tracking slows the run, so its times mean nothing)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -91,15 +254,20 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
     from vivid.face import MotionTrack
     from vivid.windows import context_windows
 
+    runtime = runtime_breakdown() if anatomy else None
     wall, cpu = time.perf_counter(), time.process_time()
     pipe = build(model, resolution, dtype, legacy, load)
     result = dict(build_seconds=time.perf_counter() - wall, construction_peak_mb=_status("VmHWM"),
                   resident_mb=_status("VmRSS"), precision=str(pipe.precision), dtype=pipe.precision.name)
+    if anatomy:
+        result.update(runtime_mb=runtime, weights_mb={g: {d: b / MIB for d, b in by.items()} for g, by in weight_bytes(pipe).items()},
+                      malloc_free_after_building_mb=malloc_free_mb())
     if not generate:
         return result
     pipe.bank.cache_kv = cache_kv and not legacy
     ref = pipe.prepare_reference(data.astronaut())
     one = pipe.prepare_driving([data.astronaut()])
+    result["faces_prepared_mb"] = _status("VmRSS")
     rng = np.random.default_rng(0)
     motion = MotionTrack([one.points[0] + rng.normal(0, 0.5, one.points[0].shape).astype(np.float32) for _ in range(frames)],
                          one.resolution, one.square)
@@ -110,16 +278,25 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
 
     pipe.unet.register_forward_pre_hook(count_unet, with_kwargs=True)
     pipe.reference_net.register_forward_hook(lambda *a: counts.__setitem__("reference_net", counts["reference_net"] + 1))
+    images = []
+
+    def run():
+        images.extend(e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, steps=steps, guidance=3.5,
+                                                     cyclic=True, wrap=wrap) if e.kind == "frame")
+
     _reset_peak()
     wall, cpu = time.perf_counter(), time.process_time()
-    images = [e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, steps=steps, guidance=3.5, cyclic=True,
-                                             wrap=wrap) if e.kind == "frame"]
+    if anatomy:
+        result.update(anatomy_run(pipe, run))
+    else:
+        run()
     seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
     minimum = sum(len(w) for s in range(steps) for w in context_windows(frames, window, overlap, s, cyclic=True, wrap=wrap))
     if out:
         np.save(out, np.stack(images))
     return dict(result, frames=len(images), seconds=seconds, cpu_seconds=cpu_seconds, unet_frames=counts["unet_frames"],
-                schedule_frames=2 * minimum, reference_net=counts["reference_net"], generation_peak_mb=_status("VmHWM"))
+                schedule_frames=2 * minimum, reference_net=counts["reference_net"], generation_peak_mb=_status("VmHWM"),
+                after_generation_mb=_status("VmRSS"), malloc_free_after_generation_mb=malloc_free_mb())
 
 
 def save_models(folder: str) -> dict:
@@ -158,21 +335,21 @@ def _wait_for_memory(need_mb: float, patience: float = 3600) -> None:
         time.sleep(30)
 
 
-def run_child(spin: bool = False, **kw) -> dict:
+def run_child(spin: bool = False, env: dict | None = None, **kw) -> dict:
     """`measure(**kw)` (or `save_models`) in a fresh interpreter, once the RAM it needs is free.
     Its OpenMP threads sleep when idle, as under `python -m vivid` and the app (vivid/__main__.py),
-    unless `spin`: then torch's default, spinning a while before sleeping."""
+    unless `spin`: then torch's default, spinning a while before sleeping. `env`: more variables."""
     if kw.get("model") == "tiny":
         _wait_for_memory(NEEDS_MB[("tiny", "any")])
     elif "save" in kw:
         _wait_for_memory(NEEDS_MB[("sd15", "fp32")])
     else:
         _wait_for_memory(NEEDS_MB[("sd15", "legacy" if kw.get("legacy") else kw.get("dtype", "fp32"))])
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    child_env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", **(env or {}))
     if spin:
-        env.pop("OMP_WAIT_POLICY")
+        child_env.pop("OMP_WAIT_POLICY")
     out = subprocess.run([sys.executable, __file__, "--child", json.dumps(kw)], capture_output=True, text=True, cwd=ROOT,
-                         env=env)
+                         env=child_env)
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -205,8 +382,10 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="vivid-bench-"))
     text = (f"`auto` on this machine: **{auto}**. Torch threads per run: {args.threads}. "
-            "Memory figures are RSS in MB (MiB); 'construction peak' is the high-water mark while building "
-            "the networks, 'resident' the RSS once built, 'generation peak' the high-water mark while generating.\n\n")
+            "Memory figures are RSS in MiB (2^20 bytes), generation peaks also in GB (10^9 bytes, the unit of "
+            "the issue's target); 'construction peak' is the high-water mark while building the networks, 'resident' "
+            "the RSS once built, 'generation peak' the high-water mark while generating (the face models, loaded "
+            "before, included).\n\n")
 
     rows, outputs = [], {}
     for dt in dtypes:
@@ -217,8 +396,8 @@ def main() -> None:
     long = {n: run_child(**dict(TINY, frames=n), dtype=auto.name, threads=args.threads) for n in (32, 512)}
     per_frame_kb = (long[512]["generation_peak_mb"] - long[32]["generation_peak_mb"]) * 1024 / (512 - 32)
     text += _table(rows) + (
-        f"\nStreaming memory (tiny, {auto.name}): generation peak {long[32]['generation_peak_mb']:.0f} MB at 32 frames, "
-        f"{long[512]['generation_peak_mb']:.0f} MB at 512 frames: **{per_frame_kb:.0f} KB per extra frame** "
+        f"\nStreaming memory (tiny, {auto.name}): generation peak {long[32]['generation_peak_mb']:.0f} MiB at 32 frames, "
+        f"{long[512]['generation_peak_mb']:.0f} MiB at 512 frames: **{per_frame_kb:.0f} KB per extra frame** "
         f"(target < 512 KB) — {'met' if per_frame_kb < 512 else 'NOT met'}.\n")
 
     if args.sd15:
@@ -241,11 +420,25 @@ def main() -> None:
         _add_psnr(rows, outputs, "sd15", dtypes)
         r = run_child(**SD15, dtype=auto.name, threads=args.threads, wrap=True)  # output differs by design: no PSNR
         rows.append(_row("now, windows wrapping past the end (the schedule the issue measured; `--wrap`)", r, SD15, False))
+        outputs[("sd15", "malloc")] = str(tmp / "sd15-malloc.npy")
+        r = run_child(**SD15, dtype=auto.name, threads=args.threads, env=dict(GLIBC_TUNABLES=MMAP_EVERY_4_MIB),
+                      out=outputs[("sd15", "malloc")])
+        rows.append(_row("now, malloc returning every block of 4 MiB or more to the OS when freed (`GLIBC_TUNABLES="
+                         f"{MMAP_EVERY_4_MIB}`; frames "
+                         + ("identical" if np.array_equal(np.load(outputs[("sd15", "malloc")]), np.load(outputs[("sd15", auto.name)]))
+                            else "NOT identical") + ")", r, SD15, False))
+        default = next((row for row in rows if row[1] == f"{auto.name} (auto)"), None)
         same = np.array_equal(np.load(outputs[("sd15", "nocache")]), np.load(outputs[("sd15", auto.name)]))
         text += ("\nSD1.5-sized random weights (UNet 2D + AnimateDiff v1-5-2 adapter + ReferenceNet + CLIP ViT-L/14 + "
                  "sd-vae-ft-mse shapes), 128 px, 16 frames, window 8/overlap 2, 2 steps, guidance 3.5:\n\n" + _table(rows))
         text += (f"\nReference K/V cache: frames with and without it are "
                  f"{'identical' if same else 'NOT identical (PSNR %.1f dB)' % psnr(np.load(outputs[('sd15', 'nocache')]), np.load(outputs[('sd15', auto.name)]))}.\n")
+        peak = float(default[9]) if default else float("nan")
+        text += "" if default is None else (f"\nTarget (issue 12): generation peak of this run at the default dtype ≤ 6 GB = {TARGET_BYTES:.1e} bytes = "
+                 f"{TARGET_BYTES / MIB:.0f} MiB. Now **{peak:.0f} MiB = {gb(peak):.2f}e9 bytes — "
+                 f"{'met' if peak * MIB <= TARGET_BYTES else 'NOT met'}** ({peak * MIB / 2**30:.2f} GiB).\n")
+        anatomy = run_child(**SD15, dtype=auto.name, threads=args.threads, anatomy=True)
+        text += _anatomy_text(anatomy)
         if args.load:
             run_child(save=str(tmp / "models"))
             rows = []
@@ -256,7 +449,7 @@ def main() -> None:
                     rows.append([what, r["precision"], f"{r['construction_peak_mb']:.0f}", f"{r['resident_mb']:.0f}",
                                  f"{r['build_seconds']:.1f}"])
             text += ("\nLoading the SD1.5-sized model from disk (no generation):\n\n"
-                     + _plain_table(["how", "dtype", "construction peak MB", "resident MB", "seconds"], rows))
+                     + _plain_table(["how", "dtype", "construction peak MiB", "resident MiB", "seconds"], rows))
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
@@ -273,7 +466,7 @@ def _row(name: str, r: dict, cfg: dict, is_auto: bool) -> list[str]:
     return [name, r["dtype"] + (" (auto)" if is_auto else ""), f"**{r['seconds'] / frames:.3f}**",
             f"{r['cpu_seconds'] / frames:.3f}", f"{r['unet_frames'] / frames / steps:.2f}",
             f"{r['schedule_frames'] / frames / steps:.2f}", str(r["reference_net"]), f"{r['construction_peak_mb']:.0f}",
-            f"{r['resident_mb']:.0f}", f"{r['generation_peak_mb']:.0f}", "—"]
+            f"{r['resident_mb']:.0f}", f"{r['generation_peak_mb']:.0f}", f"{gb(r['generation_peak_mb']):.2f}", "—"]
 
 
 def _add_psnr(rows: list[list[str]], outputs: dict, model: str, dtypes: list[str]) -> None:
@@ -287,7 +480,63 @@ def _add_psnr(rows: list[list[str]], outputs: dict, model: str, dtypes: list[str
 
 
 HEAD = ["run", "dtype", "s / frame", "CPU s / frame", "UNet frame-evals / frame / step", "schedule minimum",
-        "ReferenceNet runs / video", "construction peak MB", "resident MB", "generation peak MB", "PSNR vs fp32 (dB)"]
+        "ReferenceNet runs / video", "construction peak MiB", "resident MiB", "generation peak MiB",
+        "generation peak GB (10^9 B)", "PSNR vs fp32 (dB)"]
+
+
+#: glibc tunable for the allocator row: blocks of 4 MiB and more are mapped on their own and
+#: unmapped when freed (glibc raises its default threshold up to 32 MiB as it sees large frees).
+MMAP_EVERY_4_MIB = "glibc.malloc.mmap_threshold=4194304"
+
+
+def _anatomy_text(r: dict) -> str:
+    """Where the memory of the default-dtype SD1.5-sized run goes, as a table."""
+    runtime, weights = r["runtime_mb"], r["weights_mb"]
+    total_weights = sum(sum(by.values()) for by in weights.values())
+    other = r["resident_mb"] - runtime["total"] - total_weights
+    faces = r["faces_prepared_mb"] - r["resident_mb"]
+    floor = runtime["total"] + total_weights + faces
+    rows = [
+        ["runtime before any network: imports (Python, torch, diffusers, transformers, MediaPipe, OpenCV)", runtime["total"]],
+        ["  of which CUDA libraries (the PyPI torch wheel is the CUDA build; loaded, never used on a CPU)",
+         runtime["cuda_libraries"]],
+        ["  of which triton (imported by torch._dynamo, which diffusers imports)", runtime["triton"]],
+        ["  of which other shared libraries (libtorch_cpu, OpenCV, MediaPipe, ...)", runtime["other_libraries"]],
+        ["  of which anonymous memory (Python objects, torch's operator tables, malloc)", runtime["anonymous"]],
+    ]
+    rows += [[f"weights: {group} ({', '.join(by)})", sum(by.values())] for group, by in weights.items() if by]
+    rows += [
+        ["weights, all networks (each tensor once)", total_weights],
+        ["the rest after building (allocator slack; "
+         f"{r['malloc_free_after_building_mb']:.0f} MiB free inside malloc's arenas)", other],
+        ["**resident after building**", r["resident_mb"]],
+        ["face models (MediaPipe face landmarker: first reference and driving analysis)", faces],
+        ["**floor of the generation peak: runtime + weights + face models**", floor],
+    ]
+    base = r["faces_prepared_mb"]
+    rows.append(["RSS when the generation starts (resident + face models)", base])
+    for stage, _ in (*STAGES, ("between networks", None)):
+        if stage in r["stage_rss_mb"]:
+            where = "between networks (windows, scheduler, motion maps)" if stage == "between networks" else f"while the {stage} runs"
+            rows.append([f"generation, {where}: high-water RSS above that start (tensors alive at most: "
+                         f"{r['stage_live_mb'].get(stage, 0):.0f} MiB)", r["stage_rss_mb"][stage] - base])
+    rows += [
+        ["reference bank: ReferenceNet features + projected keys/values (in the tensors above)",
+         r["bank_mb"]["features"] + r["bank_mb"]["keys_values"]],
+        ["**generation peak** (this run, with the tracking)", r["generation_peak_mb"]],
+        [f"after the generation (of which {r['malloc_free_after_generation_mb']:.0f} MiB free inside malloc's arenas)",
+         r["after_generation_mb"]],
+    ]
+    table = _plain_table(["what (default dtype)", "MiB", "GB (10^9 B)"],
+                         [[what, f"{mib:.0f}", f"{gb(mib):.3f}"] for what, mib in rows])
+    room = TARGET_BYTES / MIB - floor
+    verdict = (f"with every network in memory at once, a generation peak ≤ {TARGET_BYTES / 1e9:.1f}e9 bytes would need "
+               f"{-room:.0f} MiB less runtime, weights or face models before the first activation" if room < 0 else
+               f"that leaves {room:.0f} MiB under {TARGET_BYTES / 1e9:.1f}e9 bytes for activations and allocator slack")
+    return ("\nWhere the memory goes (one more run of the default dtype, with every tensor tracked, so not timed; "
+            "'tensors alive' counts the storages torch ops made that are still referenced, the rest of a stage's "
+            "RSS is allocator slack and oneDNN's caches):\n\n" + table
+            + f"\nThe floor alone is {gb(floor):.2f}e9 bytes: {verdict}.\n")
 
 
 def _table(rows: list[list[str]]) -> str:
