@@ -107,23 +107,6 @@ def weight_bytes(pipe) -> dict[str, dict[str, int]]:
     return out
 
 
-def malloc_free_mb() -> float | None:
-    """MiB glibc's malloc holds free inside its arenas: freed by the program, not returned to
-    the OS, still counted in RSS. None where there is no glibc mallinfo2."""
-    import ctypes
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None
-    mallinfo2.restype = MallInfo2
-    return mallinfo2().fordblks / MIB
-
-
 def live_tensors():
     """A TorchDispatchMode that keeps the bytes of the tensor storages torch ops create while
     they are alive, and their high-water mark per `stage`: the activations, caches and
@@ -171,20 +154,24 @@ STAGES = (("CLIP image encoder", "image_encoder"), ("VAE encoder", "vae.encoder"
 
 
 def anatomy_run(pipe, run) -> dict:
-    """`run()` (a generation) with the high-water RSS and the live tensor bytes per network it
-    runs (STAGES; "between networks" for the rest), and the reference bank's size."""
+    """`run()` (a generation) with, per network it runs (STAGES; "between networks" for the
+    rest), how much it raised the high-water RSS and the most tensor bytes alive, and the
+    reference bank's size; the tensor bytes still alive at the end."""
     import threading
 
-    live, rss_peaks, bank = live_tensors(), {}, {"features": 0, "keys_values": 0}
-    state = {"stage": "between networks", "running": True}
+    live, raised, bank = live_tensors(), {}, {"features": 0, "keys_values": 0}
+    state = {"stage": "between networks", "running": True, "high": _status("VmRSS")}
+    start = state["high"]
 
     def enter(stage):
         state["stage"] = live.stage = stage
 
-    def sample():
+    def sample():  # every rise of the high-water mark goes to the stage running then
         while state["running"]:
-            stage = state["stage"]
-            rss_peaks[stage] = max(rss_peaks.get(stage, 0), _status("VmRSS"))
+            rss = _status("VmRSS")
+            if rss > state["high"]:
+                raised[state["stage"]] = raised.get(state["stage"], 0) + rss - state["high"]
+                state["high"] = rss
             time.sleep(0.004)
 
     def measure_bank(*_):
@@ -205,8 +192,8 @@ def anatomy_run(pipe, run) -> dict:
     finally:
         state["running"] = False
         sampler.join()
-    return dict(stage_rss_mb=rss_peaks, stage_live_mb={k: v / MIB for k, v in live.peaks.items()},
-                bank_mb={k: v / MIB for k, v in bank.items()})
+    return dict(generation_start_mb=start, stage_raised_mb=raised, stage_live_mb={k: v / MIB for k, v in live.peaks.items()},
+                live_at_end_mb=live.current / MIB, bank_mb={k: v / MIB for k, v in bank.items()})
 
 
 def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: str | None = None):
@@ -260,8 +247,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
     result = dict(build_seconds=time.perf_counter() - wall, construction_peak_mb=_status("VmHWM"),
                   resident_mb=_status("VmRSS"), precision=str(pipe.precision), dtype=pipe.precision.name)
     if anatomy:
-        result.update(runtime_mb=runtime, weights_mb={g: {d: b / MIB for d, b in by.items()} for g, by in weight_bytes(pipe).items()},
-                      malloc_free_after_building_mb=malloc_free_mb())
+        result.update(runtime_mb=runtime, weights_mb={g: {d: b / MIB for d, b in by.items()} for g, by in weight_bytes(pipe).items()})
     if not generate:
         return result
     pipe.bank.cache_kv = cache_kv and not legacy
@@ -296,7 +282,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
         np.save(out, np.stack(images))
     return dict(result, frames=len(images), seconds=seconds, cpu_seconds=cpu_seconds, unet_frames=counts["unet_frames"],
                 schedule_frames=2 * minimum, reference_net=counts["reference_net"], generation_peak_mb=_status("VmHWM"),
-                after_generation_mb=_status("VmRSS"), malloc_free_after_generation_mb=malloc_free_mb())
+                after_generation_mb=_status("VmRSS"))
 
 
 def save_models(folder: str) -> dict:
@@ -434,7 +420,7 @@ def main() -> None:
         text += (f"\nReference K/V cache: frames with and without it are "
                  f"{'identical' if same else 'NOT identical (PSNR %.1f dB)' % psnr(np.load(outputs[('sd15', 'nocache')]), np.load(outputs[('sd15', auto.name)]))}.\n")
         peak = float(default[9]) if default else float("nan")
-        text += "" if default is None else (f"\nTarget (issue 12): generation peak of this run at the default dtype ≤ 6 GB = {TARGET_BYTES:.1e} bytes = "
+        text += "" if default is None else (f"\nTarget (issue 12): generation peak of this run at the default dtype ≤ 6 GB = {TARGET_BYTES / 1e9:.1f}e9 bytes = "
                  f"{TARGET_BYTES / MIB:.0f} MiB. Now **{peak:.0f} MiB = {gb(peak):.2f}e9 bytes — "
                  f"{'met' if peak * MIB <= TARGET_BYTES else 'NOT met'}** ({peak * MIB / 2**30:.2f} GiB).\n")
         anatomy = run_child(**SD15, dtype=auto.name, threads=args.threads, anatomy=True)
@@ -507,25 +493,22 @@ def _anatomy_text(r: dict) -> str:
     rows += [[f"weights: {group} ({', '.join(by)})", sum(by.values())] for group, by in weights.items() if by]
     rows += [
         ["weights, all networks (each tensor once)", total_weights],
-        ["the rest after building (allocator slack; "
-         f"{r['malloc_free_after_building_mb']:.0f} MiB free inside malloc's arenas)", other],
+        ["the rest after building (allocator slack)", other],
         ["**resident after building**", r["resident_mb"]],
         ["face models (MediaPipe face landmarker: first reference and driving analysis)", faces],
         ["**floor of the generation peak: runtime + weights + face models**", floor],
+        ["RSS when the generation starts (resident + face models)", r["generation_start_mb"]],
     ]
-    base = r["faces_prepared_mb"]
-    rows.append(["RSS when the generation starts (resident + face models)", base])
     for stage, _ in (*STAGES, ("between networks", None)):
-        if stage in r["stage_rss_mb"]:
-            where = "between networks (windows, scheduler, motion maps)" if stage == "between networks" else f"while the {stage} runs"
-            rows.append([f"generation, {where}: high-water RSS above that start (tensors alive at most: "
-                         f"{r['stage_live_mb'].get(stage, 0):.0f} MiB)", r["stage_rss_mb"][stage] - base])
+        where = "between networks (windows, scheduler, motion maps)" if stage == "between networks" else f"while the {stage} runs"
+        rows.append([f"generation, {where}: rise of the high-water RSS (tensors alive at most: "
+                     f"{r['stage_live_mb'].get(stage, 0):.0f} MiB)", r["stage_raised_mb"].get(stage, 0)])
     rows += [
         ["reference bank: ReferenceNet features + projected keys/values (in the tensors above)",
          r["bank_mb"]["features"] + r["bank_mb"]["keys_values"]],
         ["**generation peak** (this run, with the tracking)", r["generation_peak_mb"]],
-        [f"after the generation (of which {r['malloc_free_after_generation_mb']:.0f} MiB free inside malloc's arenas)",
-         r["after_generation_mb"]],
+        [f"after the generation, with {r['live_at_end_mb']:.0f} MiB of the tensors made during it alive (the rest "
+         "freed, not returned to the OS)", r["after_generation_mb"]],
     ]
     table = _plain_table(["what (default dtype)", "MiB", "GB (10^9 B)"],
                          [[what, f"{mib:.0f}", f"{gb(mib):.3f}"] for what, mib in rows])
