@@ -32,7 +32,7 @@ from vivid.preview import PreviewAnimator  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 #: The CLI as it ran before issue 12: every stage in the main thread, one after another, and
-#: the encoder's default settings (start-up is today's: scipy is no longer imported).
+#: the encoder's default settings (start-up as then, but scipy is no longer imported).
 SEQUENTIAL = (
     "import sys, vivid.cli, vivid.media, vivid.preview_stream as s\n"
     "s.stream_in_threads = lambda animator, reference, frames, fps=25.0, config=None: animator.stream(reference, frames, fps)\n"
@@ -63,13 +63,23 @@ def in_process(animator: PreviewAnimator, reference: np.ndarray, frames: list[np
     return n / (time.perf_counter() - start)
 
 
-def cli_seconds(reference: str, clip: str, out: str, threaded: bool = True, max_frames: int | None = None) -> float:
-    """Wall time of one `python -m vivid animate` process (the preview engine's defaults)."""
+def cli_seconds(reference: str, clip: str, out: str, threaded: bool = True, max_frames: int | None = None,
+                root: Path = ROOT) -> float:
+    """Wall time of one `python -m vivid animate` process (the preview engine's defaults), run
+    from the project at `root` (another checkout: an earlier version)."""
     args = ["animate", reference, clip, "-o", out] + (["--max-frames", str(max_frames)] if max_frames else [])
     command = [sys.executable, "-m", "vivid", *args] if threaded else [sys.executable, "-c", SEQUENTIAL, *args]
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=root, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+def checkout(rev: str, folder: Path) -> Path:
+    """The project's files at git revision `rev`, unpacked into `folder` (no worktree state)."""
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    folder.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def peak_memory_mb(clip: Path, reference: str, frames: int) -> float:
@@ -133,6 +143,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--app", action="store_true", help="also time the first live-view frame in headless Chromium")
     parser.add_argument("--quick", action="store_true", help="speed only (no quality table, no long-clip memory)")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also run the CLI of this git revision (e.g. the previous version) in each round")
     args = parser.parse_args()
     from PIL import Image
 
@@ -154,18 +166,23 @@ def main() -> None:
     animator = PreviewAnimator()
     list(animator.stream(reference, frames[:5]))  # warm-up: graphs and caches
     out = str(tmp / "out.mp4")
-    runs: dict[str, list[float]] = {k: [] for k in ("bare", "engine", "cli", "cli_before", "startup")}
+    runs: dict[str, list[float]] = {k: [] for k in ("bare", "engine", "cli", "cli_before", "startup", "cli_rev", "startup_rev")}
+    previous = checkout(args.against, tmp / "previous") if args.against else None
     for _ in range(args.runs):
         runs["bare"].append(bare_mesh(frames))
         runs["engine"].append(in_process(animator, reference, frames, info.fps))
         runs["cli"].append(n / cli_seconds(ref_path, args.clip, out))
         runs["cli_before"].append(n / cli_seconds(ref_path, args.clip, out, threaded=False))
         runs["startup"].append(cli_seconds(ref_path, args.clip, out, max_frames=1))
-    best = {k: max(v) for k, v in runs.items()}
+        if previous is not None:
+            runs["cli_rev"].append(n / cli_seconds(ref_path, args.clip, out, root=previous))
+            runs["startup_rev"].append(cli_seconds(ref_path, args.clip, out, max_frames=1, root=previous))
+    best = {k: max(v, default=0.0) for k, v in runs.items()}
     best["startup"] = min(runs["startup"])
     # Each round's CLI figure against that round's bare mesh, then the best round.
     ratio = max(c / b for c, b in zip(runs["cli"], runs["bare"]))
     ratio_before = max(c / b for c, b in zip(runs["cli_before"], runs["bare"]))
+    ratio_rev = max((c / b for c, b in zip(runs["cli_rev"], runs["bare"])), default=0.0)
     app_times = app_first_frame(ref_path, args.clip, args.runs)
     browser_times = app_in_browser(Path(ref_path), Path(args.clip), args.runs) if args.app else []
     load_after = os.getloadavg()[0]
@@ -181,13 +198,15 @@ Best of {args.runs} interleaved rounds; 1-min load average {load_before:.1f} bef
 | preview engine in-process (track, transfer, warp, blend), frames in memory | {best['engine']:.1f} | {max(e / b for e, b in zip(runs['engine'], runs['bare'])):.2f}x |
 | **`python -m vivid animate` end to end, stages in threads (now)** | **{best['cli']:.1f}** | **{ratio:.2f}x** (target: at least 0.3x) — {"met" if ratio >= 0.3 else "NOT met"} |
 | `python -m vivid animate` end to end, stages one after another, default encoder settings (before) | {best['cli_before']:.1f} | {ratio_before:.2f}x |
-
+""" + (f"""| `python -m vivid animate` end to end at `{args.against}` (previous version; one-frame run {min(runs['startup_rev']):.2f} s) | {best['cli_rev']:.1f} | {ratio_rev:.2f}x |
+""" if previous is not None else "") + f"""
 End to end = the whole process: interpreter start and imports, probing, reading the portrait, decoding,
 tracking, warping, H.264 encoding and the driving clip's sound muxed in. Of that, a one-frame run
 (`--max-frames 1`: start-up, portrait, encoder and muxing, no video work) takes {best['startup']:.2f} s.
-Threads: decoding (PyAV), tracking (MediaPipe + smoothing + motion transfer) and warping (OpenCV/NumPy)
-each run ahead of the next stage through a queue of 8 frames; the encoder is the consuming loop, with
-one x264 thread and the `superfast` preset (same CRF 18; files about 1.6x larger than `veryfast`).
+Threads: decoding (PyAV), tracking (MediaPipe + smoothing + motion transfer) and warping (OpenCV/NumPy,
+OpenCV's own pool off) each run ahead of the next stage through a queue of 8 frames; the encoder is the
+consuming loop, with one x264 thread and the `superfast` preset (same CRF 18; files about 1.6x larger
+than `veryfast`). Start-up skips the plotting and audio modules MediaPipe imports (`vivid/deferred_imports.py`).
 
 App (preview engine, {Path(ref_path).name} + {Path(args.clip).name}): Animate → first live-view frame
 **{statistics.median(app_times):.2f} s** in-process (median of {len(app_times)}, after a warm-up job; target 1 s in the browser)"""

@@ -65,3 +65,20 @@ def test_real_clip(analyzer):
         x0, y0, x1, y1 = a.box
         assert 64 < (x0 + x1) / 2 < 448 and 32 < (y0 + y1) / 2 < 448
         assert a.iris[0, 0] < a.iris[1, 0]
+
+
+def test_landmarks_alone_are_the_meshes_of_the_full_analyses(analyzer, astronaut):
+    """The preview's landmarks-only tracking skips the parsing maps, not the gap filling,
+    smoothing or the refusal of a mostly faceless clip."""
+    frames = moving_clip(astronaut, 14)
+    frames[4] = np.zeros_like(astronaut)  # filled from its neighbours
+    for i in range(9, 14):
+        frames[i] = np.zeros_like(astronaut)  # too long a gap: no face
+    config = TrackConfig(max_gap=2, max_missing=0.5)
+    full = analyzer.track(frames, config)
+    alone = list(analyzer.iter_landmarks(frames, config))
+    assert [a is None for a in alone] == [f is None for f in full] == [False] * 9 + [True] * 5
+    for points, analysis in zip(alone[:9], full[:9]):
+        np.testing.assert_array_equal(points.astype(np.float32), analysis.landmarks)
+    with pytest.raises(NoFaceError, match="of 10 frames"):
+        list(analyzer.iter_landmarks(frames[:3] + [np.zeros_like(astronaut)] * 7))

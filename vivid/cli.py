@@ -148,13 +148,8 @@ def animate(args: argparse.Namespace) -> None:
         log.warning("%s has a single frame: the result is a still picture; use a video clip to animate",
                     Path(args.driving).name)
     if args.engine == "preview":
-        from .preview import PreviewAnimator, PreviewConfig
-
-        config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
-        from .preview_stream import stream_in_threads  # decoding, tracking and warping overlap
-
-        frames = stream_in_threads(PreviewAnimator(config), reference, read_video(args.driving, max_frames=args.max_frames), info.fps)
-        frames = _counted(frames, total, "animating")
+        frames = _counted(_preview_frames(args, reference, read_video(args.driving, max_frames=args.max_frames), info.fps),
+                          total, "animating")
     else:
         frames = _diffusion_frames(args, reference, info.fps, total)
     # The preview's own threads keep the cores busy: the encoder takes the cheaper settings.
@@ -171,15 +166,26 @@ def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path
         template = dataclasses.replace(template, points=template.points[: args.max_frames],
                                        interpolated=template.interpolated[: args.max_frames])
     if args.engine == "preview":
-        from .preview import PreviewAnimator, PreviewConfig
-        from .preview_stream import stream_in_threads
-
-        config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
-        frames = _counted(stream_in_threads(PreviewAnimator(config), reference, template), len(template), "animating")
+        frames = _counted(_preview_frames(args, reference, template, template.fps), len(template), "animating")
     else:
         frames = _diffusion_frames(args, reference, template.fps, len(template), driving=template)
     n = template.write_video(out, frames)
     print(f"wrote {n} frames to {out}" + (" with the template's sound" if template.has_audio else ""), file=sys.stderr)
+
+
+def _preview_frames(args: argparse.Namespace, reference: np.ndarray, driving: "Iterator[np.ndarray] | MotionTemplate",
+                    fps: float) -> Iterator[np.ndarray]:
+    """The preview engine's frames, its decoding, tracking and warping overlapping in threads."""
+    import cv2
+
+    from .preview import PreviewAnimator, PreviewConfig
+    from .preview_stream import stream_in_threads
+
+    # The stages already keep both cores busy: OpenCV's own thread pool would only add hand-overs
+    # (1.1 ms less CPU per frame, +3.5% frames/s on d3; bench/RESULTS.md).
+    cv2.setNumThreads(1)
+    config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
+    return stream_in_threads(PreviewAnimator(config), reference, driving, fps)
 
 
 def _counted(frames: Iterator[np.ndarray], total: int | None, desc: str) -> Iterator[np.ndarray]:

@@ -341,15 +341,15 @@ class PreviewAnimator:
         """The driving motion moved onto the reference's mesh, one target per driving frame
         (None: no face in that frame), lazily: tracking and motion transfer, no pixels."""
         if isinstance(driving_frames, MotionTemplate):
-            tracked = driving_frames.analyses()
+            meshes = driving_frames.landmarks()
         else:
-            tracked = self.analyzer.iter_track(driving_frames, TrackConfig(fps=fps, parse=False))  # the warp needs the mesh only
+            meshes = self.analyzer.iter_landmarks(driving_frames, TrackConfig(fps=fps, parse=False))
         first: np.ndarray | None = None
-        for analysis in tracked:
-            if analysis is None:
+        for points in meshes:
+            if points is None:
                 yield None
                 continue
-            current = analysis.landmarks.astype(np.float64)
+            current = points.astype(np.float32).astype(np.float64)  # the precision analyses keep
             first = current if first is None else first
             yield transfer_motion(ref.points, first, current, self.config.relative)
 

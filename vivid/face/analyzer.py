@@ -132,6 +132,27 @@ class FaceAnalyzer:
         `config.max_missing` of the frames had no face. Person segmentation is skipped (the
         motion map does not use it): `foreground` is the face.
         """
+        for tracked in self._tracked(frames, config):
+            if tracked is None:
+                yield None
+                continue
+            points, was_filled, detection, shape = tracked
+            if detection.parse is None:
+                analysis = analysis_from_mesh(points, shape)
+            else:  # the parser's parts, moved to the smoothed (or filled-in) mesh
+                analysis = warp_parts(detection.parse, detection.parse.landmarks, points, shape)
+                analysis.backend = "farl"
+            analysis.interpolated = was_filled
+            yield analysis
+
+    def iter_landmarks(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig(parse=False)) -> Iterator[np.ndarray | None]:
+        """The (478, 2) mesh points `iter_track` would give each frame (None: no face), without
+        drawing parsing maps: for the preview's warp, which needs the mesh alone."""
+        for tracked in self._tracked(frames, config):
+            yield None if tracked is None else tracked[0]
+
+    def _tracked(self, frames: Iterable[np.ndarray], config: TrackConfig) -> Iterator[tuple | None]:
+        """(smoothed points, filled in?, detection, frame shape) per frame; None: no face."""
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
         runner = MeshRunner(tracking=True, max_faces=1)
@@ -159,16 +180,7 @@ class FaceAnalyzer:
             stream = smooth_stream(stream, config.fps, config.smoothing)
         try:
             for i, (points, (was_filled, detection)) in enumerate(stream):
-                if points is None:
-                    yield None
-                    continue
-                if detection.parse is None:
-                    analysis = analysis_from_mesh(points, shapes[i])
-                else:  # the parser's parts, moved to the smoothed (or filled-in) mesh
-                    analysis = warp_parts(detection.parse, detection.parse.landmarks, points, shapes[i])
-                    analysis.backend = "farl"
-                analysis.interpolated = was_filled
-                yield analysis
+                yield None if points is None else (points, was_filled, detection, shapes[i])
         finally:
             runner.close()
         if counts["frames"] == 0:

@@ -129,13 +129,18 @@ class MotionTemplate:
     # -- replaying it ---------------------------------------------------------------------
     def analyses(self) -> Iterator[FaceAnalysis | None]:
         """One mesh analysis per frame (None: no face), as `FaceAnalyzer.iter_track` yields them."""
-        for points, filled in zip(self.points, self.interpolated):
-            if np.isnan(points).any():
+        for points, filled in zip(self.landmarks(), self.interpolated):
+            if points is None:
                 yield None
                 continue
             analysis = analysis_from_mesh(points, self.frame_size)
             analysis.interpolated = bool(filled)
             yield analysis
+
+    def landmarks(self) -> Iterator[np.ndarray | None]:
+        """The (478, 2) mesh of every frame (None: no face): `analyses()` without drawing maps."""
+        for points in self.points:
+            yield None if np.isnan(points).any() else points
 
     def motion_maps(self) -> Iterator[np.ndarray]:
         """(h, w, 3) uint8 motion map of every frame (black where there is no face): the
