@@ -182,8 +182,11 @@ def _preview_frames(args: argparse.Namespace, reference: np.ndarray, driving: "I
     from .preview_stream import stream_in_threads
 
     # The stages already keep both cores busy: OpenCV's own thread pool would only add hand-overs
-    # (1.1 ms less CPU per frame, +3.5% frames/s on d3; bench/RESULTS.md).
+    # (1.1 ms less CPU per frame, +3.5% frames/s on d3). The warp thread hands the GIL over at
+    # each of its ~1100 triangle fills a frame: a shorter switch interval gets it back sooner
+    # (+3% frames/s). Both settings are the whole process's: this process runs one job.
     cv2.setNumThreads(1)
+    sys.setswitchinterval(0.001)
     config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
     return stream_in_threads(PreviewAnimator(config), reference, driving, fps)
 
