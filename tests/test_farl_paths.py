@@ -4,6 +4,9 @@ driving maps are interchangeable with the mesh's (same labels, palette, eye draw
 smoothing, random scaling)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -168,3 +171,29 @@ def test_app_callbacks_with_the_farl_parser(farl, small, moving, tmp_path, monke
                                False, False, 1, 1.0, 0, 4, 1, True))
     assert app._pipeline.analyzer is farl
     assert any(isinstance(u, tuple) and any(isinstance(x, str) and x.endswith(".mp4") for x in u) for u in updates)
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/somewhere/th"}, {"XDG_CACHE_HOME": "/xdg"}])
+def test_hub_folder_found_without_torch_is_torch_hubs(monkeypatch, env):
+    import torch
+
+    from vivid.face.farl_backend import default_hub_dir
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert default_hub_dir() == Path(torch.hub.get_dir())
+
+
+def test_auto_without_farl_weights_does_not_import_torch(tmp_path):
+    """The mesh is picked after a look at two file names: no 1.2 s torch import for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vivid.face import FaceAnalyzer; a = FaceAnalyzer('auto', segment=False); "
+            "print(a.backend, 'torch' in sys.modules)")
+    env = {**os.environ, "VIVID_FARL_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["mesh", "False"], out.stderr[-1500:]

@@ -34,6 +34,12 @@ class TrackConfig:
     parse: bool = True  # run the backend's parser on every frame (False: mesh only, e.g. for warping)
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _box_area(points: np.ndarray) -> float:
     span = points.max(axis=0) - points.min(axis=0)
     return float(span[0] * span[1])
@@ -67,13 +73,11 @@ class FaceAnalyzer:
 
             self._farl = FarlModels.load(device=device, download=True)
         elif backend == "auto" and farl_models is None:
-            import torch
-
             from .farl_backend import FarlModels, local_weights, weights_dir
 
-            if local_weights() is None:
+            if local_weights() is None:  # looked up without importing torch
                 self.backend_note = f"mesh (MediaPipe): FaRL weights not found in {weights_dir()}"
-            elif not torch.cuda.is_available():
+            elif not _cuda_available():
                 # FaRL's two ViT-B networks take ~30 s a frame on two CPU cores (bench/farl_parser.py).
                 self.backend_note = ("mesh (MediaPipe): FaRL weights found, but without a GPU FaRL takes about "
                                      "30 s a frame; choose the farl parser to use it anyway")
