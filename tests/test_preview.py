@@ -125,3 +125,27 @@ def test_triangulation_of_the_reference_tiles_the_crop_with_every_point(animator
     side = ref.size - 1
     assert np.abs(cross).sum() / 2 == pytest.approx(side * side)  # the border square is the hull
     assert set(np.unique(ref.triangles)) == set(range(len(points)))
+
+
+def test_warp_changes_only_what_moves(animator, astronaut):
+    """A target equal to the reference leaves the crop as it is; a nudged eyebrow changes
+    pixels near the brow only, however large the crop."""
+    from vivid.face import mesh_topology as mt
+    from vivid.face.motion_transfer import Target
+
+    ref = animator.prepare(astronaut)
+    still = Target(ref.points.copy(), np.eye(2, 3), np.ones(2))
+    out, moved = animator.warp(ref, still)
+    assert np.array_equal(out, ref.crop) and not moved.any()
+
+    points = ref.points.copy()
+    brow = list(mt.SUBJECT_RIGHT_BROW)
+    points[brow] += (0, -3)  # raise one brow by 3 px
+    out, moved = animator.warp(ref, Target(points, np.eye(2, 3), np.ones(2)))
+    ys, xs = np.nonzero(moved)
+    assert len(ys) > 0
+    near = points[brow]
+    assert xs.min() >= near[:, 0].min() - 40 and xs.max() <= near[:, 0].max() + 40
+    assert ys.min() >= near[:, 1].min() - 40 and ys.max() <= near[:, 1].max() + 40
+    # Outside the mask pixels moved by under 0.05 px: at most a rounding step apart.
+    assert np.abs(out[~moved].astype(int) - ref.crop[~moved]).max() <= 2
