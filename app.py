@@ -800,6 +800,8 @@ def inline_image(**kwargs) -> gr.Image:
     network round trip on a hosted Space) and a file per frame on the server's disk (the Live
     tab's two images at 20 frames/s wrote 40 files a second, kept for `MAX_AGE`)."""
     component = gr.Image(format="jpeg", **kwargs)
+    # Replaced on the instance, not in a subclass: Gradio writes a .pyi stub beside the module of
+    # any component subclass at import, and the browser did not render such subclasses here.
     default = component.postprocess
 
     def postprocess(value):
