@@ -143,6 +143,7 @@ _preview_analyzer: FaceAnalyzer | None = None
 _analyzers_lock = threading.Lock()
 _weights: str | None = None  # saved VividPipeline folder or hub id, from --weights / $VIVID_WEIGHTS
 _dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVID_DTYPE (vivid.precision)
+_disk_offload: bool | None = None  # CLIP and ReferenceNet read from disk per video (--[no-]disk-offload; None: on a CPU)
 _pipeline = None
 _pipeline_lock = threading.Lock()  # one diffusion job at a time
 _jobs: dict[str, threading.Event] = {}  # session -> stop flag of its running animation
@@ -421,7 +422,7 @@ def _pipeline_or_error():
             if _weights == "tiny":
                 _pipeline = VividPipeline.tiny(dtype=_dtype)
             else:
-                _pipeline = VividPipeline.from_pretrained(_weights, dtype=_dtype)
+                _pipeline = VividPipeline.from_pretrained(_weights, dtype=_dtype, disk_offload=_disk_offload)
             log.info("diffusion engine in %s", _pipeline.precision)
         except Exception as exc:  # missing files, no network for a hub id, wrong format
             log.exception("could not load the diffusion weights %s", _weights)
@@ -981,12 +982,15 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=os.environ.get("VIVID_DTYPE", "auto"),
                         help="number format of the diffusion networks (default $VIVID_DTYPE or auto: bf16 on CPUs and "
                              "GPUs that compute it natively, fp16 on other GPUs, fp32 on other CPUs)")
+    parser.add_argument("--disk-offload", action=argparse.BooleanOptionalAction, default=None,
+                        help="read CLIP and the ReferenceNet from the weights files layer by layer for each video "
+                             "instead of holding them in memory (default: on when running on a CPU)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' own messages too")
     parser.epilog = "Limits per request, set by environment variables: " + ", ".join(
         f"{var}={getattr(LIMITS, name):.10g}" for name, var in LIMIT_VARIABLES.items())
     args = parser.parse_args()
-    global _weights, _dtype
-    _weights, _dtype = args.weights, args.dtype
+    global _weights, _dtype, _disk_offload
+    _weights, _dtype, _disk_offload = args.weights, args.dtype, args.disk_offload
     limit_heap_arenas()
     from vivid.terminal import configure
 

@@ -22,7 +22,9 @@ construction peak = high-water RSS while building the networks, resident = RSS o
 generation peak = high-water RSS during generation (reset after building). The same-run
 baseline is the engine as it was before issue 12: fp32, the motion UNet copied by
 `UNetMotionModel.from_unet2d`, reference keys/values recomputed for every frame and step,
-torch's OpenMP threads spinning when idle. Other rows change one lever at a time.
+torch's OpenMP threads spinning when idle. Other rows change one lever at a time. "Now"
+streams CLIP and the ReferenceNet from disk, as every loader does on a CPU (random weights
+have no files, so `offload_to_disk` writes them first); one row keeps every network in memory.
 """
 from __future__ import annotations
 
@@ -96,6 +98,8 @@ def weight_bytes(pipe) -> dict[str, dict[str, int]]:
     seen, out = set(), {g: {} for g in WEIGHT_GROUPS}
     for network, module in networks.items():
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_meta:  # streamed from disk (`offload_to_disk`): not resident
+                continue
             storage = tensor.untyped_storage()
             if storage.data_ptr() in seen or not storage.nbytes():
                 continue
@@ -196,9 +200,12 @@ def anatomy_run(pipe, run) -> dict:
                 live_at_end_mb=live.current / MIB, bank_mb={k: v / MIB for k, v in bank.items()})
 
 
-def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: str | None = None):
+def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: str | None = None,
+          offload: bool | None = None):
     """The pipeline of one run. `legacy`: the pre-issue-12 construction (fp32 parts, the
-    motion UNet copied by from_unet2d). `load`: a saved folder, or base: a base-model folder."""
+    motion UNet copied by from_unet2d). `load`: a saved folder, or base: a base-model folder.
+    `offload`: CLIP and the ReferenceNet streamed from disk (`disk_offload`; None: the
+    loaders' default, on for the SD1.5-sized model here as on any CPU, off for the tiny one)."""
 
     from vivid import VividPipeline
     from vivid.models.builders import BaseModels, sd15_sized_parts
@@ -208,9 +215,9 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
         folder = Path(load[5:])
         base = BaseModels(stable_diffusion=str(folder / "sd"), vae=str(folder / "vae"),
                           image_encoder=str(folder / "clip"), motion_adapter=str(folder / "adapter"))
-        return VividPipeline.from_base_models(base, device="cpu", dtype=dtype, resolution=resolution)
+        return VividPipeline.from_base_models(base, device="cpu", dtype=dtype, resolution=resolution, disk_offload=offload)
     if load is not None:
-        return VividPipeline.from_pretrained(load, device="cpu", dtype=dtype)
+        return VividPipeline.from_pretrained(load, device="cpu", dtype=dtype, disk_offload=offload)
     if model == "tiny":
         return VividPipeline.tiny(resolution=resolution, dtype=dtype)
     if legacy:
@@ -223,12 +230,15 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
         return VividPipeline(**components, resolution=resolution, face_backend="mesh")
     precision = choose_precision(dtype, "cpu")
     pipe = VividPipeline(**sd15_sized_parts(0, precision.dtype).components(), resolution=resolution, face_backend="mesh")
-    return pipe.to_precision(dtype)  # already in that dtype: records the choice, copies nothing
+    pipe.to_precision(dtype)  # already in that dtype: records the choice, copies nothing
+    # As from_pretrained does on a CPU, except that random weights have no files: written first.
+    return pipe.offload_to_disk() if offload is not False else pipe
 
 
 def measure(model: str, frames: int, window: int, overlap: int, steps: int, resolution: int, dtype: str = "auto",
             threads: int = 2, cache_kv: bool = True, legacy: bool = False, load: str | None = None,
-            out: str | None = None, generate: bool = True, wrap: bool = False, anatomy: bool = False) -> dict:
+            out: str | None = None, generate: bool = True, wrap: bool = False, anatomy: bool = False,
+            offload: bool | None = None) -> dict:
     """One run in this process: build, then stream a generation; counts, timings, memory.
     `anatomy`: also where the memory goes (`runtime_breakdown`, `weight_bytes`, `anatomy_run`;
     the tracking slows the run, so its times mean nothing)."""
@@ -243,9 +253,10 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
 
     runtime = runtime_breakdown() if anatomy else None
     wall, cpu = time.perf_counter(), time.process_time()
-    pipe = build(model, resolution, dtype, legacy, load)
+    pipe = build(model, resolution, dtype, legacy, load, offload)
     result = dict(build_seconds=time.perf_counter() - wall, construction_peak_mb=_status("VmHWM"),
-                  resident_mb=_status("VmRSS"), precision=str(pipe.precision), dtype=pipe.precision.name)
+                  resident_mb=_status("VmRSS"), precision=str(pipe.precision), dtype=pipe.precision.name,
+                  streamed=list(pipe.streamed_networks))
     if anatomy:
         result.update(runtime_mb=runtime, weights_mb={g: {d: b / MIB for d, b in by.items()} for g, by in weight_bytes(pipe).items()})
     if not generate:
@@ -264,6 +275,10 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
 
     pipe.unet.register_forward_pre_hook(count_unet, with_kwargs=True)
     pipe.reference_net.register_forward_hook(lambda *a: counts.__setitem__("reference_net", counts["reference_net"] + 1))
+    # Reference encoding: CLIP, the VAE encoder and the ReferenceNet, once per video.
+    encoding = {}
+    pipe.image_encoder.register_forward_pre_hook(lambda *a: encoding.setdefault("start", time.perf_counter()))
+    pipe.reference_net.register_forward_hook(lambda *a: encoding.__setitem__("end", time.perf_counter()))
     images = []
 
     def run():
@@ -282,6 +297,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
         np.save(out, np.stack(images))
     return dict(result, frames=len(images), seconds=seconds, cpu_seconds=cpu_seconds, unet_frames=counts["unet_frames"],
                 schedule_frames=2 * minimum, reference_net=counts["reference_net"], generation_peak_mb=_status("VmHWM"),
+                encode_seconds=encoding["end"] - encoding["start"],
                 after_generation_mb=_status("VmRSS"))
 
 
@@ -396,7 +412,12 @@ def main() -> None:
         for dt in dtypes:
             outputs[("sd15", dt)] = str(tmp / f"sd15-{dt}.npy")
             r = run_child(**SD15, dtype=dt, threads=args.threads, out=outputs[("sd15", dt)])
-            rows.append(_row("now", r, SD15, dt == auto.name))
+            rows.append(_row("now (CLIP and ReferenceNet streamed from disk, as on any CPU)", r, SD15, dt == auto.name))
+        outputs[("sd15", "resident")] = str(tmp / "sd15-resident.npy")
+        r = run_child(**SD15, dtype=auto.name, threads=args.threads, offload=False, out=outputs[("sd15", "resident")])
+        resident_same = np.array_equal(np.load(outputs[("sd15", "resident")]), np.load(outputs[("sd15", auto.name)]))
+        rows.append(_row("now, every network in memory (`disk_offload=False`; frames "
+                         + ("identical" if resident_same else "NOT identical") + ")", r, SD15, False))
         outputs[("sd15", "nocache")] = str(tmp / "sd15-nocache.npy")
         r = run_child(**SD15, dtype=auto.name, threads=args.threads, cache_kv=False, out=outputs[("sd15", "nocache")])
         rows.append(_row("now, reference K/V recomputed per call (cache off)", r, SD15, False))
@@ -419,7 +440,7 @@ def main() -> None:
                  "sd-vae-ft-mse shapes), 128 px, 16 frames, window 8/overlap 2, 2 steps, guidance 3.5:\n\n" + _table(rows))
         text += (f"\nReference K/V cache: frames with and without it are "
                  f"{'identical' if same else 'NOT identical (PSNR %.1f dB)' % psnr(np.load(outputs[('sd15', 'nocache')]), np.load(outputs[('sd15', auto.name)]))}.\n")
-        peak = float(default[9]) if default else float("nan")
+        peak = float(default[HEAD.index("generation peak MiB")]) if default else float("nan")
         text += "" if default is None else (f"\nTarget (issue 12): generation peak of this run at the default dtype ≤ 6 GB = {TARGET_BYTES / 1e9:.1f}e9 bytes = "
                  f"{TARGET_BYTES / MIB:.0f} MiB. Now **{peak:.0f} MiB = {gb(peak):.2f}e9 bytes — "
                  f"{'met' if peak * MIB <= TARGET_BYTES else 'NOT met'}** ({peak * MIB / 2**30:.2f} GiB).\n")
@@ -429,13 +450,22 @@ def main() -> None:
             run_child(save=str(tmp / "models"))
             rows = []
             for dt in dtypes:
-                for what, where in (("from_pretrained (saved fp32 pipeline)", str(tmp / "models" / "saved")),
-                                    ("from_base_models (base-model folders, fp32 files)", "base:" + str(tmp / "models" / "base"))):
-                    r = run_child(**SD15, dtype=dt, threads=args.threads, load=where, generate=False)
+                saved, base = str(tmp / "models" / "saved"), "base:" + str(tmp / "models" / "base")
+                for what, where, offload in (
+                        ("from_pretrained (saved fp32 pipeline; default: CLIP and ReferenceNet read from its files when used)", saved, None),
+                        ("from_pretrained (saved fp32 pipeline), `disk_offload=False`", saved, False),
+                        ("from_base_models (base-model folders, fp32 files; default: CLIP and ReferenceNet written to a "
+                         "temporary folder once loaded)", base, None)):
+                    r = run_child(**SD15, dtype=dt, threads=args.threads, load=where, offload=offload, generate=False)
                     rows.append([what, r["precision"], f"{r['construction_peak_mb']:.0f}", f"{r['resident_mb']:.0f}",
                                  f"{r['build_seconds']:.1f}"])
             text += ("\nLoading the SD1.5-sized model from disk (no generation):\n\n"
                      + _plain_table(["how", "dtype", "construction peak MiB", "resident MiB", "seconds"], rows))
+            r = run_child(**SD15, dtype=auto.name, threads=args.threads, load=saved)
+            text += (f"\nGenerating with the model `from_pretrained` loaded ({auto.name}; CLIP and the ReferenceNet read from "
+                     f"the saved fp32 files and converted as each layer runs): {r['seconds'] / SD15['frames']:.3f} s/frame, "
+                     f"reference encoding {r['encode_seconds']:.2f} s per video, generation peak "
+                     f"{r['generation_peak_mb']:.0f} MiB = {gb(r['generation_peak_mb']):.2f}e9 bytes.\n")
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
@@ -451,7 +481,8 @@ def _row(name: str, r: dict, cfg: dict, is_auto: bool) -> list[str]:
     frames, steps = cfg["frames"], cfg["steps"]
     return [name, r["dtype"] + (" (auto)" if is_auto else ""), f"**{r['seconds'] / frames:.3f}**",
             f"{r['cpu_seconds'] / frames:.3f}", f"{r['unet_frames'] / frames / steps:.2f}",
-            f"{r['schedule_frames'] / frames / steps:.2f}", str(r["reference_net"]), f"{r['construction_peak_mb']:.0f}",
+            f"{r['schedule_frames'] / frames / steps:.2f}", str(r["reference_net"]), f"{r['encode_seconds']:.2f}",
+            f"{r['construction_peak_mb']:.0f}",
             f"{r['resident_mb']:.0f}", f"{r['generation_peak_mb']:.0f}", f"{gb(r['generation_peak_mb']):.2f}", "—"]
 
 
@@ -466,7 +497,7 @@ def _add_psnr(rows: list[list[str]], outputs: dict, model: str, dtypes: list[str
 
 
 HEAD = ["run", "dtype", "s / frame", "CPU s / frame", "UNet frame-evals / frame / step", "schedule minimum",
-        "ReferenceNet runs / video", "construction peak MiB", "resident MiB", "generation peak MiB",
+        "ReferenceNet runs / video", "reference encoding s / video", "construction peak MiB", "resident MiB", "generation peak MiB",
         "generation peak GB (10^9 B)", "PSNR vs fp32 (dB)"]
 
 
@@ -492,7 +523,7 @@ def _anatomy_text(r: dict) -> str:
     ]
     rows += [[f"weights: {group} ({', '.join(by)})", sum(by.values())] for group, by in weights.items() if by]
     rows += [
-        ["weights, all networks (each tensor once)", total_weights],
+        ["weights in memory (each tensor once; networks streamed from disk hold none between their calls)", total_weights],
         ["the rest after building (allocator slack)", other],
         ["**resident after building**", r["resident_mb"]],
         ["face models (MediaPipe face landmarker: first reference and driving analysis)", faces],
@@ -513,7 +544,7 @@ def _anatomy_text(r: dict) -> str:
     table = _plain_table(["what (default dtype)", "MiB", "GB (10^9 B)"],
                          [[what, f"{mib:.0f}", f"{gb(mib):.3f}"] for what, mib in rows])
     room = TARGET_BYTES / MIB - floor
-    verdict = (f"with every network in memory at once, a generation peak ≤ {TARGET_BYTES / 1e9:.1f}e9 bytes would need "
+    verdict = (f"with these networks in memory, a generation peak ≤ {TARGET_BYTES / 1e9:.1f}e9 bytes would need "
                f"{-room:.0f} MiB less runtime, weights or face models before the first activation" if room < 0 else
                f"that leaves {room:.0f} MiB under {TARGET_BYTES / 1e9:.1f}e9 bytes for activations and allocator slack")
     return ("\nWhere the memory goes (one more run of the default dtype, with every tensor tracked, so not timed; "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .face import FaceAnalysis, random_scale, render_motion_map
+from .models.disk_streaming import run_device
 
 #: Colour that replaces the background in the foreground image (CLIP sees a studio shot).
 FOREGROUND_FILL = (255, 255, 255)
@@ -87,7 +88,7 @@ class ReferenceEmbeddings:
 def encode_images(image_encoder, feature_extractor, images: list[np.ndarray]) -> torch.Tensor:
     """(N, 1, D) projected CLIP image embeddings of RGB uint8 images."""
     pixels = feature_extractor(images=images, return_tensors="pt").pixel_values
-    pixels = pixels.to(image_encoder.device, image_encoder.dtype)
+    pixels = pixels.to(run_device(image_encoder), image_encoder.dtype)
     return image_encoder(pixels).image_embeds[:, None, :]
 
 
@@ -146,7 +147,7 @@ def drop_image_conditioning(emb: ReferenceEmbeddings, drop: torch.Tensor) -> Ref
 def encode_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
     """VAE latents of images in [-1, 1], scaled by the VAE's own scaling factor: the mean
     of the posterior (references), or a sample from it (training targets)."""
-    dist = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
+    dist = vae.encode(images.to(run_device(vae), vae.dtype)).latent_dist
     latents = dist.sample(generator) if sample else dist.mean
     return latents * vae.config.scaling_factor
 

@@ -26,7 +26,8 @@ from .conditioning import (
 )
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
-from .models.weights import load_network, load_strict
+from .models.disk_streaming import ONCE_PER_VIDEO, is_streamed, run_device, set_run_device, stream_from_files, stream_from_folder
+from .models.weights import empty_network, load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
 from .windows import average_windows, context_windows
@@ -95,6 +96,13 @@ def _started(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 def _auto_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _offloads(disk_offload: bool | None, device: torch.device) -> bool:
+    """Whether to stream the once-per-video networks from disk: asked for, or by default on
+    a CPU, where their weights fill the RAM the machine shares with everything else (on a
+    GPU they cost no host memory, and re-reading them per video would cost time)."""
+    return device.type == "cpu" if disk_offload is None else disk_offload
 
 
 def gpu_memory_advice(resolution: int, window: int, overlap: int, dtype: torch.dtype) -> str:
@@ -182,6 +190,56 @@ class VividPipeline(DiffusionPipeline):
         return self
 
     @property
+    def _execution_device(self) -> torch.device:
+        """Where the networks run: the denoising UNet's device (a network streamed from disk
+        holds no weights between calls, so diffusers' guess from the first one can say meta)."""
+        return run_device(self.unet)
+
+    @property
+    def streamed_networks(self) -> tuple[str, ...]:
+        """The networks whose weights stay on disk, read layer by layer while they run
+        (`offload_to_disk`)."""
+        return tuple(name for name in ONCE_PER_VIDEO if is_streamed(getattr(self, name)))
+
+    def offload_to_disk(self, folder: str | Path | None = None) -> "VividPipeline":
+        """Keep CLIP and the ReferenceNet, which run once per video, on disk: their weights
+        are written to `folder` (default: a temporary folder, removed with the pipeline) and
+        read back layer by layer each time a reference is encoded. Saves their share of
+        memory (2.3e9 bytes at bf16 for the SD1.5-sized model) for a re-read per video."""
+        if folder is None:
+            import shutil
+            import tempfile
+            import weakref
+
+            folder = tempfile.mkdtemp(prefix="vivid-offload-")
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+        device = self._execution_device
+        for name in ONCE_PER_VIDEO:
+            if not is_streamed(getattr(self, name)):
+                stream_from_folder(getattr(self, name), Path(folder) / name, device)
+        log.info("%s stream from %s", " and ".join(ONCE_PER_VIDEO), folder)
+        return self
+
+    def to(self, *args, **kwargs) -> "VividPipeline":
+        """diffusers' `to`; networks streamed from disk keep their weights there and only
+        change where their layers run (and their dtype)."""
+        streamed = self.streamed_networks
+        if not streamed:
+            return super().to(*args, **kwargs)
+        device = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
+        dtype = next((a for a in args if isinstance(a, torch.dtype)), kwargs.get("dtype"))
+        for name in NETWORKS:
+            network = getattr(self, name)
+            if name in streamed:
+                if device is not None:
+                    set_run_device(network, torch.device(device))
+                if dtype is not None:
+                    torch.nn.Module.to(network, dtype)  # its parameters are on meta: only their dtype changes
+            else:
+                torch.nn.Module.to(network, **{k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None})
+        return self
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
@@ -202,27 +260,32 @@ class VividPipeline(DiffusionPipeline):
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = "auto",
         resolution: int = 512,
+        disk_offload: bool | None = None,
     ) -> "VividPipeline":
         """Base components by Hugging Face id or local folder, plus our trained weights
         (`trained`: a folder with the files of TRAINED_FILES) loaded strictly. Every network
-        is loaded straight in `dtype` ("auto": `vivid.precision.choose_precision`)."""
+        is loaded straight in `dtype` ("auto": `vivid.precision.choose_precision`).
+        `disk_offload`: `offload_to_disk` once loaded (default: when running on a CPU)."""
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype, device)
         pipe = cls(**load_base_components(base, precision.dtype), resolution=resolution, base_models=base.to_dict())
         pipe._precision = precision
         if trained is not None:
             pipe.load_trained(trained)
-        return pipe.to(device)
+        pipe.to(device)
+        return pipe.offload_to_disk() if _offloads(disk_offload, device) else pipe
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, torch_dtype: str | torch.dtype | None = None,
-                        **kwargs) -> "VividPipeline":
+                        disk_offload: bool | None = None, **kwargs) -> "VividPipeline":
         """A saved pipeline (local folder or Hugging Face id), placed on `device` (default: the
         GPU if there is one) in `dtype` (or `torch_dtype`, its older name; default "auto":
         `vivid.precision.choose_precision`, e.g. bf16 on CPUs with native bf16, fp32 on
         others). Each network is read straight into that dtype, with no randomly initialised
-        copy alongside."""
+        copy alongside. `disk_offload` (default: when running on a CPU): CLIP and the
+        ReferenceNet are not loaded but read from the folder's files layer by layer when a
+        reference is encoded (`offload_to_disk`, without writing anything)."""
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"give dtype or torch_dtype, not both (got {dtype} and {torch_dtype})")
         device = torch.device(device) if device else _auto_device()
@@ -233,12 +296,19 @@ class VividPipeline(DiffusionPipeline):
             folder = fetch_from_hub(str(pretrained_model_name_or_path), **{k: kwargs.pop(k) for k in HUB_DOWNLOAD_OPTIONS
                                                                               if k in kwargs})
         check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
+        streamed: dict[str, dict[str, Path]] = {}
         try:
             # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.
             for name, network_class in cls.network_classes().items():
-                if name not in kwargs:
+                if name in kwargs:
+                    continue
+                if name in ONCE_PER_VIDEO and _offloads(disk_offload, device):
+                    kwargs[name], streamed[name] = empty_network(network_class, folder / name, precision.dtype)
+                else:
                     kwargs[name] = load_network(network_class, folder / name, precision.dtype)
             pipe = super().from_pretrained(folder, dtype=precision.dtype, **kwargs)
+            for name, files in streamed.items():
+                stream_from_files(getattr(pipe, name), files, device)
         except WeightsError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise
@@ -246,6 +316,14 @@ class VividPipeline(DiffusionPipeline):
         pipe._precision = precision
         log.info("diffusion engine runs in %s", precision)
         return pipe.to(device)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """diffusers' `save_pretrained`, refused for networks streamed from disk (they hold no
+        weights to save: save the pipeline they were loaded from instead)."""
+        if self.streamed_networks:
+            raise ValueError(f"{' and '.join(self.streamed_networks)} stream their weights from disk and hold none "
+                             "to save; load the pipeline with disk_offload=False to save it")
+        super().save_pretrained(save_directory, **kwargs)
 
     @staticmethod
     def network_classes() -> dict[str, type[torch.nn.Module]]:
@@ -261,6 +339,9 @@ class VividPipeline(DiffusionPipeline):
     def load_trained(self, folder: str) -> None:
         """Load ReferenceNet, denoising UNet and PoseGuider weights; any missing or
         mismatched tensor is an error naming the file."""
+        if self.streamed_networks:  # their parameters are placeholders: loading into them would do nothing
+            raise ValueError(f"{' and '.join(self.streamed_networks)} stream their weights from disk; load trained "
+                             "weights before offload_to_disk (from_base_models(trained=...) does)")
         for name, filename in TRAINED_FILES.items():
             load_strict(getattr(self, name), Path(folder) / filename, name)
 

@@ -112,10 +112,11 @@ def weight_files(folder: str | Path) -> list[Path]:
     return [f for f in files if f.name.count(".") == 1] or files
 
 
-def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> nn.Module:
-    """A saved diffusers or transformers network built on the meta device (no random
-    initialisation) and filled from its safetensors files tensor by tensor in `dtype`. The
-    shapes are compared with the config from the files' headers before any tensor is read."""
+def empty_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Path]]:
+    """A saved diffusers or transformers network built on the meta device in `dtype` (no
+    random initialisation, no tensor read), and the file that holds each of its tensors.
+    The shapes are compared with the config from the files' headers, so a network that
+    does not fit its files fails here."""
     from accelerate import init_empty_weights
 
     folder = Path(folder)
@@ -142,6 +143,14 @@ def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -
     if problems:
         raise WeightsError(f"{folder}: the weights file does not fit {folder.name}/config.json: " + "; ".join(problems)
                            + "; the weights and the config come from different models")
+    return nn.Module.to(model, dtype).eval(), source
+
+
+def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> nn.Module:
+    """A saved diffusers or transformers network (`empty_network`) filled from its
+    safetensors files tensor by tensor in `dtype`."""
+    model, source = empty_network(cls, folder, dtype)
+    files = sorted(set(source.values()))
     state = {key: tensor for file in files for key, tensor in stream_safetensors(file, dtype)}
     model.load_state_dict(state, strict=True, assign=True)
     return nn.Module.to(model, dtype).eval()  # floating buffers follow; parameters are already there

@@ -83,7 +83,7 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
     else:
         from ..pipeline import VividPipeline
 
-        pipe = VividPipeline.from_pretrained(init, device="cpu", torch_dtype=torch.float32)
+        pipe = VividPipeline.from_pretrained(init, device="cpu", torch_dtype=torch.float32, disk_offload=False)
         if not isinstance(pipe.unet, UNetMotionModel):
             raise InitError(f"--init {init}: its UNet has no temporal layers")
         pipe.pose_injector.remove()
