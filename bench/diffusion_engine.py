@@ -277,7 +277,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
     pipe.reference_net.register_forward_hook(lambda *a: counts.__setitem__("reference_net", counts["reference_net"] + 1))
     # Reference encoding: CLIP, the VAE encoder and the ReferenceNet, once per video.
     encoding = {}
-    pipe.image_encoder.register_forward_pre_hook(lambda *a: encoding.setdefault("start", time.perf_counter()))
+    pipe.image_encoder.register_forward_pre_hook(lambda *a: encoding.setdefault("start", time.perf_counter()) and None)
     pipe.reference_net.register_forward_hook(lambda *a: encoding.__setitem__("end", time.perf_counter()))
     images = []
 
