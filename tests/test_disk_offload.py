@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from vivid import VividPipeline
@@ -57,14 +59,13 @@ def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the
 
 
 def test_offload_to_disk_keeps_the_frames_follows_a_change_of_dtype_and_cleans_up(scene, tmp_path, monkeypatch):
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
     pipe = VividPipeline.tiny()
     before = frames(pipe, scene)
     pipe.offload_to_disk()
     (folder,) = tmp_path.iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["image_encoder", "reference_net"]
+    assert sorted(str(p.relative_to(folder)) for p in folder.glob("*/*")) == [
+        "image_encoder/weights.safetensors", "reference_net/weights.safetensors"]
     assert weights_in_memory(pipe.reference_net) == 0
     np.testing.assert_array_equal(frames(pipe, scene), before)
     pipe.to(torch.bfloat16)  # the streamed weights follow the parameters' dtype as they are read
@@ -74,6 +75,42 @@ def test_offload_to_disk_keeps_the_frames_follows_a_change_of_dtype_and_cleans_u
     del pipe
     gc.collect()
     assert not folder.exists(), "the temporary weights folder outlived its pipeline"
+
+
+def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(saved, scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
+    streamed = VividPipeline.from_pretrained(saved, device="cpu", dtype="bf16")  # the files are fp32
+    (folder,) = tmp_path.iterdir()
+    saved_tensors = load_file(saved / "reference_net" / "diffusion_pytorch_model.safetensors")
+    converted = load_file(folder / "reference_net" / "converted.safetensors")  # a file safetensors itself reads
+    assert converted.keys() == saved_tensors.keys()
+    for name, tensor in converted.items():
+        assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, saved_tensors[name].to(torch.bfloat16)), name
+    resident = VividPipeline.from_pretrained(saved, device="cpu", dtype="bf16", disk_offload=False)
+    np.testing.assert_array_equal(frames(streamed, scene), frames(resident, scene))
+    same_dtype = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32")
+    (other,) = set(tmp_path.iterdir()) - {folder}
+    assert not list(other.rglob("*.safetensors")), "weights already in the run dtype were copied"
+    fp32 = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32", disk_offload=False)
+    np.testing.assert_array_equal(frames(same_dtype, scene), frames(fp32, scene))
+
+
+def test_a_killed_process_s_offload_folder_is_removed_and_a_running_one_s_kept(tmp_path, monkeypatch):
+    import socket
+
+    from vivid.models.disk_streaming import new_offload_folder
+
+    monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f"offload-{host}-{dead.stdout.strip()}-abc"
+    running = tmp_path / f"offload-{host}-{os.getppid()}-def"
+    elsewhere = tmp_path / f"offload-another-machine-{dead.stdout.strip()}-ghi"
+    for folder in (left, running, elsewhere):
+        folder.mkdir()
+    mine = new_offload_folder()
+    assert mine.is_dir() and mine.parent == tmp_path
+    assert not left.exists() and running.exists() and elsewhere.exists()
 
 
 def test_what_a_streamed_network_cannot_do_is_refused_in_words(saved, tmp_path):

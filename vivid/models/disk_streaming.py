@@ -4,13 +4,29 @@ step plus one layer of the others. On a CPU the weights are most of the memory: 
 CLIP and the ReferenceNet are 2.3e9 of the SD1.5-sized model's 6.4e9 bytes."""
 from __future__ import annotations
 
+import ctypes
+import gc
+import json
+import mmap
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..options import safetensors_header
+from .weights import SAFETENSORS_DTYPES, stream_safetensors
+
 #: The networks that run once per video (encoding the reference), in pipeline component names.
 ONCE_PER_VIDEO = ("image_encoder", "reference_net")
+#: Prefix of the folders that hold converted or in-memory-built weights while a process runs.
+FOLDER_PREFIX = "offload-"
 
 
 def _execution_device(module: nn.Module) -> torch.device | None:
@@ -32,41 +48,144 @@ def is_streamed(module: nn.Module) -> bool:
     return _execution_device(module) is not None
 
 
-def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device) -> None:
-    """Run `module` (built on the meta device) with its weights read from safetensors files,
-    `files[name]` holding tensor `name` under its state-dict name (a saved model's own files:
-    nothing is copied). Each tensor is converted to the parameter's dtype as it is read."""
-    from accelerate.utils import OffloadedWeightsLoader, set_module_tensor_to_device
-    from safetensors import safe_open
+def offload_root() -> Path:
+    """Where weights written for streaming go: $VIVID_OFFLOAD_DIR, else the user's cache
+    (~/.cache/vivid/offload), which is on disk; /tmp is RAM on many systems."""
+    if os.environ.get("VIVID_OFFLOAD_DIR"):
+        return Path(os.environ["VIVID_OFFLOAD_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vivid" / "offload"
 
-    index = {name: {"safetensors_file": str(file), "weight_name": name} for name, file in files.items()}
+
+def new_offload_folder() -> Path:
+    """A fresh folder under `offload_root` named after this machine and process; folders
+    that processes of this machine left behind (killed before cleaning up) are removed
+    first. Other machines' folders (a shared cache) are left alone."""
+    root = offload_root()
+    root.mkdir(parents=True, exist_ok=True)
+    mine = f"{FOLDER_PREFIX}{socket.gethostname()}-"
+    if Path("/proc/self").exists():  # Linux: which processes still run
+        for old in root.glob(mine + "*"):
+            pid = old.name.removeprefix(mine).split("-")[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-", dir=root))
+
+
+class MappedSafetensors(Mapping):
+    """Tensors of safetensors files by name, each a view of its bytes in the file mapped into
+    memory (no copy: the pages are the OS's file cache). The mapping lives as long as the
+    tensor, so once a layer lets its weights go they stop counting as this process's memory."""
+
+    def __init__(self, files: dict[str, Path]):
+        self._entries: dict[str, tuple[Path, int, int, torch.dtype, list[int]]] = {}
+        for file in set(files.values()):
+            length, header = safetensors_header(file)
+            for name, info in header.items():
+                if files.get(name) == file:
+                    start, end = info["data_offsets"]
+                    self._entries[name] = (file, 8 + length + start, end - start, SAFETENSORS_DTYPES[info["dtype"]], info["shape"])
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        file, start, size, dtype, shape = self._entries[name]
+        if size == 0:
+            return torch.empty(shape, dtype=dtype)
+        if sys.byteorder != "little":  # the files are little-endian: safetensors' loader swaps the bytes
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as f:
+                return f.get_tensor(name)
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        with open(file, "rb") as f:
+            view = mmap.mmap(f.fileno(), start - aligned + size, offset=aligned, prot=mmap.PROT_READ,
+                             flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(view, dtype=dtype, count=size // dtype.itemsize, offset=start - aligned).view(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def write_safetensors(path: Path, specs: dict[str, torch.Tensor], tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """A safetensors file of the tensors `specs` describes (name -> a tensor of that dtype
+    and shape, e.g. on meta), filled from `tensors` in any order, one at a time: memory
+    holds one tensor, never the whole network."""
+    names = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+    header, offset = {}, 0
+    for name, spec in specs.items():
+        size = spec.numel() * spec.element_size()
+        header[name] = {"dtype": names[spec.dtype], "shape": list(spec.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little") + encoded)
+        f.truncate(8 + len(encoded) + offset)
+        for name, tensor in tensors:
+            f.seek(8 + len(encoded) + header[name]["data_offsets"][0])
+            f.write(tensor.to(specs[name].dtype).reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device, folder: Path) -> None:
+    """Run `module` (built on the meta device) with its weights read from safetensors files,
+    `files[name]` holding tensor `name` under its state-dict name (a saved model's own files).
+    Tensors stored in the dtype the module runs in are read from there; the others are
+    converted once into a file in `folder`, so each video reads the run dtype's bytes (fp32
+    files read as bf16 took 1.1-1.5 s per video for the SD1.5-sized ReferenceNet)."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    own = module.state_dict()  # meta tensors: names, shapes and the dtypes the module runs in
+    stored = {name: SAFETENSORS_DTYPES.get(info["dtype"]) for file in set(files.values())
+              for name, info in safetensors_header(file)[1].items()}
+    convert = {name: own[name] for name in files if own[name].is_floating_point() and stored[name] != own[name].dtype}
+    if convert:
+        folder.mkdir(parents=True, exist_ok=True)
+        converted = folder / "converted.safetensors"
+        write_safetensors(converted, convert, ((name, tensor) for file in sorted({files[n] for n in convert})
+                                               for name, tensor in stream_safetensors(file) if name in convert))
+        files = {name: converted if name in convert else file for name, file in files.items()}
+    weights = MappedSafetensors(files)
     for name, _ in module.named_buffers():  # saved buffers stay in memory (they are small): read them now
         if name in files:
-            with safe_open(str(files[name]), framework="pt") as f:
-                set_module_tensor_to_device(module, name, device, value=f.get_tensor(name))
-    _attach(module, OffloadedWeightsLoader(index=index), device)
+            set_module_tensor_to_device(module, name, device, value=weights[name].clone())
+    _attach(module, weights, device)
 
 
 def stream_from_folder(module: nn.Module, folder: Path, device: torch.device) -> None:
-    """Write `module`'s weights to `folder` (accelerate's memory-mapped format, in their own
-    dtype), free them, and from then on read each layer's from there while it runs."""
-    from accelerate.utils import OffloadedWeightsLoader, offload_state_dict
-
-    offload_state_dict(str(folder), module.state_dict())
-    _attach(module, OffloadedWeightsLoader(save_folder=str(folder)), device)
+    """Write `module`'s weights to a safetensors file in `folder`, free them, and from then on
+    read each layer's from there while it runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = module.state_dict()
+    write_safetensors(folder / "weights.safetensors", state, state.items())
+    _attach(module, MappedSafetensors(dict.fromkeys(state, folder / "weights.safetensors")), device)
+    del state
+    return_freed_memory()
 
 
 def set_run_device(module: nn.Module, device: torch.device) -> None:
     """Where a streamed `module`'s layers run from now on (its weights stay on disk)."""
+    from accelerate.utils import set_module_tensor_to_device
+
     for part in module.modules():
         hook = getattr(part, "_hf_hook", None)
         if getattr(hook, "execution_device", None) is not None:
             hook.execution_device = device
     for name, buffer in module.named_buffers():  # buffers live where the layers run
         if buffer.device != device:
-            from accelerate.utils import set_module_tensor_to_device
-
             set_module_tensor_to_device(module, name, device)
+
+
+def return_freed_memory() -> None:
+    """Hand the heap pages of freed weights back to the system: glibc keeps freed blocks
+    below its mmap threshold (up to 32 MiB), which is most of a network's tensors."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by later allocations instead
+        pass
 
 
 def _attach(module: nn.Module, weights, device: torch.device) -> None:
