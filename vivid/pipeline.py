@@ -102,8 +102,9 @@ def _auto_device() -> torch.device:
 
 def _offloads(disk_offload: bool | None, device: torch.device) -> bool:
     """Whether to stream the once-per-video networks from disk: asked for, or by default on
-    a CPU, where their weights fill the RAM the machine shares with everything else (on a
-    GPU they cost no host memory, and re-reading them per video would cost time)."""
+    a CPU, where their weights would take RAM the machine shares with everything else. On a
+    GPU it is off unless asked for: it saves their GPU memory but reads them from disk into
+    the GPU for every video."""
     return device.type == "cpu" if disk_offload is None else disk_offload
 
 
@@ -210,9 +211,10 @@ class VividPipeline(DiffusionPipeline):
 
     def offload_to_disk(self, folder: str | Path | None = None) -> "VividPipeline":
         """Keep CLIP and the ReferenceNet, which run once per video, on disk: their weights
-        are written to `folder` (default: a folder under `disk_streaming.offload_root()`, removed with the
-        pipeline) and read back layer by layer each time a reference is encoded. Saves their
-        share of memory (2.3e9 bytes at bf16 for the SD1.5-sized model) for a re-read per video."""
+        are written to `folder` (default: a folder under `disk_streaming.offload_root()`,
+        removed with the pipeline) and read back layer by layer each time a reference is
+        encoded. Saves their share of memory (2.3e9 bytes at bf16 for the SD1.5-sized model)
+        for a re-read per video."""
         folder = self._offload_folder() if folder is None else folder
         device = self._execution_device
         for name in ONCE_PER_VIDEO:
@@ -320,7 +322,7 @@ class VividPipeline(DiffusionPipeline):
                     kwargs[name] = load_network(network_class, folder / name, precision.dtype)
             pipe = super().from_pretrained(folder, dtype=precision.dtype, **kwargs)
             for name, files in streamed.items():
-                stream_from_files(getattr(pipe, name), files, device, pipe._offload_folder() / name)
+                stream_from_files(getattr(pipe, name), files, device, lambda name=name: pipe._offload_folder() / name)
         except WeightsError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise

@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -59,9 +59,13 @@ def offload_root() -> Path:
 def new_offload_folder() -> Path:
     """A fresh folder under `offload_root` named after this machine and process; folders
     that processes of this machine left behind (killed before cleaning up) are removed
-    first. Other machines' folders (a shared cache) are left alone."""
+    first. Other machines' folders (a shared cache) are left alone. Falls back to the
+    system's temporary folder where the cache cannot be written."""
     root = offload_root()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        root = Path(tempfile.gettempdir())
     mine = f"{FOLDER_PREFIX}{socket.gethostname()}-"
     if Path("/proc/self").exists():  # Linux: which processes still run
         for old in root.glob(mine + "*"):
@@ -129,11 +133,12 @@ def write_safetensors(path: Path, specs: dict[str, torch.Tensor], tensors: Itera
             f.write(tensor.to(specs[name].dtype).reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
-def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device, folder: Path) -> None:
+def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device,
+                      folder: Callable[[], Path]) -> None:
     """Run `module` (built on the meta device) with its weights read from safetensors files,
     `files[name]` holding tensor `name` under its state-dict name (a saved model's own files).
     Tensors stored in the dtype the module runs in are read from there; the others are
-    converted once into a file in `folder`, so each video reads the run dtype's bytes (fp32
+    converted once into a file in `folder()` (asked for only then), so each video reads the run dtype's bytes (fp32
     files read as bf16 took 1.1-1.5 s per video for the SD1.5-sized ReferenceNet)."""
     from accelerate.utils import set_module_tensor_to_device
 
@@ -142,8 +147,8 @@ def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.d
               for name, info in safetensors_header(file)[1].items()}
     convert = {name: own[name] for name in files if own[name].is_floating_point() and stored[name] != own[name].dtype}
     if convert:
-        folder.mkdir(parents=True, exist_ok=True)
-        converted = folder / "converted.safetensors"
+        converted = folder() / "converted.safetensors"
+        converted.parent.mkdir(parents=True, exist_ok=True)
         write_safetensors(converted, convert, ((name, tensor) for file in sorted({files[n] for n in convert})
                                                for name, tensor in stream_safetensors(file) if name in convert))
         files = {name: converted if name in convert else file for name, file in files.items()}
