@@ -27,7 +27,7 @@ from .conditioning import (
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.disk_streaming import (
-    ONCE_PER_VIDEO, is_streamed, new_offload_folder, run_device, set_run_device, stream_from_files, stream_from_folder,
+    ONCE_PER_VIDEO, is_streamed, run_device, set_run_device, stream_from_files, stream_from_memory,
 )
 from .models.weights import empty_network, load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
@@ -177,7 +177,6 @@ class VividPipeline(DiffusionPipeline):
         self._analyzer: FaceAnalyzer | None = None
         self.crop = CropConfig()
         self._precision: Precision | None = None
-        self._offload_dir: Path | None = None
 
     @property
     def precision(self) -> Precision:
@@ -211,28 +210,16 @@ class VividPipeline(DiffusionPipeline):
 
     def offload_to_disk(self, folder: str | Path | None = None) -> "VividPipeline":
         """Keep CLIP and the ReferenceNet, which run once per video, on disk: their weights
-        are written to `folder` (default: a folder under `disk_streaming.offload_root()`,
-        removed with the pipeline) and read back layer by layer each time a reference is
-        encoded. Saves their share of memory (2.3e9 bytes at bf16 for the SD1.5-sized model)
-        for a re-read per video."""
-        folder = self._offload_folder() if folder is None else folder
+        are written to `folder`/<network> (default: folders under
+        `disk_streaming.offload_root()`, removed with the networks) and read back layer by
+        layer each time a reference is encoded. Saves their share of memory (2.3e9 bytes at
+        bf16 for the SD1.5-sized model) for a re-read per video."""
         device = self._execution_device
         for name in ONCE_PER_VIDEO:
             if not is_streamed(getattr(self, name)):
-                stream_from_folder(getattr(self, name), Path(folder) / name, device)
-        log.info("%s stream from %s", " and ".join(ONCE_PER_VIDEO), folder)
+                stream_from_memory(getattr(self, name), device, None if folder is None else Path(folder) / name, name)
+        log.info("%s stream from disk", " and ".join(ONCE_PER_VIDEO))
         return self
-
-    def _offload_folder(self) -> Path:
-        """This pipeline's folder for weights written for streaming: made on first use,
-        removed with the pipeline (or at exit)."""
-        if self._offload_dir is None:
-            import shutil
-            import weakref
-
-            self._offload_dir = new_offload_folder()
-            weakref.finalize(self, shutil.rmtree, self._offload_dir, ignore_errors=True)
-        return self._offload_dir
 
     def to(self, *args, **kwargs) -> "VividPipeline":
         """diffusers' `to`; networks streamed from disk keep their weights there and only
@@ -310,19 +297,17 @@ class VividPipeline(DiffusionPipeline):
             folder = fetch_from_hub(str(pretrained_model_name_or_path), **{k: kwargs.pop(k) for k in HUB_DOWNLOAD_OPTIONS
                                                                               if k in kwargs})
         check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
-        streamed: dict[str, dict[str, Path]] = {}
         try:
             # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.
             for name, network_class in cls.network_classes().items():
                 if name in kwargs:
                     continue
                 if name in ONCE_PER_VIDEO and _offloads(disk_offload, device):
-                    kwargs[name], streamed[name] = empty_network(network_class, folder / name, precision.dtype)
+                    kwargs[name], files = empty_network(network_class, folder / name, precision.dtype)
+                    stream_from_files(kwargs[name], files, device, name)  # before the others load: a lower peak
                 else:
                     kwargs[name] = load_network(network_class, folder / name, precision.dtype)
             pipe = super().from_pretrained(folder, dtype=precision.dtype, **kwargs)
-            for name, files in streamed.items():
-                stream_from_files(getattr(pipe, name), files, device, lambda name=name: pipe._offload_folder() / name)
         except WeightsError:
             raise
         except (OSError, ValueError, RuntimeError, KeyError) as exc:  # diffusers' own text otherwise

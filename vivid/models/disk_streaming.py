@@ -14,7 +14,8 @@ import socket
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -44,7 +45,8 @@ def run_device(module: nn.Module) -> torch.device:
 
 
 def is_streamed(module: nn.Module) -> bool:
-    """Whether `module` reads its weights from disk while it runs (`stream_from_*`)."""
+    """Whether `module` reads its weights from disk while it runs (`stream_from_files`,
+    `stream_from_memory`)."""
     return _execution_device(module) is not None
 
 
@@ -56,7 +58,7 @@ def offload_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vivid" / "offload"
 
 
-def new_offload_folder() -> Path:
+def new_offload_folder(label: str = "") -> Path:
     """A fresh folder under `offload_root` named after this machine and process; folders
     that processes of this machine left behind (killed before cleaning up) are removed
     first. Other machines' folders (a shared cache) are left alone. Falls back to the
@@ -72,7 +74,7 @@ def new_offload_folder() -> Path:
             pid = old.name.removeprefix(mine).split("-")[0]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-{label}-" if label else f"{mine}{os.getpid()}-", dir=root))
 
 
 class MappedSafetensors(Mapping):
@@ -130,16 +132,16 @@ def write_safetensors(path: Path, specs: dict[str, torch.Tensor], tensors: Itera
         f.truncate(8 + len(encoded) + offset)
         for name, tensor in tensors:
             f.seek(8 + len(encoded) + header[name]["data_offsets"][0])
-            f.write(tensor.to(specs[name].dtype).reshape(-1).view(torch.uint8).numpy().tobytes())
+            f.write(tensor.to(specs[name].dtype).reshape(-1).view(torch.uint8).numpy())  # its buffer: no copy
 
 
-def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device,
-                      folder: Callable[[], Path]) -> None:
+def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.device, label: str = "") -> None:
     """Run `module` (built on the meta device) with its weights read from safetensors files,
     `files[name]` holding tensor `name` under its state-dict name (a saved model's own files).
     Tensors stored in the dtype the module runs in are read from there; the others are
-    converted once into a file in `folder()` (asked for only then), so each video reads the run dtype's bytes (fp32
-    files read as bf16 took 1.1-1.5 s per video for the SD1.5-sized ReferenceNet)."""
+    converted once into a file of their own (`new_offload_folder(label)`, removed with the
+    module), so each video reads the run dtype's bytes: fp32 files read as bf16 took 1.1-1.5 s
+    per video for the SD1.5-sized ReferenceNet, the converted file 0.2 s."""
     from accelerate.utils import set_module_tensor_to_device
 
     own = module.state_dict()  # meta tensors: names, shapes and the dtypes the module runs in
@@ -147,27 +149,40 @@ def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.d
               for name, info in safetensors_header(file)[1].items()}
     convert = {name: own[name] for name in files if own[name].is_floating_point() and stored[name] != own[name].dtype}
     if convert:
-        converted = folder() / "converted.safetensors"
-        converted.parent.mkdir(parents=True, exist_ok=True)
+        converted = _owned_folder(module, None, label) / "weights.safetensors"
+        targets = {t.dtype for t in convert.values()}  # one, the run dtype: converted straight from the read buffer
+        read_as = targets.pop() if len(targets) == 1 else None
         write_safetensors(converted, convert, ((name, tensor) for file in sorted({files[n] for n in convert})
-                                               for name, tensor in stream_safetensors(file) if name in convert))
+                                               for name, tensor in stream_safetensors(file, read_as) if name in convert))
         files = {name: converted if name in convert else file for name, file in files.items()}
     weights = MappedSafetensors(files)
     for name, _ in module.named_buffers():  # saved buffers stay in memory (they are small): read them now
         if name in files:
             set_module_tensor_to_device(module, name, device, value=weights[name].clone())
     _attach(module, weights, device)
+    return_freed_memory()
 
 
-def stream_from_folder(module: nn.Module, folder: Path, device: torch.device) -> None:
-    """Write `module`'s weights to a safetensors file in `folder`, free them, and from then on
-    read each layer's from there while it runs."""
-    folder.mkdir(parents=True, exist_ok=True)
+def stream_from_memory(module: nn.Module, device: torch.device, folder: Path | None = None, label: str = "") -> None:
+    """Write `module`'s weights to a safetensors file in `folder` (default: a
+    `new_offload_folder(label)`, removed with the module), free them, and from then on read
+    each layer's from there while it runs."""
     state = module.state_dict()
-    write_safetensors(folder / "weights.safetensors", state, state.items())
-    _attach(module, MappedSafetensors(dict.fromkeys(state, folder / "weights.safetensors")), device)
+    file = _owned_folder(module, folder, label) / "weights.safetensors"
+    write_safetensors(file, state, state.items())
+    _attach(module, MappedSafetensors(dict.fromkeys(state, file)), device)
     del state
     return_freed_memory()
+
+
+def _owned_folder(module: nn.Module, folder: Path | None, label: str) -> Path:
+    """`folder` (made if missing), or a new offload folder that lives as long as `module`."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    folder = new_offload_folder(label)
+    weakref.finalize(module, shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def set_run_device(module: nn.Module, device: torch.device) -> None:
