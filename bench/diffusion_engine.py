@@ -462,8 +462,8 @@ def main() -> None:
             text += ("\nLoading the SD1.5-sized model from disk (no generation):\n\n"
                      + _plain_table(["how", "dtype", "construction peak MiB", "resident MiB", "seconds"], rows))
             r = run_child(**SD15, dtype=auto.name, threads=args.threads, load=saved)
-            text += (f"\nGenerating with the model `from_pretrained` loaded ({auto.name}; CLIP and the ReferenceNet read from "
-                     f"the saved fp32 files and converted as each layer runs): {r['seconds'] / SD15['frames']:.3f} s/frame, "
+            text += (f"\nGenerating with the model `from_pretrained` loaded ({auto.name}; CLIP and the ReferenceNet "
+                     f"converted once at load from the saved fp32 files into bf16 files, read from there as each layer runs): {r['seconds'] / SD15['frames']:.3f} s/frame, "
                      f"reference encoding {r['encode_seconds']:.2f} s per video, generation peak "
                      f"{r['generation_peak_mb']:.0f} MiB = {gb(r['generation_peak_mb']):.2f}e9 bytes.\n")
     import shutil
