@@ -49,6 +49,17 @@ def grace_hopper() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
+def tiny_scene(analyzer, astronaut):
+    """A tiny pipeline's prepared reference and an 8-frame driving motion (the astronaut moving)."""
+    from vivid import VividPipeline
+
+    pipe = VividPipeline.tiny()
+    pipe.analyzer = analyzer
+    driving = [np.roll(astronaut, 6 * i, axis=1) for i in range(8)]
+    return pipe.prepare_reference(astronaut), pipe.prepare_driving(driving)
+
+
+@pytest.fixture(scope="session")
 def analyzer():
     from vivid.face import FaceAnalyzer
 

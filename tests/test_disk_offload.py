@@ -28,16 +28,8 @@ def saved(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def scene(analyzer, astronaut):
-    pipe = VividPipeline.tiny()
-    pipe.analyzer = analyzer
-    driving = [np.roll(astronaut, 5 * i, axis=0) for i in range(6)]
-    return pipe.prepare_reference(astronaut), pipe.prepare_driving(driving)
-
-
-def frames(pipe: VividPipeline, scene) -> np.ndarray:
-    ref, motion = scene
+def frames(pipe: VividPipeline, tiny_scene) -> np.ndarray:
+    ref, motion = tiny_scene
     return np.stack([e.frame for e in pipe.generate(ref, motion, **FAST) if e.kind == "frame"])
 
 
@@ -45,39 +37,39 @@ def weights_in_memory(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if not p.is_meta)
 
 
-def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the_same_frames(saved, scene):
+def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the_same_frames(saved, tiny_scene):
     resident = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32", disk_offload=False)
     streamed = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32")  # the default on a CPU
     assert resident.streamed_networks == ()
     assert streamed.streamed_networks == ("image_encoder", "reference_net")
     for name in streamed.streamed_networks:
         assert weights_in_memory(getattr(streamed, name)) == 0, name
-    np.testing.assert_array_equal(frames(streamed, scene), frames(resident, scene))
+    np.testing.assert_array_equal(frames(streamed, tiny_scene), frames(resident, tiny_scene))
     for name in streamed.streamed_networks:  # read for the video, then let go again
         assert weights_in_memory(getattr(streamed, name)) == 0, name
     assert weights_in_memory(streamed.unet) == weights_in_memory(resident.unet) > 0
 
 
-def test_offload_to_disk_keeps_the_frames_follows_a_change_of_dtype_and_cleans_up(scene, tmp_path, monkeypatch):
+def test_offload_to_disk_keeps_the_frames_follows_a_change_of_dtype_and_cleans_up(tiny_scene, tmp_path, monkeypatch):
     monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
     pipe = VividPipeline.tiny()
-    before = frames(pipe, scene)
+    before = frames(pipe, tiny_scene)
     pipe.offload_to_disk()
     folders = sorted(tmp_path.iterdir())  # one per network, named after it
     assert [f.name.split("-")[-2] for f in folders] == ["image_encoder", "reference_net"]
     assert all((f / "weights.safetensors").is_file() for f in folders)
     assert weights_in_memory(pipe.reference_net) == 0
-    np.testing.assert_array_equal(frames(pipe, scene), before)
+    np.testing.assert_array_equal(frames(pipe, tiny_scene), before)
     pipe.to(torch.bfloat16)  # the streamed weights follow the parameters' dtype as they are read
     in_memory = VividPipeline.tiny().to_precision("bf16")
-    np.testing.assert_array_equal(frames(pipe, scene), frames(in_memory, scene))
+    np.testing.assert_array_equal(frames(pipe, tiny_scene), frames(in_memory, tiny_scene))
     assert pipe.reference_net.dtype == pipe.image_encoder.dtype == torch.bfloat16
     del pipe
     gc.collect()
     assert not any(f.exists() for f in folders), "the temporary weights folders outlived their pipeline"
 
 
-def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(saved, scene, tmp_path, monkeypatch):
+def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(saved, tiny_scene, tmp_path, monkeypatch):
     monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
     streamed = VividPipeline.from_pretrained(saved, device="cpu", dtype="bf16")  # the files are fp32
     folders = sorted(tmp_path.iterdir())
@@ -88,11 +80,11 @@ def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(sav
     for name, tensor in converted.items():
         assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, saved_tensors[name].to(torch.bfloat16)), name
     resident = VividPipeline.from_pretrained(saved, device="cpu", dtype="bf16", disk_offload=False)
-    np.testing.assert_array_equal(frames(streamed, scene), frames(resident, scene))
+    np.testing.assert_array_equal(frames(streamed, tiny_scene), frames(resident, tiny_scene))
     same_dtype = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32")
     assert sorted(tmp_path.iterdir()) == folders, "weights already in the run dtype were copied"
     fp32 = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32", disk_offload=False)
-    np.testing.assert_array_equal(frames(same_dtype, scene), frames(fp32, scene))
+    np.testing.assert_array_equal(frames(same_dtype, tiny_scene), frames(fp32, tiny_scene))
 
 
 def test_a_killed_process_s_offload_folder_is_removed_and_a_running_one_s_kept(tmp_path, monkeypatch):

@@ -29,17 +29,8 @@ def capabilities(monkeypatch, **flags) -> None:
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "x86_64", **flags})
 
 
-@pytest.fixture(scope="module")
-def scene(analyzer, astronaut):
-    """A tiny pipeline's prepared reference and an 8-frame driving motion (the astronaut moving)."""
-    pipe = VividPipeline.tiny()
-    pipe.analyzer = analyzer
-    driving = [np.roll(astronaut, 6 * i, axis=1) for i in range(8)]
-    return pipe.prepare_reference(astronaut), pipe.prepare_driving(driving)
-
-
-def frames(pipe: VividPipeline, scene, **kw) -> np.ndarray:
-    ref, motion = scene
+def frames(pipe: VividPipeline, tiny_scene, **kw) -> np.ndarray:
+    ref, motion = tiny_scene
     return np.stack([e.frame for e in pipe.generate(ref, motion, **{**FAST, **kw}) if e.kind == "frame"])
 
 
@@ -58,13 +49,13 @@ def test_auto_is_fp32_on_a_cpu_without_native_bf16_and_bf16_with_it(monkeypatch)
     assert choose_precision("auto", "cpu").dtype == torch.bfloat16
 
 
-def test_an_asked_for_dtype_is_honoured_everywhere(monkeypatch, tmp_path, scene):
+def test_an_asked_for_dtype_is_honoured_everywhere(monkeypatch, tmp_path, tiny_scene):
     capabilities(monkeypatch, avx512_bf16=False)  # auto would say fp32: the request must win
     pipe = VividPipeline.tiny(dtype="bf16")
     assert pipe.precision.name == "bf16" and pipe.precision.reason == "asked for"
     for name in ("unet", "reference_net", "vae", "image_encoder", "pose_guider"):
         assert {p.dtype for p in getattr(pipe, name).parameters()} == {torch.bfloat16}, name
-    out = frames(pipe, scene, steps=1)
+    out = frames(pipe, tiny_scene, steps=1)
     assert out.dtype == np.uint8 and out.shape == (8, 64, 64, 3)
     VividPipeline.tiny().save_pretrained(tmp_path / "model")
     loaded = VividPipeline.from_pretrained(tmp_path / "model", device="cpu", dtype="fp16")
@@ -182,18 +173,18 @@ def test_unknown_dtypes_are_refused_with_the_value():
 
 
 # -- bf16 against fp32 ----------------------------------------------------------------------
-def test_bf16_output_stays_close_to_fp32(scene):
+def test_bf16_output_stays_close_to_fp32(tiny_scene):
     """Same seed, same weights: bf16 frames within 35 dB of fp32 ones (measured: ~50 dB);
     another noise seed, for scale, lands near 13 dB."""
-    fp32 = frames(VividPipeline.tiny(), scene)
-    bf16 = frames(VividPipeline.tiny(dtype="bf16"), scene)
-    other_seed = frames(VividPipeline.tiny(), scene, seed=5)
+    fp32 = frames(VividPipeline.tiny(), tiny_scene)
+    bf16 = frames(VividPipeline.tiny(dtype="bf16"), tiny_scene)
+    other_seed = frames(VividPipeline.tiny(), tiny_scene, seed=5)
     assert psnr(fp32, bf16) > 35
     assert psnr(fp32, other_seed) < 25
 
 
 # -- reference keys/values computed once -----------------------------------------------------
-def test_reference_keys_and_values_are_projected_once_per_video_with_the_same_frames(scene):
+def test_reference_keys_and_values_are_projected_once_per_video_with_the_same_frames(tiny_scene):
     pipe = VividPipeline.tiny()
     reader = next(m for n, m in pipe.unet.named_modules() if n.endswith("attn1") and "motion_modules" not in n)
     ref_tokens = []
@@ -202,11 +193,11 @@ def test_reference_keys_and_values_are_projected_once_per_video_with_the_same_fr
         ref_tokens.append(args[0].shape[0] <= 2)  # the reference batch (uncond, cond), not frames
 
     handle = reader.to_k.register_forward_pre_hook(spy)
-    cached = frames(pipe, scene)
+    cached = frames(pipe, tiny_scene)
     calls_cached, ref_cached = len(ref_tokens), sum(ref_tokens)
     ref_tokens.clear()
     pipe.bank.cache_kv = False
-    plain = frames(pipe, scene)
+    plain = frames(pipe, tiny_scene)
     handle.remove()
     assert np.array_equal(cached, plain)
     assert ref_cached == 1  # projected once for the whole video...
