@@ -137,6 +137,35 @@ def test_a_failed_run_leaves_an_existing_output_untouched(case, files, earlier_o
     assert snapshot(earlier_output.parent) == before  # same bytes, and no partial file or temp folder
 
 
+_SWALLOWED_INTERRUPT = """
+import os, signal, sys
+from pathlib import Path
+from vivid.interrupts import stop_on_signals
+from vivid.media import atomic_output
+stop_on_signals()
+class Finaliser:
+    def __del__(self):  # Python prints and drops an exception raised in here
+        os.kill(os.getpid(), int(sys.argv[2]))
+Finaliser()
+try:
+    with atomic_output(Path(sys.argv[1])) as tmp:
+        tmp.write_text("the interrupted run's output")
+except KeyboardInterrupt:
+    print("refused")
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_whose_exception_a_finaliser_swallowed_still_keeps_the_earlier_output(sig, tmp_path):
+    earlier = tmp_path / "out.txt"
+    earlier.write_text("earlier")
+    result = subprocess.run([sys.executable, "-c", _SWALLOWED_INTERRUPT, str(earlier), str(int(sig))], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert "KeyboardInterrupt" in result.stderr  # the exception really was dropped in the finaliser
+    assert result.stdout.strip() == "refused"
+    assert earlier.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_leaves_an_existing_output_untouched(sig, code, files, earlier_output, tmp_path, astronaut):
     long_clip = make_clip(tmp_path / "long.mp4", [np.roll(astronaut[::2, ::2], i, axis=1) for i in range(400)], gop=50)

@@ -23,6 +23,7 @@ from .media import (
     BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, fit_within, load_image, probe_video, read_video,
     same_file, write_video, Encoding, ALONGSIDE_OTHER_WORK,
 )
+from .interrupts import stop_on_signals, stop_signal
 from .options import AnimateOptions, GpuMemoryError, check_output, check_output_folder
 
 log = logging.getLogger("vivid.cli")
@@ -349,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .terminal import configure
 
     configure(verbose=args.verbose)
-    signal.signal(signal.SIGTERM, _terminated)  # `kill` stops like Ctrl-C: partial outputs are removed
+    stop_on_signals()  # `kill` stops like Ctrl-C: partial outputs are removed
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -363,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _end_progress_bars()
         print("vivid: interrupted; no output was written (an earlier file there is untouched)", file=sys.stderr)
-        return 143 if getattr(_terminated, "received", False) else 130
+        return 143 if stop_signal() == signal.SIGTERM else 130
     except Exception as exc:
         _end_progress_bars()
         message, anticipated = describe_error(exc)
@@ -402,10 +403,6 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
                 "or close other programs"), True
     return f"{type(exc).__name__}: {exc}", False
 
-
-def _terminated(signum, frame) -> NoReturn:
-    _terminated.received = True  # type: ignore[attr-defined]
-    raise KeyboardInterrupt
 
 
 def _end_progress_bars() -> None:

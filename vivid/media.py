@@ -25,6 +25,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .interrupts import check_not_stopped
+
 log = logging.getLogger(__name__)
 
 #: Smallest image side we accept: below this no face is big enough to analyse.
@@ -97,6 +99,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise InputError(f"nothing was written for {path.name}")
+        check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
