@@ -1,7 +1,8 @@
 """Networks that run once per video kept on disk: each layer's weights are read only while
-that layer runs (accelerate's disk offload), so memory holds the networks that run at every
-step plus one layer of the others. On a CPU the weights are most of the memory: at bf16,
-CLIP and the ReferenceNet are 2.3e9 of the SD1.5-sized model's 6.4e9 bytes."""
+that layer runs (accelerate's offload hooks, fed read-only views of safetensors files mapped
+into memory), so memory holds the networks that run at every step plus one layer of the
+others. On a CPU the weights are most of the memory: at bf16, CLIP and the ReferenceNet are
+2.3e9 of the SD1.5-sized model's 6.4e9 bytes. Inference only: nothing may write to them."""
 from __future__ import annotations
 
 import ctypes
