@@ -72,7 +72,7 @@ def test_stage2_from_stage1_trains_only_the_temporal_layers(stage1, data, tmp_pa
                            "--set", "val_samples=4", "--set", "sample_frames=8", "--set", "sample_steps=2"],
                           capture_output=True, text=True, timeout=3600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    before, after = VividPipeline.from_pretrained(stage1 / "model"), VividPipeline.from_pretrained(run / "model")
+    before, after = (VividPipeline.from_pretrained(path, disk_offload=False) for path in (stage1 / "model", run / "model"))
     for name in ("reference_net", "pose_guider", "vae", "image_encoder", "unet"):
         a, b = getattr(before, name).state_dict(), getattr(after, name).state_dict()
         temporal = {k for k in a if name == "unet" and ".motion_modules." in f".{k}"}
