@@ -88,16 +88,14 @@ def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(sav
 
 
 def test_a_killed_process_s_offload_folder_is_removed_and_a_running_one_s_kept(tmp_path, monkeypatch):
-    import socket
-
+    from vivid.media import owner_tag
     from vivid.models.disk_streaming import new_offload_folder
 
     monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
-    host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    left = tmp_path / f"offload-{host}-{dead.stdout.strip()}-abc"
-    running = tmp_path / f"offload-{host}-{os.getppid()}-def"
-    elsewhere = tmp_path / f"offload-another-machine-{dead.stdout.strip()}-ghi"
+    left = tmp_path / f"offload-{owner_tag(int(dead.stdout))}-abc"
+    running = tmp_path / f"offload-{owner_tag(os.getppid())}-def"
+    elsewhere = tmp_path / f"offload-another_machine-{dead.stdout.strip()}-ghi"
     for folder in (left, running, elsewhere):
         folder.mkdir()
     mine = new_offload_folder()

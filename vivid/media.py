@@ -106,13 +106,14 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This machine's name as written in the names of partial files and scratch folders."""
     return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
 
 
 def owner_tag(pid: int | None = None) -> str:
     """Host and process that own a partial file or scratch folder, as written in its name."""
-    return f"{_host()}-{os.getpid() if pid is None else pid}"
+    return f"{host_tag()}-{os.getpid() if pid is None else pid}"
 
 
 def scratch_prefix(path: Path) -> str:
@@ -126,12 +127,12 @@ def remove_stale_leftovers(path: Path) -> None:
     outright (SIGKILL, power loss: no clean-up code runs): partial files and scratch folders,
     recognised by their whole name, whose process is gone. A living process's files, other
     machines' files (a shared folder) and anything else are left alone."""
-    name, host = re.escape(path.name), re.escape(_host())
+    name, host = re.escape(path.name), re.escape(host_tag())
     ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}"
                       rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
     for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
         found = ours.fullmatch(old.name)
-        if not found or _process_alive(int(found.group(1) or found.group(2))):
+        if not found or process_alive(int(found.group(1) or found.group(2))):
             continue
         try:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
@@ -139,7 +140,8 @@ def remove_stale_leftovers(path: Path) -> None:
             continue
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` may still run (when in doubt: yes, so its files are kept)."""
     if os.name != "posix":  # on Windows signal 0 is CTRL_C_EVENT: never send it; keep the files
         return True
     try:

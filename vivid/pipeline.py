@@ -27,7 +27,7 @@ from .conditioning import (
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.disk_streaming import (
-    ONCE_PER_VIDEO, is_streamed, run_device, set_run_device, stream_from_files, stream_from_memory,
+    ONCE_PER_VIDEO, is_streamed, set_run_device, stream_from_files, stream_from_memory,
 )
 from .models.weights import empty_network, load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
@@ -198,9 +198,10 @@ class VividPipeline(DiffusionPipeline):
 
     @property
     def _execution_device(self) -> torch.device:
-        """Where the networks run: the denoising UNet's device (a network streamed from disk
-        holds no weights between calls, so diffusers' guess from the first one can say meta)."""
-        return run_device(self.unet)
+        """Where the networks run: the denoising UNet's device (it is never streamed; a
+        network streamed from disk holds no weights between calls, so diffusers' guess from
+        the first one can say meta)."""
+        return self.unet.device
 
     @property
     def streamed_networks(self) -> tuple[str, ...]:

@@ -11,7 +11,6 @@ import json
 import mmap
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import warnings
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..media import host_tag, owner_tag, process_alive
 from ..options import safetensors_header
 from .weights import SAFETENSORS_DTYPES, stream_safetensors
 
@@ -69,13 +69,12 @@ def new_offload_folder(label: str = "") -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError:
         root = Path(tempfile.gettempdir())
-    mine = f"{FOLDER_PREFIX}{socket.gethostname()}-"
-    if Path("/proc/self").exists():  # Linux: which processes still run
-        for old in root.glob(mine + "*"):
-            pid = old.name.removeprefix(mine).split("-")[0]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-{label}-" if label else f"{mine}{os.getpid()}-", dir=root))
+    mine = f"{FOLDER_PREFIX}{host_tag()}-"
+    for old in root.glob(mine + "*"):
+        pid = old.name.removeprefix(mine).split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{owner_tag()}-{label + '-' if label else ''}", dir=root))
 
 
 class MappedSafetensors(Mapping):
@@ -91,6 +90,10 @@ class MappedSafetensors(Mapping):
                 if files.get(name) == file:
                     start, end = info["data_offsets"]
                     self._entries[name] = (file, 8 + length + start, end - start, SAFETENSORS_DTYPES[info["dtype"]], info["shape"])
+
+    def stored_dtype(self, name: str) -> torch.dtype:
+        """The dtype tensor `name` has in its file."""
+        return self._entries[name][3]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         file, start, size, dtype, shape = self._entries[name]
@@ -146,17 +149,16 @@ def stream_from_files(module: nn.Module, files: dict[str, Path], device: torch.d
     from accelerate.utils import set_module_tensor_to_device
 
     own = module.state_dict()  # meta tensors: names, shapes and the dtypes the module runs in
-    stored = {name: SAFETENSORS_DTYPES.get(info["dtype"]) for file in set(files.values())
-              for name, info in safetensors_header(file)[1].items()}
-    convert = {name: own[name] for name in files if own[name].is_floating_point() and stored[name] != own[name].dtype}
+    weights = MappedSafetensors(files)
+    convert = {name: own[name] for name in files
+               if own[name].is_floating_point() and weights.stored_dtype(name) != own[name].dtype}
     if convert:
         converted = _owned_folder(module, None, label) / "weights.safetensors"
         targets = {t.dtype for t in convert.values()}  # one, the run dtype: converted straight from the read buffer
         read_as = targets.pop() if len(targets) == 1 else None
         write_safetensors(converted, convert, ((name, tensor) for file in sorted({files[n] for n in convert})
                                                for name, tensor in stream_safetensors(file, read_as) if name in convert))
-        files = {name: converted if name in convert else file for name, file in files.items()}
-    weights = MappedSafetensors(files)
+        weights = MappedSafetensors({name: converted if name in convert else file for name, file in files.items()})
     for name, _ in module.named_buffers():  # saved buffers stay in memory (they are small): read them now
         if name in files:
             set_module_tensor_to_device(module, name, device, value=weights[name].clone())
