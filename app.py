@@ -63,6 +63,9 @@ MAX_AGE = int(os.environ.get("VIVID_MAX_AGE", 3600))
 QUEUE_SIZE = int(os.environ.get("VIVID_QUEUE_SIZE", 20))
 #: A job whose page stopped asking for updates this long ago is stopped (seconds).
 STALL_TIMEOUT = 10.0
+#: Cancel answers once the job has sent its last progress update, waiting at most this long
+#: (seconds): an update still on its way would otherwise land after "cancelled" and stay.
+CANCEL_SETTLE = 2.0
 #: Where the app writes results (one folder per job).
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "vivid_app"
 
@@ -146,7 +149,16 @@ _dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVI
 _disk_offload: bool | None = None  # CLIP and ReferenceNet read from disk per video (--[no-]disk-offload; None: on a CPU)
 _pipeline = None
 _pipeline_lock = threading.Lock()  # one diffusion job at a time
-_jobs: dict[str, threading.Event] = {}  # session -> stop flag of its running animation
+
+
+@dataclass
+class _JobFlags:
+    """A running animation's flags: `stop` asks it to stop; `quiet` says it sends no more progress."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    quiet: threading.Event = field(default_factory=threading.Event)
+
+
+_jobs: dict[str, _JobFlags] = {}  # session -> flags of its running animation
 _jobs_lock = threading.Lock()
 
 
@@ -473,25 +485,26 @@ def _progress_html(fraction: float | None, eta: float | None, label: str) -> str
             f"<span>{html.escape(text)}</span></div>")
 
 
-def _stop_flag(request: gr.Request | None) -> threading.Event:
-    stop = threading.Event()
+def _register_job(request: gr.Request | None) -> _JobFlags:
+    flags = _JobFlags()
     key = getattr(request, "session_hash", None)
     if key:
         with _jobs_lock:
             old = _jobs.get(key)
             if old is not None:
-                old.set()  # a new job from the same page replaces the old one
-            _jobs[key] = stop
-    return stop
+                old.stop.set()  # a new job from the same page replaces the old one
+            _jobs[key] = flags
+    return flags
 
 
 def cancel(request: gr.Request = None) -> str:
     """Cancel button and tab close: stop this page's running job."""
     key = getattr(request, "session_hash", None)
     with _jobs_lock:
-        stop = _jobs.pop(key, None) if key else None
-    if stop is not None:
-        stop.set()
+        flags = _jobs.pop(key, None) if key else None
+    if flags is not None:
+        flags.stop.set()
+        flags.quiet.wait(CANCEL_SETTLE)  # so this answer is the last word on the page
     return "cancelled"
 
 
@@ -586,7 +599,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         except OptionError as exc:
             raise _error(exc) from None
 
-    stop = _stop_flag(request)
+    flags = _register_job(request)
+    stop = flags.stop
     job = _job_dir("animate")
     out, side_out = job / "animation.mp4", job / "side_by_side.mp4"
     state = {"frames": 0, "latest": None, "status": "analysing the driving motion…", "fraction": 0.0,
@@ -664,11 +678,16 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
             result["error"] = exc
 
     if engine == "diffusion":  # one diffusion job at a time; others wait here, cancellable
-        while not _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL):
-            if stop.is_set():
-                yield None, None, None, "cancelled", ""
-                return
-            yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
+        try:
+            while not _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL):
+                if stop.is_set():
+                    flags.quiet.set()
+                    yield None, None, None, "cancelled", ""
+                    return
+                yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
+        except GeneratorExit:  # closed while waiting (Cancel, tab closed)
+            flags.quiet.set()
+            raise
     worker = threading.Thread(target=work, name="vivid-animate", daemon=True)
     state["t0"] = time.monotonic()  # the time limit counts from here, not from the wait for the model
     worker.start()
@@ -678,6 +697,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
                 worker.join(PREVIEW_INTERVAL)
             else:
                 first_frame.wait(PREVIEW_INTERVAL)
+            if stop.is_set():
+                break  # cancelled or over time: no progress update may follow Cancel's answer
             state["pulled"] = time.monotonic()
             fraction = state["fraction"]
             elapsed = time.monotonic() - state["t0"]
@@ -685,6 +706,7 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
             live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
             yield live, None, None, state["status"], _progress_html(fraction, eta, state["status"])
     finally:  # also when Gradio closes this generator (Cancel, tab closed)
+        flags.quiet.set()
         if worker.is_alive():  # closed mid-job: stop the worker and drop what it wrote
             stop.set()
             worker.join(timeout=5)
@@ -692,11 +714,11 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
         if engine == "diffusion":
             _pipeline_lock.release()
         with _jobs_lock:
-            if _jobs.get(getattr(request, "session_hash", None)) is stop:
+            if _jobs.get(getattr(request, "session_hash", None)) is flags:
                 _jobs.pop(request.session_hash, None)
         frames = source = None  # the job's engine and reader, so their memory can go now
         release_memory()
-    if result.get("cancelled") and not state.get("timed_out"):
+    if (result.get("cancelled") or stop.is_set()) and not state.get("timed_out"):
         shutil.rmtree(job, ignore_errors=True)
         yield None, None, None, "cancelled", ""
         return

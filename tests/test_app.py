@@ -151,10 +151,20 @@ def test_cancel_button_stops_the_page_job(tmp_path, monkeypatch, grace_hopper):
     page = type("Request", (), {"session_hash": "page-1"})()
     job = app.animate(str(ref), None, str(ROOT / "assets" / "templates" / "talking.npz"), PREVIEW, False, False, False,
                       25, 3.5, 0, 24, 4, True, request=page)
-    next(job)
-    assert app.cancel(page) == "cancelled"
-    updates = list(job)
-    assert updates[-1][3] == "cancelled" and updates[-1][1] is None
+    while not next(job)[3].startswith("frame"):
+        pass
+    # Gradio pulls the job's updates while the Cancel click is answered; the page shows
+    # whichever arrives last, so no progress update may come after the answer.
+    answer: list[tuple[float, str]] = []
+    clicked = time.monotonic()
+    button = threading.Thread(target=lambda: answer.append((time.monotonic(), app.cancel(page))))
+    button.start()
+    updates = [(time.monotonic(), update) for update in job]
+    button.join()
+    answered, said = answer[0]
+    assert said == "cancelled" and answered - clicked < 1.0
+    assert updates and all(update[3] == "cancelled" for when, update in updates if when >= answered)
+    assert updates[-1][1][3] == "cancelled" and updates[-1][1][1] is None
     assert not list((tmp_path / "out").rglob("*.mp4"))
 
 
