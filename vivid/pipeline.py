@@ -19,7 +19,8 @@ from PIL import Image
 
 from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
 from .media import checked_frames, to_rgb
-from .models.builders import BaseModels, load_base_components, tiny_components
+from .models.base_files import hub_snapshot
+from .models.builders import BaseModels, load_base_parts, stream_base_networks, tiny_components
 from .conditioning import (
     ReferenceEmbeddings, decode_latents, encode_latents, from_model_range, predict_noise, reference_embeddings,
     reference_features, to_model_range, unconditional,
@@ -27,7 +28,7 @@ from .conditioning import (
 from .models.pose_guider import PoseInjector
 from .models.reference_attention import ReferenceBank, install_reference_attention
 from .models.disk_streaming import (
-    ONCE_PER_VIDEO, is_streamed, set_run_device, stream_from_files, stream_from_memory,
+    ONCE_PER_VIDEO, is_streamed, return_freed_memory, set_run_device, stream_from_files, stream_from_memory,
 )
 from .models.weights import empty_network, load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
@@ -125,14 +126,7 @@ def fetch_from_hub(repo_id: str, **options) -> Path:
     """The local folder of a hub model (downloaded, or found in the cache): its configs and
     safetensors files only, so it is then checked and loaded like any saved folder. (diffusers'
     own `download` refuses our pose guider's module, which is not part of diffusers.)"""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES), **options))
-    except Exception as exc:  # invalid id, unknown model, no network, no access: one line
-        reason = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
-        raise WeightsError(f"{repo_id}: no such weights folder, and it could not be fetched from the "
-                           f"Hugging Face hub ({reason})") from exc
+    return hub_snapshot(repo_id, list(HUB_FILES), **options)
 
 
 class VividPipeline(DiffusionPipeline):
@@ -266,16 +260,31 @@ class VividPipeline(DiffusionPipeline):
     ) -> "VividPipeline":
         """Base components by Hugging Face id or local folder, plus our trained weights
         (`trained`: a folder with the files of TRAINED_FILES) loaded strictly. Every network
-        is loaded straight in `dtype` ("auto": `vivid.precision.choose_precision`).
-        `disk_offload`: `offload_to_disk` once loaded (default: when running on a CPU)."""
+        is read straight into `dtype` ("auto": `vivid.precision.choose_precision`), tensor by
+        tensor. `disk_offload` (default: when running on a CPU): CLIP and the ReferenceNet are
+        streamed from disk (`offload_to_disk`) as they are built, from the base models' files
+        or the trained ReferenceNet's, so building never holds more than the pipeline keeps."""
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype, device)
-        pipe = cls(**load_base_components(base, precision.dtype), resolution=resolution, base_models=base.to_dict())
+        trained_files = {name: Path(trained, file) for name, file in TRAINED_FILES.items()} if trained is not None else {}
+        for path in trained_files.values():  # before anything is read
+            if not path.is_file():
+                raise WeightsError(f"{path}: trained weights file not found")
+        streamed = {}
+        if _offloads(disk_offload, device):  # first: the others' memory is not held while these convert
+            streamed = stream_base_networks(base, precision.dtype, device, trained_files.get("reference_net"))
+        parts = load_base_parts(base, precision.dtype, image_encoder=streamed.get("image_encoder"))
+        pipe = cls(**parts.components(reference_net=streamed.get("reference_net")), resolution=resolution,
+                   base_models=base.to_dict())
+        del parts
         pipe._precision = precision
-        if trained is not None:
-            pipe.load_trained(trained)
-        pipe.to(device)
-        return pipe.offload_to_disk() if _offloads(disk_offload, device) else pipe
+        for name, path in trained_files.items():
+            if name not in streamed:
+                load_strict(getattr(pipe, name), path, name)
+        return_freed_memory()  # the tensors read through on the way
+        log.info("diffusion engine runs in %s%s", precision,
+                 f"; {' and '.join(streamed)} stream from disk" if streamed else "")
+        return pipe.to(device)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, device: str | torch.device | None = None,

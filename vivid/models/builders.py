@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
@@ -11,7 +12,10 @@ from torch import nn
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from .base_files import config_folder, network_folder
+from .disk_streaming import stream_from_files, stream_from_memory
 from .pose_guider import PoseGuider
+from .weights import empty_network, load_network, weight_files
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
@@ -98,16 +102,60 @@ def built(factory: Callable[[], M], dtype: torch.dtype) -> M:
     return _cast(factory(), dtype)
 
 
-def load_base_parts(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32) -> Parts:
-    """Every part from the pretrained base models (downloads on first use)."""
-    unet2d = UNet2DConditionModel.from_pretrained(base.stable_diffusion, subfolder="unet", torch_dtype=dtype)
+def load_base_network(cls: type[M], source: str, subfolder: str | None, dtype: torch.dtype) -> M:
+    """One network of a base model in `dtype`, read tensor by tensor from its safetensors
+    files (`weights.load_network`; see `base_files` for why not the libraries' loaders). A
+    repository without safetensors files goes through the library's own loader."""
+    folder = network_folder(source, subfolder, cls)
+    if weight_files(folder):
+        return load_network(cls, folder, dtype)
+    return cls.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+
+
+def stream_base_network(cls: type[M], source: str, subfolder: str | None, dtype: torch.dtype, device: torch.device,
+                        weights: Path | None = None) -> M:
+    """One network of a base model built on the meta device and streamed from disk on
+    `device` (`disk_streaming`), without its weights ever in memory: read from its own
+    files, or from `weights`, a trained safetensors file of the same layout (checked to fit
+    the base model's config). A repository without safetensors files is loaded first and
+    then written out."""
+    folder = network_folder(source, subfolder, cls)
+    label = subfolder or Path(source).name
+    if weights is None and not weight_files(folder):
+        model = load_base_network(cls, source, subfolder, dtype)
+        stream_from_memory(model, device, label=label)
+        return model
+    model, files = empty_network(cls, folder, dtype, None if weights is None else [Path(weights)])
+    stream_from_files(model, files, device, label)
+    return model
+
+
+def stream_base_networks(base: BaseModels, dtype: torch.dtype, device: torch.device,
+                         reference_weights: Path | None = None) -> dict[str, nn.Module]:
+    """The networks that run once per video (`disk_streaming.ONCE_PER_VIDEO`), streamed from
+    disk as they are built: CLIP from its files, the ReferenceNet from the base UNet's files
+    (it starts as a copy of that UNet) or from trained `reference_weights`."""
+    return {
+        "image_encoder": stream_base_network(CLIPVisionModelWithProjection, base.image_encoder, "image_encoder",
+                                             dtype, device),
+        "reference_net": stream_base_network(UNet2DConditionModel, base.stable_diffusion, "unet", dtype, device,
+                                             reference_weights),
+    }
+
+
+def load_base_parts(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32,
+                    image_encoder: CLIPVisionModelWithProjection | None = None) -> Parts:
+    """Every part from the pretrained base models (downloads on first use), each read
+    straight into `dtype`; `image_encoder`: one already built (e.g. streamed), not loaded again."""
+    unet2d = load_base_network(UNet2DConditionModel, base.stable_diffusion, "unet", dtype)
     return Parts(
         unet2d=unet2d,
-        adapter=MotionAdapter.from_pretrained(base.motion_adapter, torch_dtype=dtype),
-        vae=AutoencoderKL.from_pretrained(base.vae, torch_dtype=dtype),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(base.image_encoder, subfolder="image_encoder", torch_dtype=dtype),
-        feature_extractor=CLIPImageProcessor.from_pretrained(base.image_encoder, subfolder="feature_extractor"),
-        pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]).to(dtype),
+        adapter=load_base_network(MotionAdapter, base.motion_adapter, None, dtype),
+        vae=load_base_network(AutoencoderKL, base.vae, None, dtype),
+        image_encoder=image_encoder or load_base_network(CLIPVisionModelWithProjection, base.image_encoder,
+                                                         "image_encoder", dtype),
+        feature_extractor=CLIPImageProcessor.from_pretrained(config_folder(base.image_encoder, "feature_extractor")),
+        pose_guider=_cast(PoseGuider(out_channels=unet2d.config.block_out_channels[0]), dtype),
     )
 
 
