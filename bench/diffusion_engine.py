@@ -8,6 +8,10 @@ Usage:
                                                      window 8, overlap 2, 2 steps, 128 px)
   python bench/diffusion_engine.py --sd15 --load   + loading a saved SD1.5-sized model and
                                                      building from base-model folders
+  python bench/diffusion_engine.py --loading       only the loading (its own section): the
+                                                     saved model, the base models with and
+                                                     without trained weights, next to the
+                                                     previous from_base_models
   --dtype auto|fp32|bf16|fp16 (repeatable) picks the dtypes compared (default: fp32 and bf16;
   the one `auto` picks, as the CLI does, is marked). --threads N (default 2).
 
@@ -24,7 +28,9 @@ baseline is the engine as it was before issue 12: fp32, the motion UNet copied b
 `UNetMotionModel.from_unet2d`, reference keys/values recomputed for every frame and step,
 torch's OpenMP threads spinning when idle. Other rows change one lever at a time. "Now"
 streams CLIP and the ReferenceNet from disk, as every loader does on a CPU (random weights
-have no files, so `offload_to_disk` writes them first); one row keeps every network in memory.
+have no files, so `offload_to_disk` writes them first: the construction peak of these rows
+holds every network, initialised in fp32, once); one row keeps every network in memory. The
+loaders' construction peaks are measured by --load / --loading, from files.
 """
 from __future__ import annotations
 
@@ -200,22 +206,54 @@ def anatomy_run(pipe, run) -> dict:
                 live_at_end_mb=live.current / MIB, bank_mb={k: v / MIB for k, v in bank.items()})
 
 
+def previous_from_base_models(base, dtype: str, resolution: int):
+    """`from_base_models` as it was before it streamed as it built: diffusers' and
+    transformers' own loaders, every network in memory (the ReferenceNet a copy of the image
+    UNet), then CLIP and the ReferenceNet written to disk and streamed from there."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from vivid import VividPipeline
+    from vivid.models.builders import Parts
+    from vivid.models.pose_guider import PoseGuider
+    from vivid.precision import choose_precision
+
+    precision = choose_precision(dtype, "cpu")
+    dt = precision.dtype
+    unet2d = UNet2DConditionModel.from_pretrained(base.stable_diffusion, subfolder="unet", torch_dtype=dt)
+    parts = Parts(
+        unet2d=unet2d, adapter=MotionAdapter.from_pretrained(base.motion_adapter, torch_dtype=dt),
+        vae=AutoencoderKL.from_pretrained(base.vae, torch_dtype=dt),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(base.image_encoder, subfolder="image_encoder",
+                                                                    torch_dtype=dt),
+        feature_extractor=CLIPImageProcessor.from_pretrained(base.image_encoder, subfolder="feature_extractor"),
+        pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]).to(dt))
+    pipe = VividPipeline(**parts.components(), resolution=resolution, face_backend="mesh")
+    pipe._precision = precision
+    return pipe.offload_to_disk()
+
+
 def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: str | None = None,
-          offload: bool | None = None):
+          offload: bool | None = None, trained: str | None = None):
     """The pipeline of one run. `legacy`: the pre-issue-12 construction (fp32 parts, the
-    motion UNet copied by from_unet2d). `load`: a saved folder, or base: a base-model folder.
-    `offload`: CLIP and the ReferenceNet streamed from disk (`disk_offload`; None: the
-    loaders' default, on for the SD1.5-sized model here as on any CPU, off for the tiny one)."""
+    motion UNet copied by from_unet2d). `load`: a saved folder, base: a base-model folder
+    (with `trained` weights, if given), or libraries: a base-model folder read the way
+    `from_base_models` read it before (`previous_from_base_models`). `offload`: CLIP and the
+    ReferenceNet streamed from disk (`disk_offload`; None: the loaders' default, on for the
+    SD1.5-sized model here as on any CPU, off for the tiny one)."""
 
     from vivid import VividPipeline
     from vivid.models.builders import BaseModels, sd15_sized_parts
     from vivid.precision import choose_precision
 
-    if load is not None and load.startswith("base:"):
-        folder = Path(load[5:])
+    if load is not None and load.startswith(("base:", "libraries:")):
+        folder = Path(load.split(":", 1)[1])
         base = BaseModels(stable_diffusion=str(folder / "sd"), vae=str(folder / "vae"),
                           image_encoder=str(folder / "clip"), motion_adapter=str(folder / "adapter"))
-        return VividPipeline.from_base_models(base, device="cpu", dtype=dtype, resolution=resolution, disk_offload=offload)
+        if load.startswith("libraries:"):
+            return previous_from_base_models(base, dtype, resolution)
+        return VividPipeline.from_base_models(base, trained, device="cpu", dtype=dtype, resolution=resolution,
+                                              disk_offload=offload)
     if load is not None:
         return VividPipeline.from_pretrained(load, device="cpu", dtype=dtype, disk_offload=offload)
     if model == "tiny":
@@ -238,7 +276,7 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
 def measure(model: str, frames: int, window: int, overlap: int, steps: int, resolution: int, dtype: str = "auto",
             threads: int = 2, cache_kv: bool = True, legacy: bool = False, load: str | None = None,
             out: str | None = None, generate: bool = True, wrap: bool = False, anatomy: bool = False,
-            offload: bool | None = None) -> dict:
+            offload: bool | None = None, trained: str | None = None) -> dict:
     """One run in this process: build, then stream a generation; counts, timings, memory.
     `anatomy`: also where the memory goes (`runtime_breakdown`, `weight_bytes`, `anatomy_run`;
     the tracking slows the run, so its times mean nothing)."""
@@ -253,7 +291,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
 
     runtime = runtime_breakdown() if anatomy else None
     wall, cpu = time.perf_counter(), time.process_time()
-    pipe = build(model, resolution, dtype, legacy, load, offload)
+    pipe = build(model, resolution, dtype, legacy, load, offload, trained)
     result = dict(build_seconds=time.perf_counter() - wall, construction_peak_mb=_status("VmHWM"),
                   resident_mb=_status("VmRSS"), precision=str(pipe.precision), dtype=pipe.precision.name,
                   streamed=list(pipe.streamed_networks))
@@ -302,8 +340,9 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
 
 
 def save_models(folder: str) -> dict:
-    """Write the SD1.5-sized random model twice: as a saved pipeline (fp32, as training
-    exports it) and as base-model folders (the layout `from_base_models` reads)."""
+    """Write the SD1.5-sized random model three times: as a saved pipeline (fp32, as training
+    exports it), as base-model folders (the layout `from_base_models` reads) and as trained
+    weights (`TRAINED_FILES`, links to the saved pipeline's files)."""
     from vivid import VividPipeline
     from vivid.models.builders import sd15_sized_parts
 
@@ -315,6 +354,11 @@ def save_models(folder: str) -> dict:
     parts.image_encoder.save_pretrained(folder / "base" / "clip" / "image_encoder")
     parts.feature_extractor.save_pretrained(folder / "base" / "clip" / "feature_extractor")
     VividPipeline(**parts.components(), resolution=128, face_backend="mesh").save_pretrained(folder / "saved")
+    from vivid.pipeline import TRAINED_FILES
+
+    (folder / "trained").mkdir()
+    for name, file in TRAINED_FILES.items():
+        (folder / "trained" / file).symlink_to(folder / "saved" / name / "diffusion_pytorch_model.safetensors")
     return {}
 
 
@@ -373,6 +417,8 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, metavar="N",
                         help="only the SD1.5-sized speed: N interleaved rounds of the pre-issue engine and the default, "
                              "the median of the per-round ratios (recorded as its own section)")
+    parser.add_argument("--loading", action="store_true",
+                        help="only the SD1.5-sized loading figures (recorded as their own section)")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -381,6 +427,12 @@ def main() -> None:
         return
     if args.speed_rounds:
         speed_rounds(args.speed_rounds, args.threads)
+        return
+    if args.loading:
+        from vivid.precision import choose_precision
+
+        auto = choose_precision("auto", "cpu").name
+        loading(list(dict.fromkeys(auto if d == "auto" else d for d in (args.dtype or ["fp32", "bf16"]))), args.threads)
         return
     from bench.results import record
     from vivid.precision import choose_precision
@@ -453,25 +505,7 @@ def main() -> None:
         anatomy = run_child(**SD15, dtype=auto.name, threads=args.threads, anatomy=True)
         text += _anatomy_text(anatomy)
         if args.load:
-            run_child(save=str(tmp / "models"))
-            rows = []
-            for dt in dtypes:
-                saved, base = str(tmp / "models" / "saved"), "base:" + str(tmp / "models" / "base")
-                for what, where, offload in (
-                        ("from_pretrained (saved fp32 pipeline; default: CLIP and ReferenceNet read from its files when used)", saved, None),
-                        ("from_pretrained (saved fp32 pipeline), `disk_offload=False`", saved, False),
-                        ("from_base_models (base-model folders, fp32 files; default: CLIP and ReferenceNet written to a "
-                         "temporary folder once loaded)", base, None)):
-                    r = run_child(**SD15, dtype=dt, threads=args.threads, load=where, offload=offload, generate=False)
-                    rows.append([what, r["precision"], f"{r['construction_peak_mb']:.0f}", f"{r['resident_mb']:.0f}",
-                                 f"{r['build_seconds']:.1f}"])
-            text += ("\nLoading the SD1.5-sized model from disk (no generation):\n\n"
-                     + _plain_table(["how", "dtype", "construction peak MiB", "resident MiB", "seconds"], rows))
-            r = run_child(**SD15, dtype=auto.name, threads=args.threads, load=saved)
-            text += (f"\nGenerating with the model `from_pretrained` loaded ({auto.name}; CLIP and the ReferenceNet "
-                     f"converted once at load from the saved fp32 files into bf16 files, read from there as each layer runs): {r['seconds'] / SD15['frames']:.3f} s/frame, "
-                     f"reference encoding {r['encode_seconds']:.2f} s per video, generation peak "
-                     f"{r['generation_peak_mb']:.0f} MiB = {gb(r['generation_peak_mb']):.2f}e9 bytes.\n")
+            loading(dtypes, args.threads)
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
@@ -481,6 +515,55 @@ def main() -> None:
              "schedule's minimum is the sum of window lengths the schedule asks for (x2 for guidance). "
              "'CPU s / frame' is process CPU time (all threads).\n")
     record("Diffusion engine", text)
+
+
+def loading(dtypes: list[str], threads: int) -> None:
+    """Building the SD1.5-sized model from files (no generation), each way next to the
+    previous `from_base_models` in the same run: construction peak against the resident
+    memory once built (issue 12: no construction peak above the steady state)."""
+    import shutil
+
+    from bench.results import record
+    from vivid.precision import choose_precision
+
+    auto = choose_precision("auto", "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="vivid-bench-"))
+    try:
+        run_child(save=str(tmp / "models"))
+        saved, base, trained = tmp / "models" / "saved", tmp / "models" / "base", tmp / "models" / "trained"
+        ways = (
+            ("from_pretrained (saved fp32 pipeline; default: CLIP and ReferenceNet read from its files)",
+             dict(load=str(saved))),
+            ("from_pretrained (saved fp32 pipeline), `disk_offload=False`", dict(load=str(saved), offload=False)),
+            ("from_base_models before: the libraries' loaders, every network in memory, then CLIP and ReferenceNet "
+             "written out", dict(load=f"libraries:{base}")),
+            ("from_base_models (base-model folders, fp32 files; default: CLIP and ReferenceNet streamed as built)",
+             dict(load=f"base:{base}")),
+            ("from_base_models + trained weights (default)", dict(load=f"base:{base}", trained=str(trained))),
+            ("from_base_models, `disk_offload=False`", dict(load=f"base:{base}", offload=False)),
+        )
+        rows = []
+        for dt in dtypes:
+            for what, how in ways:
+                r = run_child(**SD15, dtype=dt, threads=threads, generate=False, **how)
+                above = r["construction_peak_mb"] - r["resident_mb"]
+                rows.append([what, r["precision"], f"{r['construction_peak_mb']:.0f}", f"{r['resident_mb']:.0f}",
+                             f"{above:+.0f} ({100 * above / r['resident_mb']:+.1f}%)", f"{r['build_seconds']:.1f}"])
+                print(rows[-1], file=sys.stderr, flush=True)
+        r = run_child(**SD15, dtype=auto.name, threads=threads, load=str(saved))
+        text = ("SD1.5-sized random weights written as a saved fp32 pipeline, as fp32 base-model folders and as "
+                "trained weights; each row builds in a fresh process (no generation). 'above' is the construction "
+                "peak minus the resident memory once built.\n\n"
+                + _plain_table(["how", "dtype", "construction peak MiB", "resident MiB", "above resident MiB",
+                                "seconds"], rows)
+                + f"\nGenerating with the model `from_pretrained` loaded ({auto.name}; CLIP and the ReferenceNet "
+                f"converted once at load from the saved fp32 files into {auto.name} files, read from there as each "
+                f"layer runs): {r['seconds'] / SD15['frames']:.3f} s/frame, reference encoding "
+                f"{r['encode_seconds']:.2f} s per video, generation peak {r['generation_peak_mb']:.0f} MiB = "
+                f"{gb(r['generation_peak_mb']):.2f}e9 bytes.\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record("Diffusion engine: loading", text)
 
 
 def speed_rounds(rounds: int, threads: int) -> None:

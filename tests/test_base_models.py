@@ -141,7 +141,7 @@ def test_hub_base_models_fetch_only_configs_and_the_plain_safetensors(base, tmp_
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files. Check your connection.")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(WeightsError, match=r"^org/clip: no such weights folder, and it could not be fetched"):
+    with pytest.raises(WeightsError, match=r"^org/(vae|clip|sd|adapter): no such weights folder, and it could not be fetched"):
         VividPipeline.from_base_models(hub, device="cpu", resolution=64)
 
 

@@ -14,13 +14,13 @@ from typing import Iterable, Iterator, Literal
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
 
 from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
 from .media import checked_frames, to_rgb
 from .models.base_files import hub_snapshot
-from .models.builders import BaseModels, load_base_parts, stream_base_networks, tiny_components
+from .models.builders import BaseModels, load_base_network, load_base_parts, stream_base_networks, tiny_components
 from .conditioning import (
     ReferenceEmbeddings, decode_latents, encode_latents, from_model_range, predict_noise, reference_embeddings,
     reference_features, to_model_range, unconditional,
@@ -109,6 +109,16 @@ def _offloads(disk_offload: bool | None, device: torch.device) -> bool:
     return device.type == "cpu" if disk_offload is None else disk_offload
 
 
+def decoder_channels_last(vae: torch.nn.Module) -> torch.nn.Module:
+    """The VAE decoder in oneDNN's native layout: it (a frame per call) ran 9% faster in bf16
+    and 2% in fp32 on a CPU (SD1.5-sized, 128 px); the motion UNet ran 13% slower (its 5-D
+    activations are reordered at every temporal layer), so it stays as it is. Loaders call
+    this as soon as the VAE exists: converted with the other networks loaded, the replaced
+    tensors' heap stayed behind (160 MiB above the built fp32 pipeline)."""
+    vae.decoder.to(memory_format=torch.channels_last)
+    return vae
+
+
 def gpu_memory_advice(resolution: int, window: int, overlap: int, dtype: torch.dtype) -> str:
     """What to change after the GPU ran out of memory: a smaller window that still exceeds the
     overlap, and 16-bit numbers when running in fp32. Plain words, so it reads the same in
@@ -161,10 +171,7 @@ class VividPipeline(DiffusionPipeline):
             resolution=resolution, face_backend=face_backend, separate_fg_bg=separate_fg_bg,
             base_models=base_models or {},
         )
-        # oneDNN's native layout: the VAE decoder (a frame per call) ran 9% faster in bf16 and 2%
-        # in fp32 on a CPU (SD1.5-sized, 128 px); the motion UNet ran 13% slower (its 5-D
-        # activations are reordered at every temporal layer), so it stays as it is.
-        vae.decoder.to(memory_format=torch.channels_last)
+        decoder_channels_last(vae)  # a no-op when the loaders did it already
         self.bank = ReferenceBank()
         install_reference_attention(reference_net, unet, self.bank)
         self.pose_injector = PoseInjector(unet)
@@ -262,7 +269,7 @@ class VividPipeline(DiffusionPipeline):
         (`trained`: a folder with the files of TRAINED_FILES) loaded strictly. Every network
         is read straight into `dtype` ("auto": `vivid.precision.choose_precision`), tensor by
         tensor. `disk_offload` (default: when running on a CPU): CLIP and the ReferenceNet are
-        streamed from disk (`offload_to_disk`) as they are built, from the base models' files
+        streamed from disk (as after `offload_to_disk`) as they are built, from the base models' files
         or the trained ReferenceNet's, so building never holds more than the pipeline keeps."""
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype, device)
@@ -270,10 +277,11 @@ class VividPipeline(DiffusionPipeline):
         for path in trained_files.values():  # before anything is read
             if not path.is_file():
                 raise WeightsError(f"{path}: trained weights file not found")
+        built = {"vae": decoder_channels_last(load_base_network(AutoencoderKL, base.vae, None, precision.dtype))}
         streamed = {}
-        if _offloads(disk_offload, device):  # first: the others' memory is not held while these convert
+        if _offloads(disk_offload, device):  # early: the others' memory is not held while these convert
             streamed = stream_base_networks(base, precision.dtype, device, trained_files.get("reference_net"))
-        parts = load_base_parts(base, precision.dtype, image_encoder=streamed.get("image_encoder"))
+        parts = load_base_parts(base, precision.dtype, {**built, **streamed})
         pipe = cls(**parts.components(reference_net=streamed.get("reference_net")), resolution=resolution,
                    base_models=base.to_dict())
         del parts
@@ -317,6 +325,8 @@ class VividPipeline(DiffusionPipeline):
                     stream_from_files(kwargs[name], files, device, name)  # before the others load: a lower peak
                 else:
                     kwargs[name] = load_network(network_class, folder / name, precision.dtype)
+                if name == "vae":
+                    decoder_channels_last(kwargs[name])
             pipe = super().from_pretrained(folder, dtype=precision.dtype, **kwargs)
         except WeightsError:
             raise

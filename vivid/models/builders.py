@@ -113,14 +113,13 @@ def load_base_network(cls: type[M], source: str, subfolder: str | None, dtype: t
 
 
 def stream_base_network(cls: type[M], source: str, subfolder: str | None, dtype: torch.dtype, device: torch.device,
-                        weights: Path | None = None) -> M:
+                        label: str, weights: Path | None = None) -> M:
     """One network of a base model built on the meta device and streamed from disk on
     `device` (`disk_streaming`), without its weights ever in memory: read from its own
     files, or from `weights`, a trained safetensors file of the same layout (checked to fit
     the base model's config). A repository without safetensors files is loaded first and
-    then written out."""
+    then written out. `label` names its offload folder, if one is needed."""
     folder = network_folder(source, subfolder, cls)
-    label = subfolder or Path(source).name
     if weights is None and not weight_files(folder):
         model = load_base_network(cls, source, subfolder, dtype)
         stream_from_memory(model, device, label=label)
@@ -137,23 +136,25 @@ def stream_base_networks(base: BaseModels, dtype: torch.dtype, device: torch.dev
     (it starts as a copy of that UNet) or from trained `reference_weights`."""
     return {
         "image_encoder": stream_base_network(CLIPVisionModelWithProjection, base.image_encoder, "image_encoder",
-                                             dtype, device),
+                                             dtype, device, "image_encoder"),
         "reference_net": stream_base_network(UNet2DConditionModel, base.stable_diffusion, "unet", dtype, device,
-                                             reference_weights),
+                                             "reference_net", reference_weights),
     }
 
 
 def load_base_parts(base: BaseModels = BaseModels(), dtype: torch.dtype = torch.float32,
-                    image_encoder: CLIPVisionModelWithProjection | None = None) -> Parts:
+                    built: dict[str, nn.Module] | None = None) -> Parts:
     """Every part from the pretrained base models (downloads on first use), each read
-    straight into `dtype`; `image_encoder`: one already built (e.g. streamed), not loaded again."""
+    straight into `dtype`; `built`: networks already built (e.g. streamed, by Parts field
+    name), not loaded again."""
+    built = built or {}
     unet2d = load_base_network(UNet2DConditionModel, base.stable_diffusion, "unet", dtype)
     return Parts(
         unet2d=unet2d,
         adapter=load_base_network(MotionAdapter, base.motion_adapter, None, dtype),
-        vae=load_base_network(AutoencoderKL, base.vae, None, dtype),
-        image_encoder=image_encoder or load_base_network(CLIPVisionModelWithProjection, base.image_encoder,
-                                                         "image_encoder", dtype),
+        vae=built.get("vae") or load_base_network(AutoencoderKL, base.vae, None, dtype),
+        image_encoder=built.get("image_encoder") or load_base_network(CLIPVisionModelWithProjection, base.image_encoder,
+                                                                      "image_encoder", dtype),
         feature_extractor=CLIPImageProcessor.from_pretrained(config_folder(base.image_encoder, "feature_extractor")),
         pose_guider=_cast(PoseGuider(out_channels=unet2d.config.block_out_channels[0]), dtype),
     )
