@@ -189,3 +189,30 @@ def test_building_holds_no_more_than_the_built_pipeline(tmp_path, dtype):
     assert run["streamed"] == list(ONCE_PER_VIDEO)
     above = run["peak"] - run["resident"]
     assert above < 0.2 * min(size.values()), f"building peaked {above:.0f} MB above the built pipeline ({run}, {size})"
+
+
+def test_a_network_is_read_into_tensors_allocated_once_expanded_buffers_included(tmp_path):
+    """`load_network` fills freshly allocated tensors from the file; a persistent buffer
+    that a constructor made as an expanded view (one value shared by many positions) cannot
+    be written into, so it is replaced too."""
+    from diffusers import ConfigMixin, ModelMixin
+    from diffusers.configuration_utils import register_to_config
+
+    from vivid.models.weights import load_network
+
+    class Tabled(ModelMixin, ConfigMixin):
+        @register_to_config
+        def __init__(self, size: int = 4):
+            super().__init__()
+            self.proj = torch.nn.Linear(size, size)
+            self.register_buffer("positions", torch.arange(size).expand(2, -1))
+
+    saved = Tabled()
+    saved.save_config(tmp_path)
+    state = {k: v.contiguous() for k, v in saved.state_dict().items()}
+    state["positions"] = torch.tensor([[3, 2, 1, 0], [0, 1, 2, 3]])
+    save_file(state, tmp_path / "diffusion_pytorch_model.safetensors")
+    loaded = load_network(Tabled, tmp_path, torch.bfloat16)
+    assert torch.equal(loaded.positions, state["positions"])
+    assert torch.equal(loaded.proj.weight, state["proj.weight"].to(torch.bfloat16))
+    assert loaded.proj.weight.dtype == torch.bfloat16 and loaded.positions.dtype == torch.int64

@@ -199,8 +199,8 @@ def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -
         state = {key: tensor for file in sorted(set(source.values())) for key, tensor in stream_safetensors(file, dtype)}
         model.load_state_dict(state, strict=True, assign=True)
         return nn.Module.to(model, dtype).eval()
-    for name, param in list(model.named_parameters()):
-        set_module_tensor_to_device(model, name, "cpu", value=torch.empty(param.shape, dtype=param.dtype))
+    for name, tensor in model.state_dict().items():  # buffers too: one may be an expanded view, not writable
+        set_module_tensor_to_device(model, name, "cpu", value=torch.empty(tensor.shape, dtype=tensor.dtype))
     own = model.state_dict()
     for file in sorted(set(source.values())):
         copy_safetensors_into(file, own)
