@@ -183,7 +183,7 @@ def empty_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype,
     problems = _problems(own, shapes)
     if problems:
         where = ", ".join(str(f) for f in sorted(set(source.values()))) or str(folder)
-        raise WeightsError(f"{where}: the weights do not fit {folder.name}/config.json: " + "; ".join(problems)
+        raise WeightsError(f"{where}: the weights file does not fit {folder.name}/config.json: " + "; ".join(problems)
                            + "; the weights and the config come from different models")
     return nn.Module.to(model, dtype).eval(), source
 
