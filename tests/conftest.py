@@ -48,6 +48,17 @@ def grace_hopper() -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def tiny_frames(pipe, scene) -> np.ndarray:
+    """The frames `pipe` makes of `tiny_scene` with a short schedule (window 4, overlap 1, 2 steps)."""
+    ref, motion = scene
+    return np.stack([e.frame for e in pipe.generate(ref, motion, window=4, overlap=1, steps=2) if e.kind == "frame"])
+
+
+def weights_in_memory(module) -> int:
+    """Parameters that hold values (a network streamed from disk holds none between its calls)."""
+    return sum(p.numel() for p in module.parameters() if not p.is_meta)
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(analyzer, astronaut):
     """A tiny pipeline's prepared reference and an 8-frame driving motion (the astronaut moving)."""

@@ -15,13 +15,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import tiny_frames, weights_in_memory
 from vivid import VividPipeline
 from vivid.models.builders import BaseModels, Parts, motion_unet, tiny_parts
 from vivid.models.disk_streaming import ONCE_PER_VIDEO
 from vivid.models.pose_guider import PoseGuider
 from vivid.options import WeightsError
-
-FAST = dict(window=4, overlap=1, steps=2)
 
 
 def save_base(parts: Parts, root: Path) -> BaseModels:
@@ -41,15 +40,6 @@ def base(tmp_path_factory) -> tuple[BaseModels, Parts]:
     return save_base(parts, tmp_path_factory.mktemp("base")), parts
 
 
-def frames(pipe: VividPipeline, tiny_scene) -> np.ndarray:
-    ref, motion = tiny_scene
-    return np.stack([e.frame for e in pipe.generate(ref, motion, **FAST) if e.kind == "frame"])
-
-
-def weights_in_memory(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if not p.is_meta)
-
-
 def in_memory(parts: Parts, **components) -> VividPipeline:
     """The same networks assembled in memory: what the loaded pipeline must reproduce."""
     return VividPipeline(**{**parts.components(), **components}, resolution=64)
@@ -63,7 +53,7 @@ def test_built_from_base_models_with_the_frames_of_the_same_networks_in_memory(b
     if offload:  # streamed as built: they hold no weights
         assert weights_in_memory(pipe.image_encoder) == weights_in_memory(pipe.reference_net) == 0
     assert pipe.unet.dtype == torch.float32 and pipe.config.base_models["vae"] == models.vae
-    np.testing.assert_array_equal(frames(pipe, tiny_scene), frames(in_memory(parts), tiny_scene))
+    np.testing.assert_array_equal(tiny_frames(pipe, tiny_scene), tiny_frames(in_memory(parts), tiny_scene))
 
 
 def test_streamed_by_default_on_a_cpu_in_the_dtype_asked_for(base):
@@ -94,9 +84,9 @@ def test_trained_weights_are_read_into_every_network_streamed_or_not(base, train
     pipe = VividPipeline.from_base_models(models, str(folder), device="cpu", dtype="fp32", resolution=64,
                                           disk_offload=offload)
     assert pipe.streamed_networks == (ONCE_PER_VIDEO if offload else ())
-    expected = frames(in_memory(parts, **copy.deepcopy(networks)), tiny_scene)
-    np.testing.assert_array_equal(frames(pipe, tiny_scene), expected)
-    assert not np.array_equal(expected, frames(in_memory(parts), tiny_scene))  # the trained weights change the frames
+    expected = tiny_frames(in_memory(parts, **copy.deepcopy(networks)), tiny_scene)
+    np.testing.assert_array_equal(tiny_frames(pipe, tiny_scene), expected)
+    assert not np.array_equal(expected, tiny_frames(in_memory(parts), tiny_scene))  # the trained weights change the frames
 
 
 @pytest.mark.parametrize("offload", [True, False])

@@ -16,9 +16,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from conftest import tiny_frames, weights_in_memory
 from vivid import VividPipeline
-
-FAST = dict(window=4, overlap=1, steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,6 @@ def saved(tmp_path_factory) -> Path:
     return folder
 
 
-def frames(pipe: VividPipeline, tiny_scene) -> np.ndarray:
-    ref, motion = tiny_scene
-    return np.stack([e.frame for e in pipe.generate(ref, motion, **FAST) if e.kind == "frame"])
-
-
-def weights_in_memory(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if not p.is_meta)
-
-
 def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the_same_frames(saved, tiny_scene):
     resident = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32", disk_offload=False)
     streamed = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32")  # the default on a CPU
@@ -44,7 +34,7 @@ def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the
     assert streamed.streamed_networks == ("image_encoder", "reference_net")
     for name in streamed.streamed_networks:
         assert weights_in_memory(getattr(streamed, name)) == 0, name
-    np.testing.assert_array_equal(frames(streamed, tiny_scene), frames(resident, tiny_scene))
+    np.testing.assert_array_equal(tiny_frames(streamed, tiny_scene), tiny_frames(resident, tiny_scene))
     for name in streamed.streamed_networks:  # read for the video, then let go again
         assert weights_in_memory(getattr(streamed, name)) == 0, name
     assert weights_in_memory(streamed.unet) == weights_in_memory(resident.unet) > 0
@@ -53,16 +43,16 @@ def test_a_loaded_pipeline_streams_the_once_per_video_networks_on_a_cpu_with_the
 def test_offload_to_disk_keeps_the_frames_follows_a_change_of_dtype_and_cleans_up(tiny_scene, tmp_path, monkeypatch):
     monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))
     pipe = VividPipeline.tiny()
-    before = frames(pipe, tiny_scene)
+    before = tiny_frames(pipe, tiny_scene)
     pipe.offload_to_disk()
     folders = sorted(tmp_path.iterdir())  # one per network, named after it
     assert [f.name.split("-")[-2] for f in folders] == ["image_encoder", "reference_net"]
     assert all((f / "weights.safetensors").is_file() for f in folders)
     assert weights_in_memory(pipe.reference_net) == 0
-    np.testing.assert_array_equal(frames(pipe, tiny_scene), before)
+    np.testing.assert_array_equal(tiny_frames(pipe, tiny_scene), before)
     pipe.to(torch.bfloat16)  # the streamed weights follow the parameters' dtype as they are read
     in_memory = VividPipeline.tiny().to_precision("bf16")
-    np.testing.assert_array_equal(frames(pipe, tiny_scene), frames(in_memory, tiny_scene))
+    np.testing.assert_array_equal(tiny_frames(pipe, tiny_scene), tiny_frames(in_memory, tiny_scene))
     assert pipe.reference_net.dtype == pipe.image_encoder.dtype == torch.bfloat16
     del pipe
     gc.collect()
@@ -80,11 +70,11 @@ def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(sav
     for name, tensor in converted.items():
         assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, saved_tensors[name].to(torch.bfloat16)), name
     resident = VividPipeline.from_pretrained(saved, device="cpu", dtype="bf16", disk_offload=False)
-    np.testing.assert_array_equal(frames(streamed, tiny_scene), frames(resident, tiny_scene))
+    np.testing.assert_array_equal(tiny_frames(streamed, tiny_scene), tiny_frames(resident, tiny_scene))
     same_dtype = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32")
     assert sorted(tmp_path.iterdir()) == folders, "weights already in the run dtype were copied"
     fp32 = VividPipeline.from_pretrained(saved, device="cpu", dtype="fp32", disk_offload=False)
-    np.testing.assert_array_equal(frames(same_dtype, tiny_scene), frames(fp32, tiny_scene))
+    np.testing.assert_array_equal(tiny_frames(same_dtype, tiny_scene), tiny_frames(fp32, tiny_scene))
 
 
 def test_a_killed_process_s_offload_folder_is_removed_and_a_running_one_s_kept(tmp_path, monkeypatch):

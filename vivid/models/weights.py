@@ -62,8 +62,9 @@ def load_strict(module: nn.Module, path: str | Path, what: str) -> None:
         module.load_state_dict(state, strict=True)
 
 
-#: Bytes read at a time when a file's tensors are copied into a module's own.
-READ_CHUNK = 16 * 2**20
+#: Bytes read at a time when a file's tensors are copied into a module's own: the whole
+#: overhead of a load (reading SD 1.5's UNet took the same time with 4 and 16 MiB).
+READ_CHUNK = 4 * 2**20
 
 
 def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> None:
@@ -72,7 +73,8 @@ def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> Non
     by one chunk, not by a tensor (an fp32 conv of the SD 1.5 UNet is 118 MB)."""
     path = Path(path)
     length, tensors = safetensors_header(path)
-    buffer = bytearray(READ_CHUNK)
+    largest = max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0)
+    buffer = bytearray(min(READ_CHUNK, largest))
     with open(path, "rb") as f, torch.no_grad():
         for name, info in tensors.items():
             if info["dtype"] not in SAFETENSORS_DTYPES:
@@ -82,7 +84,7 @@ def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> Non
             target = own[name]
             flat = target.view(-1) if target.is_contiguous() else torch.empty(target.numel(), dtype=target.dtype)
             f.seek(8 + length + start)
-            per_chunk, total, done = READ_CHUNK // stored.itemsize, (end - start) // stored.itemsize, 0
+            per_chunk, total, done = len(buffer) // stored.itemsize, (end - start) // stored.itemsize, 0
             while done < total:
                 count = min(per_chunk, total - done)
                 if f.readinto(memoryview(buffer)[: count * stored.itemsize]) != count * stored.itemsize:
