@@ -404,7 +404,6 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
     return f"{type(exc).__name__}: {exc}", False
 
 
-
 def _end_progress_bars() -> None:
     """Close any progress bar still drawn, so the error starts on a line of its own."""
     tqdm = sys.modules.get("tqdm")

@@ -5,11 +5,9 @@ carry on to the end. The flag stays set, so code about to make a result final re
 from __future__ import annotations
 
 import signal
-import threading
 from typing import NoReturn
 
-_stop = threading.Event()
-_received: list[int] = []
+_received: list[int] = []  # the signals that asked this process to stop
 
 
 def stop_on_signals() -> None:
@@ -21,16 +19,15 @@ def stop_on_signals() -> None:
 
 def stop_signal() -> int | None:
     """The signal that asked this process to stop, if one did."""
-    return _received[-1] if _stop.is_set() and _received else None
+    return _received[-1] if _received else None
 
 
 def check_not_stopped() -> None:
     """Raise KeyboardInterrupt if a stop was asked for, even if its exception was lost."""
-    if _stop.is_set():
+    if _received:
         raise KeyboardInterrupt
 
 
 def _handler(signum, frame) -> NoReturn:
     _received.append(signum)
-    _stop.set()
     raise KeyboardInterrupt

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -69,8 +69,16 @@ READ_CHUNK = 4 * 2**20
 
 def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> None:
     """Copy each tensor of a (little-endian) safetensors file into the tensor of the same
-    name in `own`, converted to its dtype on the way, a READ_CHUNK at a time: memory grows
-    by one chunk, not by a tensor (an fp32 conv of the SD 1.5 UNet is 118 MB)."""
+    name in `own`, converted to its dtype on the way (`_fill_from_safetensors`)."""
+    for _ in _fill_from_safetensors(path, lambda name, stored, shape: own[name]):
+        pass
+
+
+def _fill_from_safetensors(path: str | Path, target: Callable[[str, torch.dtype, list[int]], torch.Tensor]
+                           ) -> Iterator[tuple[str, torch.Tensor]]:
+    """For each tensor of a little-endian safetensors file, fill `target(name, stored dtype,
+    shape)` with its values, converted on the way, a READ_CHUNK at a time, and yield it:
+    memory grows by one chunk, not by a tensor (an fp32 conv of the SD 1.5 UNet is 118 MB)."""
     path = Path(path)
     length, tensors = safetensors_header(path)
     largest = max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0)
@@ -81,8 +89,8 @@ def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> Non
                 raise WeightsError(f"{path}: tensor {name} has the unsupported dtype {info['dtype']}")
             stored = SAFETENSORS_DTYPES[info["dtype"]]
             start, end = info["data_offsets"]
-            target = own[name]
-            flat = target.view(-1) if target.is_contiguous() else torch.empty(target.numel(), dtype=target.dtype)
+            into = target(name, stored, info["shape"])
+            flat = into.view(-1) if into.is_contiguous() else torch.empty(into.numel(), dtype=into.dtype)
             f.seek(8 + length + start)
             per_chunk, total, done = len(buffer) // stored.itemsize, (end - start) // stored.itemsize, 0
             while done < total:
@@ -91,8 +99,9 @@ def copy_safetensors_into(path: str | Path, own: dict[str, torch.Tensor]) -> Non
                     raise WeightsError(f"{path}: the file ends inside tensor {name} (truncated download?)")
                 flat[done: done + count].copy_(torch.frombuffer(buffer, dtype=stored, count=count))
                 done += count
-            if flat.data_ptr() != target.data_ptr():
-                target.copy_(flat.view(target.shape))
+            if flat.data_ptr() != into.data_ptr():
+                into.copy_(flat.view(into.shape))
+            yield name, into
 
 
 #: safetensors' dtype names (https://github.com/huggingface/safetensors, format section).
@@ -108,7 +117,7 @@ def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> It
     converted to `dtype`. safetensors' own loader maps the whole file, and every page it
     touches counts as this process's memory until the file is closed: reading fp32 files
     into bf16 networks would hold the fp32 file and the bf16 copy at once (4.3 GB above
-    the steady state for the SD1.5-sized model); this way the cost is one fp32 tensor."""
+    the steady state for the SD1.5-sized model); this way the cost is one read chunk."""
     path = Path(path)
     if sys.byteorder != "little":  # files are little-endian: safetensors' loader swaps the bytes
         from safetensors.torch import load_file
@@ -116,25 +125,9 @@ def stream_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> It
         for name, tensor in load_file(str(path)).items():
             yield name, tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
         return
-    length, tensors = safetensors_header(path)
-    with open(path, "rb") as f:
-        # One buffer, reused: the file's bytes pass through it, so memory grows by the
-        # converted tensors only, not by allocator churn of one read buffer per tensor.
-        buffer = bytearray(max((end - start for start, end in (v["data_offsets"] for v in tensors.values())), default=0))
-        for name, info in tensors.items():
-            start, end = info["data_offsets"]
-            if info["dtype"] not in SAFETENSORS_DTYPES:
-                raise WeightsError(f"{path}: tensor {name} has the unsupported dtype {info['dtype']}")
-            stored = SAFETENSORS_DTYPES[info["dtype"]]
-            f.seek(8 + length + start)
-            if f.readinto(memoryview(buffer)[: end - start]) != end - start:
-                raise WeightsError(f"{path}: the file ends inside tensor {name} (truncated download?)")
-            if end == start:
-                tensor = torch.empty(info["shape"], dtype=stored)
-            else:
-                tensor = torch.frombuffer(buffer, dtype=stored, count=(end - start) // stored.itemsize).reshape(info["shape"])
-            converts = dtype is not None and tensor.is_floating_point() and dtype != stored
-            yield name, tensor.to(dtype) if converts else tensor.clone()  # never a view of the buffer
+    # Each tensor allocated once, in the dtype it is wanted in, and filled a chunk at a time.
+    yield from _fill_from_safetensors(path, lambda name, stored, shape: torch.empty(
+        shape, dtype=dtype if dtype is not None and stored.is_floating_point else stored))
 
 
 def weight_files(folder: str | Path) -> list[Path]:
