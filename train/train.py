@@ -18,7 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", type=int, choices=[1, 2], required=True, help="1: frame pairs; 2: temporal layers on clips")
     p.add_argument("--data", required=True, help="prepared data folder (train/prepare_data.py)")
     p.add_argument("--output", required=True, help="run folder: metrics.jsonl, checkpoints/, model/, samples/")
-    p.add_argument("--config", help="YAML settings (default: train/configs/stage<N>.yaml)")
+    p.add_argument("--config", help="YAML settings (default: train/configs/stage<N>.yaml; with --preset mini: "
+                   "train/configs/mini-stage<N>.yaml)")
+    p.add_argument("--preset", choices=["paper", "mini"], default="paper",
+                   help="paper: SD 1.5-sized networks from the base models (GPUs); mini: VividPortraits-mini, "
+                   "narrower networks at 128 px that train on a CPU in hours (train/README.md)")
     p.add_argument("--init", help="stage 2: the stage 1 model folder (RUN1/model)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--val-data", help="prepared clips to validate on (default: a share of --data training never sees)")
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key.strip()] = yaml.safe_load(value)
     flags = {k: getattr(args, k) for k in ("resolution", "max_steps", "seed", "save_every", "val_every",
                                             "batch_size", "learning_rate", "mixed_precision")}
-    config_file = args.config or ROOT / "train" / "configs" / f"stage{args.stage}.yaml"
+    prefix = "mini-" if args.preset == "mini" else ""
+    config_file = args.config or ROOT / "train" / "configs" / f"{prefix}stage{args.stage}.yaml"
     try:
         config = TrainConfig.load(config_file, tiny=args.tiny, **{**overrides, **flags, "stage": args.stage})
         trainer = Trainer(config, args.data, args.output, init=args.init, resume=args.resume, val_data=args.val_data,

@@ -144,17 +144,28 @@ def drop_image_conditioning(emb: ReferenceEmbeddings, drop: torch.Tensor) -> Ref
 
 
 # -- latents and reference features ---------------------------------------------------------
+def _latent_shift(vae) -> float:
+    """The autoencoder's latent shift (FLUX-style VAEs and TAEF2 configs have one; SD's none)."""
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
 def encode_latents(vae, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False) -> torch.Tensor:
-    """VAE latents of images in [-1, 1], scaled by the VAE's own scaling factor: the mean
-    of the posterior (references), or a sample from it (training targets)."""
-    dist = vae.encode(images.to(run_device(vae), vae.dtype)).latent_dist
-    latents = dist.sample(generator) if sample else dist.mean
-    return latents * vae.config.scaling_factor
+    """Latents of images in [-1, 1], shifted and scaled by the autoencoder's own factors
+    (diffusers' convention: (raw - shift_factor) * scaling_factor). For SD's `AutoencoderKL`
+    the mean of the posterior (references) or a sample from it (`sample`); a tiny
+    autoencoder (`TinyAutoencoder`, diffusers' `AutoencoderTiny`) has no posterior: its
+    latents whatever `sample` says."""
+    out = vae.encode(images.to(run_device(vae), vae.dtype))
+    if hasattr(out, "latent_dist"):
+        latents = out.latent_dist.sample(generator) if sample else out.latent_dist.mean
+    else:
+        latents = out.latents
+    return (latents - _latent_shift(vae)) * vae.config.scaling_factor
 
 
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] from latents scaled by the VAE's scaling factor (`encode_latents`)."""
-    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    """Images in [-1, 1] from latents shifted and scaled as `encode_latents` gives them."""
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor + _latent_shift(vae)).sample
 
 
 def reference_features(reference_net, bank, latents: torch.Tensor, context: torch.Tensor) -> None:

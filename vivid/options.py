@@ -38,7 +38,7 @@ MAX_SIZE = 2048
 COMPONENTS = ("vae", "image_encoder", "feature_extractor", "reference_net", "unet", "pose_guider", "scheduler")
 NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: Libraries a saved folder may name for its components (diffusers imports them to build it).
-TRUSTED_LIBRARIES = ("diffusers", "transformers", "vivid.models.pose_guider")
+TRUSTED_LIBRARIES = ("diffusers", "transformers", "vivid.models.pose_guider", "vivid.models.tiny_autoencoder")
 
 
 class OptionError(ValueError):

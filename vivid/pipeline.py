@@ -132,6 +132,29 @@ def gpu_memory_advice(resolution: int, window: int, overlap: int, dtype: torch.d
     return f"out of GPU memory at {resolution} px with a {window}-frame window: {advice}"
 
 
+def vae_class_name(folder: str | Path) -> str | None:
+    """The VAE class a saved pipeline folder's model_index.json names."""
+    import json
+
+    entry = json.loads((Path(folder) / "model_index.json").read_text()).get("vae")
+    return entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+
+
+def resolve_weights(weights: str | Path | None) -> str | Path:
+    """Where to load a pipeline from: `weights`, or the shipped mini model when `weights` is
+    None or one of its names (`vivid.models.shipped`); a WeightsError when that is asked for
+    and this copy of the project has none."""
+    from .models.shipped import MINI_MODEL_DIR, is_shipped_name, shipped_model
+
+    if weights is not None and not is_shipped_name(weights):
+        return weights
+    found = shipped_model()
+    if found is None:
+        raise WeightsError(f"{MINI_MODEL_DIR}: the shipped mini model is missing from this copy of the project; "
+                           "give a weights folder or hub id")
+    return found
+
+
 def fetch_from_hub(repo_id: str, **options) -> Path:
     """The local folder of a hub model (downloaded, or found in the cache): its configs and
     safetensors files only, so it is then checked and loaded like any saved folder. (diffusers'
@@ -295,7 +318,7 @@ class VividPipeline(DiffusionPipeline):
         return pipe.to(device)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, device: str | torch.device | None = None,
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path | None = None, *, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, torch_dtype: str | torch.dtype | None = None,
                         disk_offload: bool | None = None, **kwargs) -> "VividPipeline":
         """A saved pipeline (local folder or Hugging Face id), placed on `device` (default: the
@@ -317,7 +340,7 @@ class VividPipeline(DiffusionPipeline):
         check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
         try:
             # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.
-            for name, network_class in cls.network_classes().items():
+            for name, network_class in cls.network_classes(folder).items():
                 if name in kwargs:
                     continue
                 if name in ONCE_PER_VIDEO and _offloads(disk_offload, device):
@@ -345,14 +368,20 @@ class VividPipeline(DiffusionPipeline):
         super().save_pretrained(save_directory, **kwargs)
 
     @staticmethod
-    def network_classes() -> dict[str, type[torch.nn.Module]]:
-        """The class of each network (fixed: a folder's model_index.json names no code to import)."""
+    def network_classes(folder: str | Path | None = None) -> dict[str, type[torch.nn.Module]]:
+        """The class of each network. Fixed but for the VAE, which a saved folder's
+        model_index.json may name as the mini model's tiny autoencoder (`vivid.options`
+        accepts only the classes listed here, so no other code is ever imported)."""
         from diffusers import AutoencoderKL, UNet2DConditionModel, UNetMotionModel
         from transformers import CLIPVisionModelWithProjection
 
         from .models.pose_guider import PoseGuider
+        from .models.tiny_autoencoder import TinyAutoencoder
 
-        return {"vae": AutoencoderKL, "image_encoder": CLIPVisionModelWithProjection,
+        vae = AutoencoderKL
+        if folder is not None and vae_class_name(folder) == TinyAutoencoder.__name__:
+            vae = TinyAutoencoder
+        return {"vae": vae, "image_encoder": CLIPVisionModelWithProjection,
                 "reference_net": UNet2DConditionModel, "unet": UNetMotionModel, "pose_guider": PoseGuider}
 
     def load_trained(self, folder: str) -> None:
@@ -449,11 +478,15 @@ class VividPipeline(DiffusionPipeline):
         return noise
 
     def _preview(self, x0: torch.Tensor | None, frame: int) -> np.ndarray | None:
-        """The current estimate of one frame, straight from latents (no VAE), 4x upscaled."""
+        """The current estimate of one frame: SD latents mapped straight to colours (no VAE),
+        4x upscaled; other latent spaces (the mini model's tiny autoencoder, which decodes a
+        frame in a tenth of a second on a CPU) through the decoder."""
         if x0 is None:
             return None
+        if x0.shape[1] != LATENT_RGB_FACTORS.shape[0]:
+            return from_model_range(decode_latents(self.vae, x0[:, :, frame]))[0]
         lat = x0[0, :, frame].float().cpu()  # (C, h, w)
-        rgb = torch.einsum("chw,cr->hwr", lat, LATENT_RGB_FACTORS[: lat.shape[0]])
+        rgb = torch.einsum("chw,cr->hwr", lat, LATENT_RGB_FACTORS)
         img = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
         return np.asarray(Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST))
 

@@ -193,6 +193,66 @@ def tiny_parts(seed: int = 0) -> Parts:
     return Parts(unet2d, adapter, vae, image_encoder, feature_extractor, pose_guider)
 
 
+@dataclass(frozen=True)
+class MiniConfig:
+    """VividPortraits-mini (DESIGN.md, "Two model sizes"): the paper's networks, narrower, in
+    the latent space of the TAEF2 tiny autoencoder (32 channels at 1/8 of the image side),
+    sized so both training stages fit a few hours on two CPU cores (train/configs/mini-*.yaml,
+    assets/mini/README.md). CLIP is a small vision transformer of the same class, random and
+    frozen: no pretrained CLIP can be loaded where the mini model is trained, and a frozen
+    random projection still tells the two networks apart what the foreground and background
+    look like (colours, layout); its measured worth is in the model card."""
+
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
+    layers_per_block: int = 2
+    attention_head_dim: int = 32  # channels per head
+    cross_attention_dim: int = 128  # the CLIP projection's width
+    motion_heads: int = 4
+    motion_max_seq_length: int = 32  # the longest window the temporal layers take
+    pose_channels: tuple[int, ...] = (16, 32, 64, 128)
+    clip_hidden: int = 128
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_image_size: int = 64
+    clip_patch_size: int = 8
+
+
+#: The autoencoder the mini model works in, shipped with the project (assets/taef2/README.md).
+TAEF2_DIR = Path(__file__).resolve().parents[2] / "assets" / "taef2"
+
+
+def mini_parts(seed: int = 0, config: MiniConfig = MiniConfig(), autoencoder: str | Path = TAEF2_DIR) -> Parts:
+    """The mini model's parts: random networks of `config`'s sizes around the pretrained
+    tiny autoencoder (loaded strictly from `autoencoder`, fp32)."""
+    from .tiny_autoencoder import TinyAutoencoder
+
+    vae = load_network(TinyAutoencoder, Path(autoencoder), torch.float32)
+    torch.manual_seed(seed)
+    c, levels = config, len(config.block_out_channels)
+    latent = vae.config.latent_channels
+    cross = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)  # attention in all but the smallest level
+    unet2d = UNet2DConditionModel(
+        sample_size=16, in_channels=latent, out_channels=latent, block_out_channels=c.block_out_channels,
+        layers_per_block=c.layers_per_block, down_block_types=cross,
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        cross_attention_dim=c.cross_attention_dim,
+        attention_head_dim=tuple(w // c.attention_head_dim for w in c.block_out_channels),
+    )
+    adapter = MotionAdapter(
+        block_out_channels=c.block_out_channels, motion_layers_per_block=c.layers_per_block,
+        motion_num_attention_heads=c.motion_heads, motion_max_seq_length=c.motion_max_seq_length,
+    )
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=c.clip_hidden, intermediate_size=4 * c.clip_hidden, num_hidden_layers=c.clip_layers,
+        num_attention_heads=c.clip_heads, image_size=c.clip_image_size, patch_size=c.clip_patch_size,
+        projection_dim=c.cross_attention_dim,
+    ))
+    size = c.clip_image_size
+    feature_extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    pose_guider = PoseGuider(block_out_channels=c.pose_channels, out_channels=c.block_out_channels[0])
+    return Parts(unet2d, adapter, vae, image_encoder, feature_extractor, pose_guider)
+
+
 def sd15_sized_parts(seed: int = 0, dtype: torch.dtype = torch.float32) -> Parts:
     """Random parts with the shapes of SD 1.5, sd-vae-ft-mse, AnimateDiff v1-5-2 and CLIP
     ViT-L/14: for measuring time and memory without downloading weights. Each part is

@@ -58,6 +58,7 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     max_grad_norm: float = 0.0  # 0: no clipping (peers: 1.0)
+    lr_warmup_steps: int = 0  # learning rate rises linearly from 0 over these steps (networks trained from scratch)
     uncond_prob: float = 0.1  # classifier-free dropout of the image conditioning (peers: 0.05-0.1)
     noise_offset: float = 0.0  # peers: 0.05
     min_snr_gamma: float = 0.0  # 0: plain MSE (peers: 5)
@@ -76,6 +77,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads per process (0: torch's default); the CPU must not be oversubscribed
     # -- networks -----------------------------------------------------------------------------
     tiny: bool = False  # tiny random networks from the same builders (tests, CPU proofs)
+    mini: bool = False  # VividPortraits-mini: narrower networks in the TAEF2 latent space (train/configs/mini-*.yaml)
+    cache_latents: bool = False  # encode every frame once and keep the latents beside the clip (latent_cache.py)
     base: dict[str, str] = field(default_factory=lambda: BaseModels().to_dict())
 
     @property
@@ -116,6 +119,12 @@ class TrainConfig:
             problems.append("val_share must be in (0, 1) and seen_share in [0, 1)")
         if min(self.save_every, self.val_every, self.log_every, self.keep_checkpoints) < 1:
             problems.append("save_every, val_every, log_every and keep_checkpoints must be at least 1")
+        if self.tiny and self.mini:
+            problems.append("tiny and mini are two model sizes: choose one")
+        if self.cache_latents and self.augment:
+            problems.append("cache_latents keeps the latents of the unaugmented frames: it cannot be used with augment")
+        if self.lr_warmup_steps < 0:
+            problems.append(f"lr_warmup_steps must be at least 0, not {self.lr_warmup_steps}")
         if problems:
             raise ConfigError("; ".join(problems))
 

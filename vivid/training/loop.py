@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from ..conditioning import clip_size, drop_image_conditioning, embed_clip_inputs, encode_latents, to_model_range
 from .clips import DataError, PreparedClip, read_index
 from .config import TrainConfig
+from .latent_cache import cache_latents
 from .losses import add_noise, denoising_loss, denoising_target, training_scheduler
 from .denoiser import checkpoint_temporal_layers, freeze_unused
 from .networks import Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of
@@ -160,13 +161,17 @@ class Trainer:
             emb = embed_clip_inputs(nets.image_encoder, nets.feature_extractor, batch["clip"].numpy())
             if drop and self.config.uncond_prob > 0:
                 emb = drop_image_conditioning(emb, torch.rand(b, generator=generator) < self.config.uncond_prob)
-            ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
-            # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
-            # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
-            # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
-            targets = batch["target"].flatten(0, 1).numpy()
-            latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
-                                 for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
+            if "target_latents" in batch:  # encoded once, before training (latent_cache)
+                ref_latents = batch["reference_latents"].to(device, dtype)
+                latents = batch["target_latents"].flatten(0, 1).to(device)
+            else:
+                ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
+                # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
+                # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
+                # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
+                targets = batch["target"].flatten(0, 1).numpy()
+                latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
+                                     for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
         latents = latents.float()
         if self.config.stage == 2:
             latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
@@ -200,7 +205,13 @@ class Trainer:
             frames = np.stack([__import__("cv2").resize(f, (c.resolution, c.resolution)) for f in frames])
             nets.vae.register_to_config(scaling_factor=calibrate_latent_scale(nets.vae, frames))
         self.scheduler = training_scheduler()
+        nets.vae.to(acc.device, self.weight_dtype)
+        nets.image_encoder.to(acc.device, self.weight_dtype)
         spec = self._spec(nets)
+        if c.cache_latents:
+            with acc.main_process_first():  # the main process encodes, the others then find the files
+                tag = cache_latents(val_clips + train_clips, nets.vae, c.resolution, acc.is_local_main_process)
+            spec = replace(spec, latent_tag=tag)
         train_ranges, held = split_frames(train_clips, c.seen_share, spec.frames)
         world = acc.num_processes
         total = c.max_steps * c.batch_size * world * c.gradient_accumulation
@@ -225,9 +236,9 @@ class Trainer:
             if c.stage == 2:
                 checkpoint_temporal_layers(nets.denoiser.unet)
         optimizer = make_optimizer(nets.denoiser.trainable(), c)
-        nets.vae.to(acc.device, self.weight_dtype)
-        nets.image_encoder.to(acc.device, self.weight_dtype)
-        self.denoiser, optimizer, loader = acc.prepare(nets.denoiser, optimizer, loader)
+        # accelerate steps a prepared schedule once per process at every optimiser step
+        lr_schedule = warmup_schedule(optimizer, c.lr_warmup_steps * acc.num_processes)
+        self.denoiser, optimizer, loader, lr_schedule = acc.prepare(nets.denoiser, optimizer, loader, lr_schedule)
         step = 0
         if self.resume_from is not None:
             folder, step = self.resume_from
@@ -262,6 +273,7 @@ class Trainer:
                 if acc.sync_gradients and c.max_grad_norm > 0:
                     acc.clip_grad_norm_(self.denoiser.parameters(), c.max_grad_norm)
                 optimizer.step()
+                lr_schedule.step()
                 optimizer.zero_grad(set_to_none=True)
             micro += 1
             if not acc.sync_gradients:
@@ -327,8 +339,6 @@ class Trainer:
             log.warning("sample video at step %d failed: %s", step, exc)
 
     def _unwrapped(self, nets: Networks) -> Networks:
-        from dataclasses import replace
-
         return replace(nets, denoiser=self.accelerator.unwrap_model(self.denoiser))
 
     def _checkpoint(self, nets: Networks, step: int) -> None:
@@ -394,6 +404,12 @@ def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, weight_decay=config.weight_decay, **kw)
     return torch.optim.Adam(params, **kw)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rising linearly to its set value over `steps` optimiser steps, then
+    constant (0 steps: constant from the start, the paper's schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: min(1.0, (n + 1) / steps) if steps else 1.0)
 
 
 def _truncate_metrics(path: Path, step: int, main: bool) -> None:

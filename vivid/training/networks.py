@@ -18,7 +18,7 @@ import torch
 from diffusers import MotionAdapter, UNetMotionModel
 from torch import nn
 
-from ..models.builders import Parts, load_base_parts, scheduler_config, tiny_parts
+from ..models.builders import Parts, load_base_parts, mini_parts, scheduler_config, tiny_parts
 from .config import TrainConfig
 from .denoiser import Denoiser, freeze_for_stage
 
@@ -42,11 +42,11 @@ class Networks:
     separate_fg_bg: bool = True
 
 
-def tiny_training_parts(seed: int) -> Parts:
-    """The tiny parts, with the adapter's temporal output projections at zero: a random
-    temporal layer would otherwise scramble what stage 1 learnt as soon as it is exported
-    (AnimateDiff's trained layers start near identity; random tiny ones do not)."""
-    parts = tiny_parts(seed)
+def random_training_parts(seed: int, mini: bool = False) -> Parts:
+    """The tiny (or mini) parts, with the adapter's temporal output projections at zero: a
+    random temporal layer would otherwise scramble what stage 1 learnt as soon as it is
+    exported (AnimateDiff's trained layers start near identity; random ones do not)."""
+    parts = mini_parts(seed) if mini else tiny_parts(seed)
     with torch.no_grad():
         for name, p in parts.adapter.named_parameters():
             if ".proj_out." in f".{name}":
@@ -77,7 +77,10 @@ def check_init(init: str | Path | None, stage: int) -> Path | None:
 def build_networks(config: TrainConfig, init: Path | None) -> Networks:
     """The networks of `config.stage`, in fp32 on the CPU (accelerate places them)."""
     if config.stage == 1:
-        parts = tiny_training_parts(config.seed) if config.tiny else load_base_parts(config.base_models)
+        if config.tiny or config.mini:
+            parts = random_training_parts(config.seed, mini=config.mini)
+        else:
+            parts = load_base_parts(config.base_models)
         denoiser = Denoiser(copy.deepcopy(parts.unet2d), parts.unet2d, parts.pose_guider)
         nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter)
     else:
@@ -98,10 +101,10 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
 def calibrate_latent_scale(vae: nn.Module, images: np.ndarray) -> float:
     """The VAE scaling factor that gives unit-variance latents on `images` (N, H, W, 3):
     SD's 0.18215 fits SD's VAE only; a random tiny VAE's latents are far smaller."""
-    from ..conditioning import to_model_range
+    from ..conditioning import encode_latents, to_model_range
 
     with torch.no_grad():
-        latents = vae.encode(to_model_range(images, vae.device, vae.dtype)).latent_dist.mean
+        latents = encode_latents(vae, to_model_range(images, vae.device, vae.dtype)) / vae.config.scaling_factor
     return float(1.0 / latents.float().std().clamp_min(1e-6))
 
 

@@ -8,7 +8,9 @@ data loader's worker count.
 What a sample holds (numpy, uint8 unless noted), at the training resolution R:
   reference (R, R, 3), clip (k, S, S, 3) the reference as CLIP sees it (foreground then
   background, `conditioning.clip_inputs`), target (F, R, R, 3) the frames to denoise,
-  motion (F, R, R, 3) their motion maps (F = 1 in stage 1).
+  motion (F, R, R, 3) their motion maps (F = 1 in stage 1); with cached latents
+  (`SampleSpec.latent_tag`) also reference_latents (C, h, w) and target_latents
+  (F, C, h, w) float32.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class SampleSpec:
     scaling: ScalingConfig = ScalingConfig()
     augment: bool = False
     reference_gap: int = 0
+    latent_tag: str | None = None  # cached autoencoder latents to include (`latent_cache`)
 
 
 def split_frames(clips: Sequence[PreparedClip], seen_share: float, min_frames: int) -> tuple[list[FrameRange], list[FrameRange]]:
@@ -72,7 +75,7 @@ def resize_landmarks(points: np.ndarray, source: int, target: int) -> np.ndarray
     return points * (target / source) + 0.5 * (target / source - 1)
 
 
-def _resize(images: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+def resize_frames(images: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     if images.shape[-3] == size:
         return images
     flags = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if images.shape[-3] > size else cv2.INTER_LINEAR
@@ -149,9 +152,9 @@ def make_sample(
     """One sample from explicit frames. `motion_clip`/`motion_frames` take the motion maps
     from other frames (validation with the wrong motion); by default they are the targets'."""
     res = spec.resolution
-    ref_image = _resize(clip.frame(reference)[None], res)[0]
-    person = _resize(clip.person(reference)[None].astype(np.uint8), res, nearest=True)[0]
-    targets = _resize(clip.frames(target), res)
+    ref_image = resize_frames(clip.frame(reference)[None], res)[0]
+    person = resize_frames(clip.person(reference)[None].astype(np.uint8), res, nearest=True)[0]
+    targets = resize_frames(clip.frames(target), res)
     source = motion_clip or clip
     points = [resize_landmarks(source.landmarks[f], source.resolution, res) for f in (motion_frames or target)]
     maps = motion_maps([analysis_from_mesh(p, (res, res)) for p in points], scale_seed, spec.scaling)
@@ -159,9 +162,18 @@ def make_sample(
         photos, masks = _augment([ref_image, *targets], augment, [person, *maps])
         ref_image, targets = photos[0], np.stack(photos[1:])
         person, maps = masks[0], np.stack(masks[1:])
-    return {
+    sample = {
         "reference": ref_image,
         "clip": clip_inputs(ref_image, person > 0, spec.separate_fg_bg, spec.clip_size),
         "target": targets,
         "motion": maps,
     }
+    if spec.latent_tag is not None:
+        if augment is not None:
+            raise ValueError("cached latents are of the unaugmented frames: augmentation cannot use them")
+        from .latent_cache import load_latents
+
+        latents = load_latents(clip, spec.latent_tag)
+        sample["reference_latents"] = np.array(latents[reference], np.float32)  # (C, h, w)
+        sample["target_latents"] = np.array(latents[list(target)], np.float32)  # (F, C, h, w)
+    return sample
