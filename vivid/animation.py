@@ -303,10 +303,11 @@ class AnimationJob:
     def result(self) -> Done:
         """The finished job's `Done` (waiting for it), or its error; `Cancelled` when a stop
         was asked for, even if the work had just finished."""
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if "error" in self._outcome:
             raise self._outcome["error"]
-        if self._stop.is_set():
+        if self._stop.is_set() or "done" not in self._outcome:  # stopped, or stopped before it started
             raise TimeLimitExceeded(self.request.time_limit) if self._timed_out else Cancelled()
         return self._outcome["done"]
 

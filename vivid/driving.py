@@ -84,7 +84,7 @@ class Driving:
         looked at four times a second with `analyzer`, a template's track is read."""
         if self.template is not None:
             if not self.template.found[: max(1, int(seconds * self.fps))].any():
-                raise NoFaceError(f"no face in the first {seconds:.0f} s of this motion template")
+                raise NoFaceError(f"No face in the first {seconds:.0f} s of this motion template.")
             return
         step = max(1, int(round(self.fps / 4)))
         seen = 0
@@ -97,8 +97,8 @@ class Driving:
                 return
             except NoFaceError:
                 continue
-        raise NoFaceError(f"no face in the first {min(seen / self.fps, seconds):.0f} s of the driving video: use a "
-                          "clip that shows one face, roughly frontal, from its start")
+        raise NoFaceError(f"No face in the first {min(seen / self.fps, seconds):.0f} s of the driving video: use a "
+                          "clip that shows one face, roughly frontal, from its start.")
 
     def write(self, out: str | Path, frames: Iterable[np.ndarray], encoding: Encoding = Encoding()) -> int:
         """`frames` as an mp4 at the driving frame rate with the driving sound (cut to the video's

@@ -196,7 +196,7 @@ class AnimateOptions:
                                   "lower the size or lift the cap", "size")
         engine = choose_engine(self.engine, self.weights)
         if engine != "diffusion":
-            return replace(self, engine=engine)
+            return self._whole_numbers(("size", "max_frames", "max_side"), engine=engine)
         _choice("dtype", self.dtype, DTYPES)
         if self.parser is not None:
             _choice("parser", self.parser, PARSERS)
@@ -217,7 +217,14 @@ class AnimateOptions:
                         defaults.guidance if self.guidance is None else self.guidance, self.seed, max_window)
         if self.disk_offload is not None:
             _flag("disk_offload", self.disk_offload)
-        return replace(self, engine=engine, weights=weights)
+        return self._whole_numbers(("size", "max_frames", "max_side", "window", "overlap", "steps", "seed"),
+                                   engine=engine, weights=weights,
+                                   guidance=None if self.guidance is None else float(self.guidance))
+
+    def _whole_numbers(self, names: tuple[str, ...], **changes) -> "AnimateOptions":
+        """A copy with `changes` and the checked whole-number options as ints (24.0 from a slider is 24)."""
+        whole = {name: int(getattr(self, name)) for name in names if getattr(self, name) is not None}
+        return replace(self, **whole, **changes)
 
 
 @dataclass(frozen=True)
