@@ -1,4 +1,7 @@
-"""VividPortraits in the browser. Widgets and callbacks only; the work happens in `vivid`."""
+"""VividPortraits in the browser. Widgets and callbacks only; the work happens in `vivid`:
+Animate runs `vivid.animation.AnimationJob` (as the command line does) and shows its events
+as the live view, the progress bar and the status line; Parsing reads portraits with
+`vivid.face` and driving videos or templates with `vivid.driving`."""
 from __future__ import annotations
 
 import argparse

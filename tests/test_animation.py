@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -291,3 +290,14 @@ def test_the_parsing_tab_shows_a_templates_motion_maps_sound_and_faceless_frames
     assert frames[5].mean() < 0.5 < frames[20].mean()  # black where there is no face (H.264 leaves a trace)
     with pytest.raises(gr.Error, match="Upload a driving video or a motion template"):
         web.parse_video(None, None, progress=NoProgress())
+
+
+def test_parse_takes_a_motion_template_on_the_command_line_too(tmp_path):
+    template = MotionTemplate.load(ROOT / "assets" / "templates" / "speech.npz")
+    template.points[4:10] = np.nan
+    path = template.save(tmp_path / "gappy.npz")
+    result = vivid("parse", path, "-o", tmp_path / "maps")
+    assert result.returncode == 0, result.stderr
+    maps = probe_video(tmp_path / "maps" / "motion_maps.mp4")
+    assert (maps.frames, maps.has_audio) == (len(template), True)
+    assert (tmp_path / "maps" / "frames_without_face.txt").read_text().split() == [str(i) for i in range(4, 10)]

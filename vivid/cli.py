@@ -1,8 +1,11 @@
-"""Command line: `python -m vivid animate ...` and `python -m vivid parse ...`.
+"""Command line: `python -m vivid animate ...`, `parse ...` and `evaluate ...`.
 
-Only translates arguments into calls to `vivid`. Options and paths are checked before any
-heavy work; a refusal is one `vivid: error: ...` line on stderr, and outputs appear only
-when complete (a failed or interrupted run leaves an existing file untouched).
+Only translates arguments into calls to `vivid`: `animate` is the animation job
+(`vivid.animation`, the one the app runs) with the engine `vivid.engines.make_engine`
+builds, shown as a progress bar per stage; `parse` reads a driving video or template with
+`vivid.driving`. Options and paths are checked before any heavy work; a refusal is one
+`vivid: error: ...` line on stderr, and outputs appear only when complete (a failed or
+interrupted run leaves an existing file untouched).
 """
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ from typing import Iterator, NoReturn, Sequence
 import numpy as np
 
 from .animation import AnimationJob, AnimationRequest, Notice, Progress, Stopped
+from .driving import Driving, MotionMapVideo
 from .engines import choose_engine, make_engine
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.template import is_template_file
 from .media import (
-    BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, load_image, probe_video, read_video, same_file,
-    write_video,
+    BROWSER_MAX_SIDE, atomic_output, existing_file, load_image, probe_video, read_video, same_file,
 )
 from .interrupts import stop_on_signals, stop_signal
 from .options import ENGINES, AnimateOptions, GpuMemoryError, check_output, check_output_folder, flag_message
@@ -93,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer instead of holding them in memory (default: on when running on a CPU; at bf16 it "
                         "saves about 2.3 GB for the SD1.5-sized model, for a re-read of those weights per video)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
-    p.add_argument("input", help="image or video")
+    p.add_argument("input", help="image, video or motion template (.npz)")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
     p.add_argument("--parser", "--backend", dest="backend", choices=["auto", "mesh", "farl"], default="auto",
                    help="face parser: mesh (MediaPipe, offline), farl (the paper's FaRL), auto: farl when its weights are on disk")
@@ -201,10 +204,11 @@ PARSE_OUTPUTS = ("parsing.png", "labels.png", "motion_map.png", "foreground.png"
 
 
 def parse(args: argparse.Namespace) -> None:
-    src = existing_file(args.input, "an image or video file")
+    src = existing_file(args.input, "an image, video or motion template file")
+    image = src.suffix.lower() in IMAGE_SUFFIXES
     if args.template is not None:
-        if src.suffix.lower() in IMAGE_SUFFIXES:
-            raise UsageError("--template needs a driving video, not an image")
+        if image or is_template_file(src):
+            raise UsageError(f"--template needs a driving video, not {'an image' if image else 'a motion template'}")
         if not is_template_file(args.template):
             raise UsageError(f"--template must name an .npz file, got {args.template}")
         check_output(args.template, [src], suffix=".npz")
@@ -216,14 +220,14 @@ def parse(args: argparse.Namespace) -> None:
             if same_file(src, out / name):
                 raise UsageError(f"the input {src.name} is in {out} under a name parse writes; "
                                  "choose another output folder")
-    if src.suffix.lower() not in IMAGE_SUFFIXES:
-        check_video(src)  # a damaged or cut-short video is refused before any work
+    # A damaged or cut-short video, or a file that is not a template, is refused before any work.
+    driving = None if image else Driving.open(src)
     if args.template is not None:
         _save_template(args, src)
     if args.output is None:
         return
     analyzer = FaceAnalyzer(args.backend)
-    if src.suffix.lower() in IMAGE_SUFFIXES:
+    if image:
         rgb = load_image(src).rgb
         a = analyzer.analyze(rgb, src.name)
         with _output_folder(out):
@@ -235,22 +239,15 @@ def parse(args: argparse.Namespace) -> None:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote parsing.png, labels.png, motion_map.png, foreground.png to {out} ({analyzer.backend_note})", file=sys.stderr)
         return
-    from .face import TrackConfig
+    from tqdm import tqdm
 
-    info = probe_video(src)
-    missing: list[int] = []
-
-    def maps() -> Iterator[np.ndarray]:
-        for i, a in enumerate(analyzer.iter_track(_frames(str(src), None, info.frames or None, "parsing"), TrackConfig(fps=info.fps))):
-            if a is None or a.interpolated:
-                missing.append(i)
-            yield render_motion_map(a) if a is not None else np.zeros((info.height, info.width, 3), np.uint8)
-
+    tracked = tqdm(driving.analyses(analyzer), total=driving.total, desc="parsing", unit="frame")
+    record, maps = MotionMapVideo.of(tracked, driving.size)
     with _output_folder(out):
-        n = write_video(out / "motion_maps.mp4", maps(), info.fps)
+        n = driving.write(out / "motion_maps.mp4", maps)  # with the driving sound
         with atomic_output(out / "frames_without_face.txt") as tmp:
-            tmp.write_text("".join(f"{i}\n" for i in missing))
-    print(f"wrote motion_maps.mp4 ({n} frames, {len(missing)} without a face) to {out}", file=sys.stderr)
+            tmp.write_text("".join(f"{i}\n" for i in record.without_face))
+    print(f"wrote motion_maps.mp4 ({n} frames, {len(record.without_face)} without a face) to {out}", file=sys.stderr)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:

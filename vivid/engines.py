@@ -30,7 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -50,7 +50,8 @@ ENGINE_NAMES = ("still", "preview", "diffusion")
 NO_MODEL = ("the diffusion engine needs weights (a saved model folder or a hub id) and the shipped model is not "
             "installed; use the preview engine to animate without downloaded weights")
 
-Driving = "Iterable[np.ndarray] | MotionTemplate"
+#: What engines take as the driving input: RGB frames, or a motion template.
+DrivingInput = Union[Iterable[np.ndarray], MotionTemplate]
 
 
 # -- which model -------------------------------------------------------------------------------
@@ -139,11 +140,11 @@ class Engine:
     #: A word for status lines while it works before its first frame (e.g. its number format).
     note: str = ""
 
-    def stream(self, reference: np.ndarray, driving: Driving, fps: float) -> Iterator[ProgressEvent | FrameEvent]:
+    def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[ProgressEvent | FrameEvent]:
         """Events: progress while working, then each whole output frame (RGB uint8), in order."""
         raise NotImplementedError
 
-    def animate(self, reference: np.ndarray, driving: Driving, fps: float) -> Iterator[np.ndarray]:
+    def animate(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[np.ndarray]:
         """The output frames alone."""
         for event in self.stream(reference, driving, fps):
             if event.kind == "frame":
@@ -155,7 +156,7 @@ class StillEngine(Engine):
 
     name = "still"
 
-    def stream(self, reference: np.ndarray, driving: Driving, fps: float) -> Iterator[FrameEvent]:
+    def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[FrameEvent]:
         frames = range(len(driving)) if isinstance(driving, MotionTemplate) else driving
         for index, _ in enumerate(frames):
             yield FrameEvent(index, reference)
@@ -200,7 +201,7 @@ class PreviewEngine(Engine):
         if whole_process:
             dedicate_process_to_preview()
 
-    def stream(self, reference: np.ndarray, driving: Driving, fps: float) -> Iterator[FrameEvent]:
+    def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[FrameEvent]:
         from . import preview_stream  # looked up per call: bench/preview_engine.py swaps stream_in_threads
 
         frames = preview_stream.stream_in_threads(self.animator, reference, driving, fps)
@@ -258,7 +259,7 @@ class DiffusionEngine(Engine):
             f"; {' and '.join(streamed)} read from disk when used" if streamed else "")
         self.note = pipeline.precision.name
 
-    def stream(self, reference: np.ndarray, driving: Driving, fps: float) -> Iterator[ProgressEvent | FrameEvent]:
+    def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[ProgressEvent | FrameEvent]:
         o = self.options
         return self.run(reference, driving, fps=fps, window=o.window, overlap=o.overlap, cyclic=o.cyclic, wrap=o.wrap,
                         steps=self.steps, guidance=self.guidance, seed=o.seed, relative=o.relative,
