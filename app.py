@@ -145,7 +145,7 @@ LABEL_NOTES = {
 _analyzer: FaceAnalyzer | None = None
 _preview_analyzer: FaceAnalyzer | None = None
 _analyzers_lock = threading.Lock()
-_weights: str | None = None  # saved VividPipeline folder, hub id or "mini", from --weights / $VIVID_WEIGHTS (None: the shipped model)
+_weights: str | None = None  # saved folder, hub id or "mini", from --weights / $VIVID_WEIGHTS (None: the shipped model)
 _dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVID_DTYPE (vivid.precision)
 _disk_offload: bool | None = None  # CLIP and ReferenceNet read from disk per video (--[no-]disk-offload; None: on a CPU)
 _pipeline = None
@@ -547,7 +547,8 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
 def _show_notice(event: Notice | Progress) -> None:
     """The job's notices as the page's messages (a portrait scaled down is news, not a problem)."""
     if isinstance(event, Notice):
-        (gr.Info if event.code == "scaled_down" else gr.Warning)(visitor_text(event.text[0].upper() + event.text[1:]) + ".")
+        show = gr.Info if event.code == "scaled_down" else gr.Warning
+        show(visitor_text(event.text[0].upper() + event.text[1:]) + ".")
 
 
 def _follow(job: AnimationJob, engine, page: _PageJob, request: gr.Request | None, folder: Path) -> Iterator[tuple]:

@@ -528,8 +528,8 @@ def write_video(
     """Write RGB frames as an H.264 mp4 that browsers play, frame by frame; with
     `audio_from`, carry that file's audio over (cut to the video's length). Returns the
     frame count. `audio_from` may be a video or a sound file (a motion template's). The file
-    appears at `path` only when complete (`atomic_output`): a failure
-    or an interrupt leaves no partial file, and an existing file at `path` untouched."""
+    appears at `path` only when complete (`atomic_output`): a failure or an interrupt leaves
+    no partial file, and an existing file at `path` untouched."""
     path = Path(path)
     if audio_from is not None and same_file(audio_from, path):
         raise InputError(f"the output {path.name} is the video it takes its sound from; choose another output name")

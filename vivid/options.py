@@ -417,6 +417,6 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 
 __all__ = [
-    "AnimateOptions", "OptionError", "SamplingDefaults", "SavedModel", "flag_message", "check_denoising", "check_output", "check_output_folder",
-    "check_weights_folder", "is_hub_id", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
+    "AnimateOptions", "OptionError", "SamplingDefaults", "SavedModel", "flag_message", "check_denoising", "check_output",
+    "check_output_folder", "check_weights_folder", "is_hub_id", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
 ]
