@@ -1,4 +1,7 @@
-"""VividPortraits in the browser. Widgets and callbacks only; the work happens in `vivid`."""
+"""VividPortraits in the browser. Widgets and callbacks only; the work happens in `vivid`:
+Animate runs `vivid.animation.AnimationJob` (as the command line does) and shows its events
+as the live view, the progress bar and the status line; Parsing reads portraits with
+`vivid.face` and driving videos or templates with `vivid.driving`."""
 from __future__ import annotations
 
 import argparse
@@ -23,14 +26,14 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import ImageData
 
-from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, colorize, render_motion_map
+from vivid.animation import AnimationJob, AnimationRequest, Cancelled, Notice, Progress, TimeLimitExceeded
+from vivid.driving import Driving, MotionMapVideo
+from vivid.engines import load_pipeline, make_engine, model_available, sampling_defaults
+from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, colorize, render_motion_map
 from vivid.face.labels import LABELS, PARSING_PALETTE
 from vivid.face.template import TemplateError
-from vivid.media import (
-    BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_image, check_video, fit_within, load_image,
-    probe_video, read_video, write_video,
-)
-from vivid.options import GpuMemoryError, OptionError, check_denoising
+from vivid.media import BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_image, load_image, probe_video
+from vivid.options import AnimateOptions, GpuMemoryError, OptionError, SamplingDefaults, WeightsError, check_denoising
 
 # torch's idle OpenMP threads sleep instead of spinning (torch is not loaded yet): visitors'
 # jobs share the cores, and spinning threads wait for cores others hold (bench/RESULTS.md).
@@ -55,8 +58,6 @@ PREVIEW_INTERVAL = 0.25
 LIVE_VIEW_SIDE = 512
 #: JPEG quality of the live-view frames (they are previews; the result video is the product).
 LIVE_VIEW_QUALITY = 80
-#: The first seconds of a driving video must show a face, checked before any other work.
-FIRST_SECONDS = 3.0
 #: Results and uploads older than this are deleted (seconds); checked every tenth of it.
 MAX_AGE = int(os.environ.get("VIVID_MAX_AGE", 3600))
 #: Jobs waiting in the queue at most; more visitors are told the queue is full.
@@ -144,30 +145,26 @@ LABEL_NOTES = {
 _analyzer: FaceAnalyzer | None = None
 _preview_analyzer: FaceAnalyzer | None = None
 _analyzers_lock = threading.Lock()
-_weights: str | None = None  # saved VividPipeline folder or hub id, from --weights / $VIVID_WEIGHTS
+_weights: str | None = None  # saved folder, hub id or "mini", from --weights / $VIVID_WEIGHTS (None: the shipped model)
 _dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVID_DTYPE (vivid.precision)
 _disk_offload: bool | None = None  # CLIP and ReferenceNet read from disk per video (--[no-]disk-offload; None: on a CPU)
 _pipeline = None
 _pipeline_lock = threading.Lock()  # one diffusion job at a time
 
 
+#: What a visitor is told as it is: refusals of inputs, options and models.
+REFUSALS = (InputError, NoFaceError, TemplateError, OptionError, WeightsError, GpuMemoryError)
+
+
 @dataclass
-class _JobFlags:
-    """A running animation's flags: `stop` asks it to stop; `quiet` says it sends no more progress."""
-    stop: threading.Event = field(default_factory=threading.Event)
+class _PageJob:
+    """A page's running animation; `quiet` is set once it sends no more progress."""
+    job: AnimationJob
     quiet: threading.Event = field(default_factory=threading.Event)
 
 
-_jobs: dict[str, _JobFlags] = {}  # session -> flags of its running animation
+_jobs: dict[str, _PageJob] = {}  # session -> its running animation
 _jobs_lock = threading.Lock()
-
-
-class Cancelled(Exception):
-    """The visitor cancelled the job (button, or the tab was closed)."""
-
-
-class TimeLimit(Exception):
-    """The job ran past `LIMITS.job_seconds`."""
 
 
 def analyzer() -> FaceAnalyzer:
@@ -300,42 +297,29 @@ def scaled_motion_maps(path: str | None, seed: int, count: int = 4) -> list[np.n
     return [render_motion_map(random_scale(a, int(seed) + k)) for k in range(count)]
 
 
-def parse_video(path: str | None, progress=gr.Progress()):
-    if not path:
-        raise gr.Error("Upload a driving video first.")
+def parse_video(path: str | None, template: str | None = None, progress=gr.Progress()):
+    """The motion maps of every frame of a driving video or motion template, with its sound,
+    and the frames without a face."""
+    if not (path or template):
+        raise gr.Error("Upload a driving video or a motion template first.")
     try:
-        info = check_video(path, PARSE_VIDEO_MAX_FRAMES, LIMITS.media)
-        total = min(info.frames or PARSE_VIDEO_MAX_FRAMES, PARSE_VIDEO_MAX_FRAMES)
-        frames = read_video(path, max_frames=PARSE_VIDEO_MAX_FRAMES, limits=LIMITS.media)
+        driving = Driving.open(template or path, LIMITS.media, PARSE_VIDEO_MAX_FRAMES)
+        tracked = progress.tqdm(driving.analyses(analyzer()), total=driving.total, desc="Tracking")
+        record, maps = MotionMapVideo.of(tracked, driving.size)
         out = _job_dir("parse") / "motion_maps.mp4"
-        missing: list[int] = []
-        filled: list[int] = []
-
-        def maps():
-            blank = None
-            tracked = analyzer().iter_track(frames, TrackConfig(fps=info.fps))
-            for i, a in enumerate(progress.tqdm(tracked, total=total, desc="Tracking")):
-                if a is None:
-                    missing.append(i)
-                    yield blank if blank is not None else np.zeros((info.height, info.width, 3), np.uint8)
-                    continue
-                if a.interpolated:
-                    filled.append(i)
-                m = render_motion_map(a)
-                blank = np.zeros_like(m)
-                yield m
-
-        n = write_video(out, maps(), info.fps)
-    except (InputError, NoFaceError) as exc:
+        n = driving.write(out, maps)
+    except REFUSALS as exc:
         raise _error(exc) from None
     finally:
         release_memory()
-    lines = [f"{n} frames at {info.fps:g} fps, backend: mesh (MediaPipe tracking)"]
+    source = ("a motion template (its face-mesh track, no pixels)" if driving.template is not None
+              else "backend: mesh (MediaPipe tracking)")
+    lines = [f"{n} frames at {driving.fps:g} fps, {source}, {'with' if driving.has_audio else 'no'} sound"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")
-    lines.append(f"Frames without a face: {_ranges(sorted(missing + filled)) or 'none'}")
-    if filled:
-        lines.append(f"  of these, filled in from neighbouring frames: {_ranges(filled)}")
+    lines.append(f"Frames without a face: {_ranges(record.without_face) or 'none'}")
+    if record.filled:
+        lines.append(f"  of these, filled in from neighbouring frames: {_ranges(record.filled)}")
     return str(out), "\n".join(lines)
 
 
@@ -424,43 +408,28 @@ def engine_changed(engine: str, window: float, overlap: float):
 
 
 def _pipeline_or_error():
+    """The diffusion model, loaded once for the whole app (a message when it cannot be)."""
     global _pipeline
-    if not _weights:
-        raise gr.Error("The diffusion model is not installed on this server; use the preview engine.")
     if _pipeline is None:
-        from vivid import VividPipeline
-
         try:
-            if _weights == "tiny":
-                _pipeline = VividPipeline.tiny(dtype=_dtype)
-            else:
-                _pipeline = VividPipeline.from_pretrained(_weights, dtype=_dtype, disk_offload=_disk_offload)
-            log.info("diffusion engine in %s", _pipeline.precision)
+            _pipeline = load_pipeline(_weights, dtype=_dtype, disk_offload=_disk_offload)
+        except OptionError as exc:  # no model here
+            raise _error(exc) from None
         except Exception as exc:  # missing files, no network for a hub id, wrong format
             log.exception("could not load the diffusion weights %s", _weights)
             reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) and str(exc) else "see the server log"
             raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(reason)}); "
                            "use the preview engine.") from None
-        # One parser for the whole app: the Parsing tab shows the maps the model is driven by.
-        _pipeline.analyzer = analyzer()
+        log.info("diffusion engine in %s", _pipeline.precision)
+        _pipeline.analyzer = analyzer()  # one parser for the app: the Parsing tab shows what drives the model
     return _pipeline
 
 
-def _check_first_seconds(path: str, fps: float) -> int:
-    """Fail fast: some frame of the first seconds must show a face. Returns frames seen."""
-    step = max(1, int(round(fps / 4)))  # four looks a second
-    seen = 0
-    for i, frame in enumerate(read_video(path, max_frames=max(1, int(FIRST_SECONDS * fps)))):
-        seen = i + 1
-        if i % step:
-            continue
-        try:
-            preview_analyzer().analyze(frame, "the driving video")
-            return seen
-        except NoFaceError:
-            continue
-    raise gr.Error(f"No face in the first {min(seen / fps, FIRST_SECONDS):.0f} s of the driving video: use a clip "
-                   "that shows one face, roughly frontal, from its start.")
+@gpu
+def _diffusion_events(reference: np.ndarray, driving, **options) -> Iterator:
+    """The diffusion engine's events. On Spaces with ZeroGPU this runs in a worker with a
+    borrowed GPU, so the model is reached as a global, never passed (it would be copied)."""
+    yield from _pipeline_or_error().stream(reference, driving, **options)
 
 
 def _fit(frame: np.ndarray, side: int) -> np.ndarray:
@@ -470,11 +439,9 @@ def _fit(frame: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
 
 
-def side_by_side(driving: np.ndarray, reference: np.ndarray, result: np.ndarray, height: int = 384) -> np.ndarray:
-    """driving | reference | result, each scaled to `height`."""
-    panels = [cv2.resize(p, (max(2, round(p.shape[1] * height / p.shape[0])), height), interpolation=cv2.INTER_AREA)
-              for p in (driving, reference, result)]
-    return np.concatenate(panels, axis=1)
+def _live(picture: np.ndarray | None) -> np.ndarray | None:
+    """A live-view picture, sent at most LIVE_VIEW_SIDE px large."""
+    return None if picture is None else _fit(picture, LIVE_VIEW_SIDE)
 
 
 def _progress_html(fraction: float | None, eta: float | None, label: str) -> str:
@@ -485,26 +452,33 @@ def _progress_html(fraction: float | None, eta: float | None, label: str) -> str
             f"<span>{html.escape(text)}</span></div>")
 
 
-def _register_job(request: gr.Request | None) -> _JobFlags:
-    flags = _JobFlags()
+def _register_job(request: gr.Request | None, job: AnimationJob) -> _PageJob:
+    page = _PageJob(job)
     key = getattr(request, "session_hash", None)
     if key:
         with _jobs_lock:
             old = _jobs.get(key)
             if old is not None:
-                old.stop.set()  # a new job from the same page replaces the old one
-            _jobs[key] = flags
-    return flags
+                old.job.stop()  # a new job from the same page replaces the old one
+            _jobs[key] = page
+    return page
+
+
+def _unregister_job(request: gr.Request | None, page: _PageJob) -> None:
+    key = getattr(request, "session_hash", None)
+    with _jobs_lock:
+        if key and _jobs.get(key) is page:
+            _jobs.pop(key, None)
 
 
 def cancel(request: gr.Request = None) -> str:
     """Cancel button and tab close: stop this page's running job."""
     key = getattr(request, "session_hash", None)
     with _jobs_lock:
-        flags = _jobs.pop(key, None) if key else None
-    if flags is not None:
-        flags.stop.set()
-        flags.quiet.wait(CANCEL_SETTLE)  # so this answer is the last word on the page
+        page = _jobs.pop(key, None) if key else None
+    if page is not None:
+        page.job.stop()
+        page.quiet.wait(CANCEL_SETTLE)  # so this answer is the last word on the page
     return "cancelled"
 
 
@@ -536,7 +510,7 @@ def check_request(reference: str | None, driving: str | None, template: str | No
     if reference:
         check("reference", lambda: check_image(reference, LIMITS.media))
     if template:
-        check("template", lambda: _check_template_length(template))
+        check("template", lambda: Driving.open(template, LIMITS.media))
     elif driving:
         check("driving", lambda: probe_video(driving, LIMITS.media))
     if ENGINES.get(engine, engine) == "diffusion":
@@ -544,224 +518,81 @@ def check_request(reference: str | None, driving: str | None, template: str | No
     return [gr.validate(name not in problems, problems.get(name, "")) for name in ANIMATE_INPUTS]
 
 
-def _check_template_length(path: str) -> None:
-    motion = MotionTemplate.load(path)
-    if motion.duration > LIMITS.video_seconds:
-        raise InputError(f"This motion template lasts {motion.duration:.0f} s; the limit here is "
-                         f"{LIMITS.video_seconds:g} s.")
-
-
 def animate(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
             absolute: bool, want_side: bool, steps: int, guidance: float, seed: int, window: int, overlap: int,
             cyclic: bool, request: gr.Request = None) -> Iterator[tuple]:
     """Generator callback: (live view, result, side-by-side, status, progress) while working,
-    then the finished videos. Cancel, closing the tab or closing this generator stops it."""
-    engine = ENGINES.get(engine, engine)
+    then the finished videos. Cancel, closing the tab or closing this generator stops it.
+    The work is `vivid.animation.AnimationJob`, as on the command line."""
     if not reference or not (driving or template):
         raise gr.Error("Upload a portrait and a driving video (or pick an example) first.")
-    if engine == "diffusion" and int(overlap) >= int(window):
-        raise gr.Error(f"Overlap ({int(overlap)}) must be smaller than the window ({int(window)}).")
-    if engine == "diffusion" and not _weights:
-        raise gr.Error("The diffusion model is not installed on this server; use the preview engine.")
-    try:  # every option and the inputs' sizes first: a refusal comes before any processing
-        if engine == "diffusion":  # the same checks as the CLI's and the Python API's (vivid.options)
-            check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed)
-        if template:
-            _check_template_length(template)
-            motion = MotionTemplate.load(template)
-            fps, total = motion.fps, len(motion)
-        else:
-            motion = None
-            info = check_video(driving, limits=LIMITS.media)
-            fps, total = info.fps, info.frames or None
-            if info.present is not None and info.frames and info.present < info.frames:
-                gr.Warning(f"The driving video is cut short or damaged: {info.present} of its {info.frames} frames "
-                           "are in the file; animating those.")
-        ref, note = fit_within(load_image(reference, LIMITS.media).rgb, LIMITS.output_side)
-        if note:
-            gr.Info(visitor_text(note[0].upper() + note[1:]) + ".")
-        preview_analyzer().analyze(ref, "the portrait")  # fail fast: is there a face at all
-        if template:
-            if not motion.found[: max(1, int(FIRST_SECONDS * fps))].any():
-                raise gr.Error(f"No face in the first {FIRST_SECONDS:.0f} s of this motion template.")
-        else:
-            _check_first_seconds(driving, fps)
-            if info.present == 1:  # counted by check_video, no decoding
-                gr.Warning("The driving video has a single frame: the result will be a still picture, "
-                           "not an animation. Use a clip of a few seconds.")
-    except (InputError, NoFaceError, TemplateError, OptionError) as exc:
-        raise _error(exc) from None
-    if engine == "diffusion":
-        pipe = _pipeline_or_error()  # loaded (or refused) before the job starts
-        try:  # the model's own temporal length
-            check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed,
-                            max_window=pipe.unet.config.motion_max_seq_length)
-        except OptionError as exc:
-            raise _error(exc) from None
+    folder = _job_dir("animate")
+    options = AnimateOptions(engine=ENGINES.get(engine, engine), crop_only=bool(crop_only), relative=not absolute,
+                             weights=_weights, steps=steps, guidance=guidance, seed=seed, window=window,
+                             overlap=overlap, cyclic=bool(cyclic), max_side=LIMITS.output_side, dtype=_dtype,
+                             disk_offload=_disk_offload)
+    request_ = AnimationRequest(Path(reference), Path(template or driving), folder / "animation.mp4", options,
+                                folder / "side_by_side.mp4" if want_side else None, LIMITS.job_seconds, LIMITS.media)
+    job = AnimationJob(request_, on_event=_show_notice, faces=preview_analyzer())
+    try:  # every check first, then the model loads (or is refused), all before the job starts
+        job.prepare()
+        engine_ = make_engine(job.options, analyzer=preview_analyzer(), load=_pipeline_or_error, run=_diffusion_events)
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise (_error(exc) if isinstance(exc, REFUSALS) else exc) from None
+    yield from _follow(job, engine_, _register_job(request, job), request, folder)
+    yield _finished(job, folder)
 
-    flags = _register_job(request)
-    stop = flags.stop
-    job = _job_dir("animate")
-    out, side_out = job / "animation.mp4", job / "side_by_side.mp4"
-    state = {"frames": 0, "latest": None, "status": "analysing the driving motion…", "fraction": 0.0,
-             "pulled": time.monotonic(), "t0": time.monotonic()}
 
-    def check() -> None:  # called from the job's threads: once over time, every stage says so
-        if state.get("timed_out") or time.monotonic() - state["t0"] > LIMITS.job_seconds:
-            state["timed_out"] = True
-            stop.set()
-            raise TimeLimit
-        if stop.is_set() or time.monotonic() - state["pulled"] > STALL_TIMEOUT:
-            stop.set()
-            raise Cancelled
+def _show_notice(event: Notice | Progress) -> None:
+    """The job's notices as the page's messages (a portrait scaled down is news, not a problem)."""
+    if isinstance(event, Notice):
+        show = gr.Info if event.code == "scaled_down" else gr.Warning
+        show(visitor_text(event.text[0].upper() + event.text[1:]) + ".")
 
-    def driving_frames() -> Iterator[np.ndarray]:
-        for frame in read_video(driving, limits=LIMITS.media):
-            check()  # a cancel also stops the tracking of the driving video
-            yield frame
 
-    source = motion if motion is not None else driving_frames()
-    if engine == "preview":
-        from vivid.preview import PreviewAnimator, PreviewConfig
-
-        config = PreviewConfig(crop_only=crop_only, relative=not absolute)
-        from vivid.preview_stream import stream_in_threads  # decoding, tracking and warping overlap
-
-        frames = stream_in_threads(PreviewAnimator(config, preview_analyzer()), ref, source, fps)
-    else:
-        frames = _diffusion_frames(ref, source, fps, total, state, check, window=int(window),
-                                   overlap=int(overlap), cyclic=bool(cyclic), steps=int(steps),
-                                   guidance=float(guidance), seed=int(seed), relative=not absolute,
-                                   paste_back=not crop_only)
-
-    first_frame = threading.Event()  # the live view shows it at once, not at the next refresh
-
-    def counted() -> Iterator[np.ndarray]:
-        for frame in frames:
-            check()
-            state["frames"] += 1
-            state["latest"] = frame
-            first_frame.set()
-            if engine == "preview":
-                state["fraction"] = state["frames"] / total if total else None
-            else:
-                state["fraction"] = 0.9 + 0.1 * state["frames"] / total if total else None
-            state["status"] = f"frame {state['frames']}" + (f" of {total}" if total else "")
-            yield frame
-
-    def side_frames() -> Iterator[np.ndarray]:
-        drivers = motion.motion_maps() if motion is not None else read_video(driving)
-        for frame, driver in zip(read_video(out), drivers):  # one result frame per driving frame
-            check()
-            yield side_by_side(driver, ref, frame)
-
-    result: dict = {}
-
-    def work() -> None:
-        try:
-            if motion is not None:
-                result["frames"] = motion.write_video(out, counted())
-            else:
-                result["frames"] = write_video(out, counted(), fps, audio_from=driving)
-            if want_side:
-                state["status"] = "making the side-by-side video"
-                if motion is not None:
-                    motion.write_video(side_out, side_frames())
-                else:
-                    write_video(side_out, side_frames(), fps, audio_from=out)
-                result["side"] = True
-        except Cancelled:
-            result["cancelled"] = True
-        except TimeLimit:
-            result["timeout"] = True
-        except BaseException as exc:  # reported to the visitor below, in the request's thread
-            result["error"] = exc
-
-    if engine == "diffusion":  # one diffusion job at a time; others wait here, cancellable
-        try:
-            while not _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL):
-                if stop.is_set():
-                    flags.quiet.set()
-                    yield None, None, None, "cancelled", ""
+def _follow(job: AnimationJob, engine, page: _PageJob, request: gr.Request | None, folder: Path) -> Iterator[tuple]:
+    """Updates while the job waits for the model and runs; whatever ends it (Cancel, the tab
+    closed, the end), the job is stopped, the model freed for the next and the page let go."""
+    locked = False
+    try:
+        if engine.exclusive:  # one diffusion job at a time; others wait here, cancellable
+            while not (locked := _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL)):
+                if job.stopping:
                     return
                 yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
-        except GeneratorExit:  # closed while waiting (Cancel, tab closed)
-            flags.quiet.set()
-            raise
-    worker = threading.Thread(target=work, name="vivid-animate", daemon=True)
-    state["t0"] = time.monotonic()  # the time limit counts from here, not from the wait for the model
-    worker.start()
-    try:
-        while worker.is_alive():
-            if first_frame.is_set():
-                worker.join(PREVIEW_INTERVAL)
-            else:
-                first_frame.wait(PREVIEW_INTERVAL)
-            if stop.is_set():
-                break  # cancelled or over time: no progress update may follow Cancel's answer
-            state["pulled"] = time.monotonic()
-            fraction = state["fraction"]
-            elapsed = time.monotonic() - state["t0"]
-            eta = elapsed * (1 - fraction) / fraction if fraction and fraction > 0.02 else None
-            live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
-            yield live, None, None, state["status"], _progress_html(fraction, eta, state["status"])
+        job.start(engine)
+        for p in job.updates(PREVIEW_INTERVAL, STALL_TIMEOUT):
+            yield _live(p.picture), None, None, p.status, _progress_html(p.fraction, p.eta, p.status)
     finally:  # also when Gradio closes this generator (Cancel, tab closed)
-        flags.quiet.set()
-        if worker.is_alive():  # closed mid-job: stop the worker and drop what it wrote
-            stop.set()
-            worker.join(timeout=5)
-            shutil.rmtree(job, ignore_errors=True)
-        if engine == "diffusion":
+        page.quiet.set()
+        if job.running:  # closed mid-job: stop it and drop what it wrote
+            job.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        if locked:
             _pipeline_lock.release()
-        with _jobs_lock:
-            if _jobs.get(getattr(request, "session_hash", None)) is flags:
-                _jobs.pop(request.session_hash, None)
-        frames = source = None  # the job's engine and reader, so their memory can go now
+        _unregister_job(request, page)
         release_memory()
-    if (result.get("cancelled") or stop.is_set()) and not state.get("timed_out"):
-        shutil.rmtree(job, ignore_errors=True)
-        yield None, None, None, "cancelled", ""
-        return
-    if result.get("timeout") or state.get("timed_out"):
-        shutil.rmtree(job, ignore_errors=True)
-        raise gr.Error(f"This job ran longer than the server's limit of {LIMITS.job_seconds:g} s and was stopped; "
-                       "try a shorter driving video.")
-    if "error" in result:
-        shutil.rmtree(job, ignore_errors=True)
-        exc = result["error"]
-        if isinstance(exc, (InputError, NoFaceError, TemplateError, ValueError, GpuMemoryError)):
-            raise _error(exc) from None
+
+
+def _finished(job: AnimationJob, folder: Path) -> tuple:
+    """The last update: the videos and what was done, or why not."""
+    try:
+        done = job.result()
+    except Cancelled:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, None, None, "cancelled", ""
+    except (*REFUSALS, ValueError, TimeLimitExceeded) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _error(exc) from None
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         log.exception("animation failed", exc_info=exc)
         raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None
-    sound = motion.has_audio if motion is not None else info.has_audio
-    took = time.monotonic() - state["t0"]
-    done = (f"done: {result['frames']} frames at {fps:g} fps in {took:.1f} s"
-            + (", with the driving sound" if sound else ""))
-    live = _fit(state["latest"], LIVE_VIEW_SIDE) if state["latest"] is not None else None
-    yield live, str(out), str(side_out) if result.get("side") else None, done, _progress_html(1.0, None, "done")
-
-
-@gpu
-def _diffusion_events(ref: np.ndarray, driving, fps: float, **options) -> Iterator:
-    """The diffusion engine's events. On Spaces with ZeroGPU this runs in a worker with a
-    borrowed GPU, so the model is reached as a global, never passed (it would be copied)."""
-    yield from _pipeline_or_error().stream(ref, driving, fps=fps, **options)
-
-
-def _diffusion_frames(ref, driving, fps, total, state, check, **options) -> Iterator[np.ndarray]:
-    events = _diffusion_events(ref, driving, fps, **options)
-    try:
-        for event in events:
-            check()  # between denoising steps: a cancel stops after the current step
-            if event.kind == "progress":
-                state["status"] = f"denoising step {event.step}/{event.total} ({_pipeline_or_error().precision.name})"
-                state["fraction"] = 0.9 * event.step / max(event.total, 1)
-                if event.preview is not None:
-                    state["latest"] = event.preview
-            else:
-                yield event.frame
-    finally:
-        events.close()
+    status = (f"done: {done.frames} frames at {done.fps:g} fps in {done.seconds:.1f} s"
+              + (", with the driving sound" if done.sound else ""))
+    side = str(done.side_by_side) if done.side_by_side else None
+    return _live(job.latest.picture), str(done.output), side, status, _progress_html(1.0, None, "done")
 
 
 # -- Live tab -------------------------------------------------------------------------------
@@ -859,13 +690,24 @@ def portrait_input(**kwargs) -> gr.Image:
     return component
 
 
+def _sampling_defaults() -> SamplingDefaults:
+    """The diffusion controls' starting values: what the model recommends (a broken weights
+    folder is reported when a job loads it, not here)."""
+    try:
+        return sampling_defaults(_weights)
+    except WeightsError:
+        return SamplingDefaults()
+
+
 def build() -> gr.Blocks:
     portraits = sorted(str(p) for p in ASSETS.glob("*.jpg"))
     examples = [[str(ASSETS / p), template_preview(ASSETS / "templates" / t), str(ASSETS / "templates" / t)]
                 for p, t in EXAMPLES if (ASSETS / p).is_file() and (ASSETS / "templates" / t).is_file()]
-    engines = list(ENGINES) if _weights else [PREVIEW_ENGINE]
+    diffusion = model_available(_weights)  # weights given, or the shipped model
+    engines = list(ENGINES) if diffusion else [PREVIEW_ENGINE]
+    sampling = _sampling_defaults()
     engine_info = ("Preview warps the portrait on the CPU in about real time; the diffusion model paints every frame "
-                   "and is much slower." if _weights else
+                   "and is much slower." if diffusion else
                    "This server runs the fast preview engine, which warps the portrait on the CPU in about real time. "
                    "The diffusion model is not installed here.")
     with gr.Blocks(title="VividPortraits", delete_cache=(max(60, MAX_AGE // 10), MAX_AGE)) as demo:
@@ -894,8 +736,9 @@ def build() -> gr.Blocks:
                 want_side = gr.Checkbox(False, label="Also make a side-by-side video", elem_id="animate-side-by-side")
             with gr.Group(visible=False, elem_id="animate-diffusion-settings") as diffusion_settings:
                 with gr.Row():
-                    steps = gr.Slider(1, 50, 25, step=1, label="Denoising steps", elem_id="animate-steps")
-                    guidance = gr.Slider(1.0, 7.0, 3.5, step=0.5, label="Guidance", elem_id="animate-guidance")
+                    steps = gr.Slider(1, 50, sampling.steps, step=1, label="Denoising steps", elem_id="animate-steps")
+                    guidance = gr.Slider(1.0, 7.0, sampling.guidance, step=0.5, label="Guidance",
+                                         elem_id="animate-guidance")
                     seed = gr.Number(0, precision=0, label="Seed", elem_id="animate-seed")
                 with gr.Row():
                     window = gr.Slider(4, 32, 24, step=1, label="Window (frames)", elem_id="animate-window")
@@ -969,11 +812,16 @@ def build() -> gr.Blocks:
             with gr.Tab("Driving video"):
                 with gr.Row():
                     video_in = gr.Video(label="Driving video", sources=["upload", "webcam"], elem_id="parse-video-input")
-                    video_out = gr.Video(label="Motion maps", elem_id="parse-video-output")
+                    video_out = gr.Video(label="Motion maps (with the driving sound)", elem_id="parse-video-output")
+                parse_tpl_in = gr.File(label="…or a motion template (.npz: motion and sound, no pixels)",
+                                       file_types=[".npz"], elem_id="parse-template-input", height=80)
                 video_info = gr.Textbox(label="Tracking", lines=4, elem_id="parse-video-info")
                 gr.Button("Parse video", variant="primary", elem_id="parse-video-button").click(
-                    parse_video, video_in, [video_out, video_info]
+                    parse_video, [video_in, parse_tpl_in], [video_out, video_info]
                 )
+                video_in.upload(lambda: None, None, parse_tpl_in, queue=False)  # the latest upload is parsed
+                video_in.stop_recording(lambda: None, None, parse_tpl_in, queue=False)
+                parse_tpl_in.upload(lambda: None, None, video_in, queue=False)
         demo.unload(tab_closed)
     return demo
 
@@ -1000,7 +848,8 @@ def main() -> None:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
                         help="saved VividPipeline folder or Hugging Face hub id for the diffusion engine "
-                             "(default: $VIVID_WEIGHTS; 'tiny' = random tiny model for testing)")
+                             "(default: $VIVID_WEIGHTS, else the shipped VividPortraits-mini when there is one; "
+                             "'tiny' = random tiny model for testing)")
     parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=os.environ.get("VIVID_DTYPE", "auto"),
                         help="number format of the diffusion networks (default $VIVID_DTYPE or auto: bf16 on CPUs and "
                              "GPUs that compute it natively, fp16 on other GPUs, fp32 on other CPUs)")

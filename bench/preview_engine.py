@@ -34,9 +34,9 @@ DATA = ROOT.parent / "shared" / "data"
 #: The CLI as it ran before issue 12: every stage in the main thread, one after another, and
 #: the encoder's default settings (start-up as then, but scipy is no longer imported).
 SEQUENTIAL = (
-    "import sys, vivid.cli, vivid.media, vivid.preview_stream as s\n"
+    "import sys, vivid.cli, vivid.engines, vivid.media, vivid.preview_stream as s\n"
     "s.stream_in_threads = lambda animator, reference, frames, fps=25.0, config=None: animator.stream(reference, frames, fps)\n"
-    "vivid.cli.ALONGSIDE_OTHER_WORK = vivid.media.Encoding()\n"
+    "vivid.engines.PreviewEngine.encoding = vivid.media.Encoding()\n"
     "sys.exit(vivid.cli.main(sys.argv[1:]))\n"
 )
 

@@ -271,3 +271,18 @@ def test_the_parsing_tab_shows_the_legend_and_lossless_maps(page):
         assert "Backend" in info and "/root" not in info and "/tmp" not in info
         if os.environ.get("VIVID_SCREENSHOTS"):
             page.screenshot(path=os.environ["VIVID_SCREENSHOTS"], full_page=True)
+
+
+def test_the_parsing_tab_takes_a_motion_template(page):
+    with screenshot_on_failure(page, "parsing-template"):
+        page.get_by_role("tab", name="Parsing").click()
+        page.get_by_role("tab", name="Driving video").click()
+        page.locator("#parse-template-input input[type=file]").set_input_files(
+            str(ROOT / "assets" / "templates" / "speech.npz"))
+        page.locator("#parse-video-button").click()
+        page.wait_for_function(
+            "() => document.querySelector('#parse-video-info textarea').value.includes('motion template')",
+            timeout=60_000)
+        info = page.locator("#parse-video-info textarea").input_value()
+        assert "100 frames" in info and "with sound" in info and "Frames without a face: none" in info
+        page.locator("#parse-video-output video").first.wait_for(state="attached", timeout=20_000)

@@ -749,7 +749,7 @@ def test_app_time_limit_stops_a_job_and_leaves_nothing(web, files, monkeypatch, 
 
     long_clip = make_clip(tmp_path / "long.mp4", [np.roll(astronaut[::2, ::2], i, axis=1) for i in range(400)], gop=50)
     monkeypatch.setattr(web, "LIMITS", web.AppLimits(job_seconds=0.5))
-    with pytest.raises(gr.Error, match=r"longer than the server's limit of 0\.5 s"):
+    with pytest.raises(gr.Error, match=r"longer than its time limit of 0\.5 s"):  # the CLI's words too (issue 20)
         run_job(web, files / "portrait.png", long_clip)
     assert not list((web.OUTPUT_DIR).rglob("*.mp4"))
     assert not any(t.name == "vivid-animate" for t in threading.enumerate())

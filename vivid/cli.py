@@ -1,8 +1,11 @@
-"""Command line: `python -m vivid animate ...` and `python -m vivid parse ...`.
+"""Command line: `python -m vivid animate ...`, `parse ...` and `evaluate ...`.
 
-Only translates arguments into calls to `vivid`. Options and paths are checked before any
-heavy work; a refusal is one `vivid: error: ...` line on stderr, and outputs appear only
-when complete (a failed or interrupted run leaves an existing file untouched).
+Only translates arguments into calls to `vivid`: `animate` is the animation job
+(`vivid.animation`, the one the app runs) with the engine `vivid.engines.make_engine`
+builds, shown as a progress bar per stage; `parse` reads a driving video or template with
+`vivid.driving`. Options and paths are checked before any heavy work; a refusal is one
+`vivid: error: ...` line on stderr, and outputs appear only when complete (a failed or
+interrupted run leaves an existing file untouched).
 """
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ from typing import Iterator, NoReturn, Sequence
 
 import numpy as np
 
+from .animation import AnimationJob, AnimationRequest, Notice, Progress, Stopped
+from .driving import Driving, MotionMapVideo
+from .engines import choose_engine, make_engine
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.template import is_template_file
 from .media import (
-    BROWSER_MAX_SIDE, atomic_output, check_video, existing_file, fit_within, load_image, probe_video, read_video,
-    same_file, write_video, Encoding, ALONGSIDE_OTHER_WORK,
+    BROWSER_MAX_SIDE, atomic_output, existing_file, load_image, probe_video, read_video, same_file,
 )
 from .interrupts import stop_on_signals, stop_signal
-from .options import AnimateOptions, GpuMemoryError, check_output, check_output_folder
+from .options import ENGINES, AnimateOptions, GpuMemoryError, check_output, check_output_folder, flag_message
 
 log = logging.getLogger("vivid.cli")
 
@@ -53,18 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("reference", help="portrait image")
     a.add_argument("driving", help="driving video, or a motion template (.npz from `parse VIDEO --template`)")
     a.add_argument("-o", "--output", required=True, help="output .mp4")
-    a.add_argument("--engine", choices=["preview", "diffusion"], default="preview",
-                   help="preview: fast warping, no weights (default); diffusion: the model")
+    a.add_argument("--engine", choices=ENGINES, default="preview",
+                   help="preview: fast warping, no weights (default); diffusion: the model; still: the portrait "
+                        "unchanged; auto: diffusion when a model is available (--weights or the shipped one), "
+                        "else preview")
     a.add_argument("--size", type=int, default=None, help="side of the animated face crop in px (preview default: the portrait's own scale; diffusion: the model's)")
     a.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
     a.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the whole portrait")
     a.add_argument("--absolute", action="store_true", help="copy the driving face's shape, not only its motion")
+    a.add_argument("--side-by-side", metavar="OUT.mp4", help="also write driving | portrait | result to this video")
+    a.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop the animation if it takes longer than this (default: no limit)")
     a.add_argument("--max-side", type=int, default=BROWSER_MAX_SIDE, metavar="PX",
                    help=f"a larger portrait is scaled down to this longest side, so the video plays in every browser "
                         f"(default {BROWSER_MAX_SIDE}; 0 keeps the full size, which browsers may not play)")
     d = a.add_argument_group("diffusion engine")
     d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, a Hugging Face hub id "
-                   "(owner/name, fetched once into the hub cache), or 'tiny' (random, for testing)")
+                   "(owner/name, fetched once into the hub cache), 'mini' (the shipped VividPortraits-mini, also the "
+                   "default when there is one) or 'tiny' (random, for testing)")
     d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
     d.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default 4)")
     d.add_argument("--no-cyclic", action="store_true", default=None, help="fixed windows instead of cyclic overlap")
@@ -73,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--parser", choices=["auto", "mesh", "farl"], default=None,
                    help="face parser for the motion maps: mesh (MediaPipe, offline), farl (the paper's FaRL), "
                         "auto (default: the model's setting, farl when its weights are on disk)")
-    d.add_argument("--steps", type=int, default=None, help="denoising steps (default 25)")
-    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 3.5; 1 or less: no guidance, "
-                   "half the UNet work, as in diffusers)")
+    d.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25 unless it says)")
+    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, "
+                   "3.5 unless it says; 1 or less: no guidance, half the UNet work, as in diffusers)")
     d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     d.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="number format the networks run in (default auto: bf16 on CPUs and GPUs that compute it "
@@ -85,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer instead of holding them in memory (default: on when running on a CPU; at bf16 it "
                         "saves about 2.3 GB for the SD1.5-sized model, for a re-read of those weights per video)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
-    p.add_argument("input", help="image or video")
+    p.add_argument("input", help="image, video or motion template (.npz)")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
     p.add_argument("--parser", "--backend", dest="backend", choices=["auto", "mesh", "farl"], default="auto",
                    help="face parser: mesh (MediaPipe, offline), farl (the paper's FaRL), auto: farl when its weights are on disk")
@@ -102,31 +113,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_engine_options(args: argparse.Namespace) -> None:
-    given = [name for name in DIFFUSION_ONLY if getattr(args, name) is not None] if args.engine == "preview" else []
+    engine = choose_engine(args.engine, args.weights)
+    given = [name for name in DIFFUSION_ONLY if getattr(args, name) is not None] if engine != "diffusion" else []
     if given:
         flags = ", ".join("--" + n.replace("_", "-") for n in given)
         raise UsageError(f"{flags} only apply to the diffusion engine")
     if args.wrap and args.no_cyclic:
         raise UsageError("--wrap only applies to cyclic windows; drop --no-cyclic or --wrap")
-    if args.engine == "diffusion" and not args.weights:
-        raise UsageError("the diffusion engine needs --weights (a saved model folder); "
-                         "use --engine preview to animate without downloaded weights")
     if args.max_side is not None and args.max_side < 0:
         raise UsageError(f"--max-side must be a side in px (0: no cap), got {args.max_side}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UsageError(f"--time-limit must be a number of seconds above 0, got {args.time_limit:g}")
 
 
 def _options(args: argparse.Namespace) -> AnimateOptions:
-    """The animate flags as checked options (flags left out keep the documented defaults)."""
+    """The animate flags as options (flags left out keep the documented defaults)."""
     given = {
         "engine": args.engine, "size": args.size, "max_frames": args.max_frames, "crop_only": args.crop_only,
         "relative": not args.absolute, "weights": args.weights, "window": args.window, "overlap": args.overlap,
         "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "parser": args.parser,
-        "dtype": getattr(args, "dtype", None),  # --dtype (issue 12) plugs in here
+        "dtype": args.dtype, "disk_offload": args.disk_offload,
         "cyclic": None if args.no_cyclic is None else not args.no_cyclic, "wrap": args.wrap,
     }
-    options = AnimateOptions(**{k: v for k, v in given.items() if v is not None},
-                             max_side=args.max_side or None)
-    return options.check()
+    return AnimateOptions(**{k: v for k, v in given.items() if v is not None}, max_side=args.max_side or None)
 
 
 def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterator[np.ndarray]:
@@ -136,116 +145,57 @@ def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterato
 
 
 def animate(args: argparse.Namespace) -> None:
+    """Check everything, load the engine, run the job with a progress bar per stage."""
     _check_engine_options(args)
-    options = _options(args)
-    out = check_output(args.output, [args.reference, args.driving])
-    existing_file(args.reference, "an image file")
-    template = MotionTemplate.load(args.driving) if is_template_file(args.driving) else None
-    info = check_video(args.driving, options.max_frames) if template is None else None
-    reference, note = fit_within(load_image(args.reference).rgb, options.max_side)
-    if note:
-        log.warning("%s (--max-side 0 keeps the full size)", note)
-    if template is not None:
-        _animate_template(args, reference, out, template)
-        return
-    total = min(info.frames or 0, args.max_frames or info.frames or 0) or None
-    if info.present == 1 and args.max_frames != 1:
-        log.warning("%s has a single frame: the result is a still picture; use a video clip to animate",
-                    Path(args.driving).name)
-    if args.engine == "preview":
-        frames = _counted(_preview_frames(args, reference, read_video(args.driving, max_frames=args.max_frames), info.fps),
-                          total, "animating")
-    else:
-        frames = _diffusion_frames(args, reference, info.fps, total)
-    # The preview's own threads keep the cores busy: the encoder takes the cheaper settings.
-    encoding = ALONGSIDE_OTHER_WORK if args.engine == "preview" else Encoding()
-    n = write_video(out, frames, info.fps, audio_from=args.driving, encoding=encoding)
-    print(f"wrote {n} frames to {out}", file=sys.stderr)
+    request = AnimationRequest(Path(args.reference), Path(args.driving), Path(args.output), _options(args),
+                               side_by_side=args.side_by_side and Path(args.side_by_side), time_limit=args.time_limit)
+    view = _TerminalView()
+    job = AnimationJob(request, on_event=view)
+    job.prepare()
+    engine = make_engine(job.options, whole_process=True)  # models load only after every check
+    if engine.description:
+        print(engine.description, file=sys.stderr)
+    try:
+        done = job.run(engine)
+    finally:
+        view.close()
+    sound = " with the template's sound" if done.template and done.sound else ""
+    print(f"wrote {done.frames} frames to {done.output}{sound}", file=sys.stderr)
+    if done.side_by_side:
+        print(f"wrote the side-by-side video {done.side_by_side}", file=sys.stderr)
 
 
-def _animate_template(args: argparse.Namespace, reference: np.ndarray, out: Path, template: MotionTemplate) -> None:
-    """`animate REF TEMPLATE.npz`: the template's motion, fps and (when stored) sound."""
-    import dataclasses
+class _TerminalView:
+    """The job's events on the terminal: a notice is a `vivid: warning:` line (plus the flag
+    that changes it), and each stage gets a progress bar that appears with its first unit of
+    work, so a refusal before it stays the only line."""
 
-    if args.max_frames:
-        template = dataclasses.replace(template, points=template.points[: args.max_frames],
-                                       interpolated=template.interpolated[: args.max_frames])
-    if args.engine == "preview":
-        frames = _counted(_preview_frames(args, reference, template, template.fps), len(template), "animating")
-    else:
-        frames = _diffusion_frames(args, reference, template.fps, len(template), driving=template)
-    n = template.write_video(out, frames)
-    print(f"wrote {n} frames to {out}" + (" with the template's sound" if template.has_audio else ""), file=sys.stderr)
+    #: Said after a notice, by its code: what to pass to change it.
+    HINTS = {"scaled_down": " (--max-side 0 keeps the full size)"}
+    #: Notices shown as notes only (--verbose): decoding warns about a damaged clip itself,
+    #: with the exact count of the frames it could use.
+    NOTES = ("cut_short",)
 
+    def __init__(self) -> None:
+        self.bar = None
 
-def _preview_frames(args: argparse.Namespace, reference: np.ndarray, driving: "Iterator[np.ndarray] | MotionTemplate",
-                    fps: float) -> Iterator[np.ndarray]:
-    """The preview engine's frames, its decoding, tracking and warping overlapping in threads."""
-    import cv2
+    def __call__(self, event: Notice | Progress) -> None:
+        if isinstance(event, Notice):
+            (log.info if event.code in self.NOTES else log.warning)("%s%s", event.text, self.HINTS.get(event.code, ""))
+            return
+        if not event.done:
+            return
+        if self.bar is None or self.bar.desc != event.stage:
+            from tqdm import tqdm
 
-    from .preview import PreviewAnimator, PreviewConfig
-    from .preview_stream import stream_in_threads
+            self.close()
+            self.bar = tqdm(total=event.total, desc=event.stage, unit=event.unit)
+        self.bar.update(event.done - self.bar.n)
 
-    # The stages already keep both cores busy: OpenCV's own thread pool would only add hand-overs
-    # (1.1 ms less CPU per frame, +3.5% frames/s on d3). The warp thread hands the GIL over at
-    # each of its ~1100 triangle fills a frame: a shorter switch interval gets it back sooner
-    # (+3% frames/s). Both settings are the whole process's: this process runs one job.
-    cv2.setNumThreads(1)
-    sys.setswitchinterval(0.001)
-    config = PreviewConfig(size=args.size, crop_only=args.crop_only, relative=not args.absolute)
-    return stream_in_threads(PreviewAnimator(config), reference, driving, fps)
-
-
-def _counted(frames: Iterator[np.ndarray], total: int | None, desc: str) -> Iterator[np.ndarray]:
-    """`frames` with a progress bar that appears with the first frame (a refusal before it,
-    e.g. no face in the portrait, stays the only line)."""
-    from tqdm import tqdm
-
-    first = next(frames, None)
-    if first is None:
-        return
-    with tqdm(total=total, desc=desc, unit="frame") as bar:
-        bar.update(1)
-        yield first
-        for frame in frames:
-            bar.update(1)
-            yield frame
-
-
-def _diffusion_frames(args: argparse.Namespace, reference: np.ndarray, fps: float, total: int | None,
-                      driving: "MotionTemplate | None" = None) -> Iterator[np.ndarray]:
-    from tqdm import tqdm
-
-    from .pipeline import VividPipeline
-    from .terminal import quiet_loaded_libraries
-
-    quiet_loaded_libraries()  # diffusers and transformers are loaded now
-    # A weights folder was checked with the other options (vivid.options); a hub id is checked once fetched.
-    dtype = args.dtype or "auto"
-    if args.weights == "tiny":
-        pipe = VividPipeline.tiny(resolution=args.size or 64, dtype=dtype)
-    else:
-        pipe = VividPipeline.from_pretrained(args.weights, dtype=dtype, disk_offload=args.disk_offload)
-    streamed = f"; {' and '.join(pipe.streamed_networks)} read from disk when used" if pipe.streamed_networks else ""
-    print(f"diffusion engine in {pipe.precision}{streamed}", file=sys.stderr)
-    if args.parser:
-        pipe.analyzer = FaceAnalyzer(args.parser)
-    options = {k: getattr(args, k) for k in ("window", "overlap", "steps", "guidance", "seed") if getattr(args, k) is not None}
-    steps = options.get("steps", 25)
-    if driving is None:
-        driving = read_video(args.driving, max_frames=args.max_frames)
-    bar = tqdm(total=steps, desc="denoising", unit="step")
-    for event in pipe.stream(reference, driving, cyclic=not args.no_cyclic, wrap=bool(args.wrap), fps=fps, relative=not args.absolute,
-                             paste_back=not args.crop_only, **options):
-        if event.kind == "progress":
-            bar.update(1)
-        else:
-            if bar.desc != "decoding":
-                bar.close()
-                bar = tqdm(total=total, desc="decoding", unit="frame")
-            bar.update(1)
-            yield event.frame
-    bar.close()
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 #: Files `parse` writes into its output folder.
@@ -254,10 +204,11 @@ PARSE_OUTPUTS = ("parsing.png", "labels.png", "motion_map.png", "foreground.png"
 
 
 def parse(args: argparse.Namespace) -> None:
-    src = existing_file(args.input, "an image or video file")
+    src = existing_file(args.input, "an image, video or motion template file")
+    image = src.suffix.lower() in IMAGE_SUFFIXES
     if args.template is not None:
-        if src.suffix.lower() in IMAGE_SUFFIXES:
-            raise UsageError("--template needs a driving video, not an image")
+        if image or is_template_file(src):
+            raise UsageError(f"--template needs a driving video, not {'an image' if image else 'a motion template'}")
         if not is_template_file(args.template):
             raise UsageError(f"--template must name an .npz file, got {args.template}")
         check_output(args.template, [src], suffix=".npz")
@@ -269,14 +220,14 @@ def parse(args: argparse.Namespace) -> None:
             if same_file(src, out / name):
                 raise UsageError(f"the input {src.name} is in {out} under a name parse writes; "
                                  "choose another output folder")
-    if src.suffix.lower() not in IMAGE_SUFFIXES:
-        check_video(src)  # a damaged or cut-short video is refused before any work
+    # A damaged or cut-short video, or a file that is not a template, is refused before any work.
+    driving = None if image else Driving.open(src)
     if args.template is not None:
         _save_template(args, src)
     if args.output is None:
         return
     analyzer = FaceAnalyzer(args.backend)
-    if src.suffix.lower() in IMAGE_SUFFIXES:
+    if image:
         rgb = load_image(src).rgb
         a = analyzer.analyze(rgb, src.name)
         with _output_folder(out):
@@ -288,22 +239,15 @@ def parse(args: argparse.Namespace) -> None:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote parsing.png, labels.png, motion_map.png, foreground.png to {out} ({analyzer.backend_note})", file=sys.stderr)
         return
-    from .face import TrackConfig
+    from tqdm import tqdm
 
-    info = probe_video(src)
-    missing: list[int] = []
-
-    def maps() -> Iterator[np.ndarray]:
-        for i, a in enumerate(analyzer.iter_track(_frames(str(src), None, info.frames or None, "parsing"), TrackConfig(fps=info.fps))):
-            if a is None or a.interpolated:
-                missing.append(i)
-            yield render_motion_map(a) if a is not None else np.zeros((info.height, info.width, 3), np.uint8)
-
+    tracked = tqdm(driving.analyses(analyzer), total=driving.total, desc="parsing", unit="frame")
+    record, maps = MotionMapVideo.of(tracked, driving.size)
     with _output_folder(out):
-        n = write_video(out / "motion_maps.mp4", maps(), info.fps)
+        n = driving.write(out / "motion_maps.mp4", maps)  # with the driving sound
         with atomic_output(out / "frames_without_face.txt") as tmp:
-            tmp.write_text("".join(f"{i}\n" for i in missing))
-    print(f"wrote motion_maps.mp4 ({n} frames, {len(missing)} without a face) to {out}", file=sys.stderr)
+            tmp.write_text("".join(f"{i}\n" for i in record.without_face))
+    print(f"wrote motion_maps.mp4 ({n} frames, {len(record.without_face)} without a face) to {out}", file=sys.stderr)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -383,10 +327,7 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
     """The one line a user reads for `exc`, and whether it is an anticipated refusal (our own
     ValueError subclasses, files that cannot be read or written, memory) or a bug."""
     if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in ("vivid", "train"):
-        message, option = str(exc), getattr(exc, "option", None)
-        if option and message.startswith(option):  # an option's field name, shown as its flag
-            message = "--" + option.replace("_", "-") + message[len(option):]
-        return message, True
+        return flag_message(exc), True  # an option's field name shown as its flag
     if isinstance(exc, OSError):  # a file that cannot be read or written, or a message of ours
         from urllib.error import URLError
 
@@ -396,6 +337,8 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
             return str(exc), True
         where = f"{Path(exc.filename).name}: " if exc.filename else ""
         return f"{where}{exc.strerror[0].lower()}{exc.strerror[1:]}", True
+    if isinstance(exc, Stopped):  # the time limit, in the words every front end uses
+        return str(exc), True
     if isinstance(exc, GpuMemoryError):  # says which settings to lower
         return str(exc), True
     if isinstance(exc, MemoryError):

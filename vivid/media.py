@@ -527,19 +527,32 @@ def write_video(
 ) -> int:
     """Write RGB frames as an H.264 mp4 that browsers play, frame by frame; with
     `audio_from`, carry that file's audio over (cut to the video's length). Returns the
-    frame count. The file appears at `path` only when complete (`atomic_output`): a failure
-    or an interrupt leaves no partial file, and an existing file at `path` untouched."""
+    frame count. `audio_from` may be a video or a sound file (a motion template's). The file
+    appears at `path` only when complete (`atomic_output`): a failure or an interrupt leaves
+    no partial file, and an existing file at `path` untouched."""
     path = Path(path)
     if audio_from is not None and same_file(audio_from, path):
         raise InputError(f"the output {path.name} is the video it takes its sound from; choose another output name")
     with atomic_output(path) as tmp:
-        if audio_from is None or not probe_video(audio_from).has_audio:
+        if audio_from is None or not has_sound(audio_from):
             return _encode(tmp, frames, fps, encoding)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=scratch_prefix(path)) as folder:
             silent = Path(folder) / "video.mp4"
             count = _encode(silent, frames, fps, encoding)
             mux_audio(silent, audio_from, tmp)
         return count
+
+
+def has_sound(path: str | Path) -> bool:
+    """Whether a video or sound file has an audio stream."""
+    import av
+
+    path = existing_file(path, "a video or sound file")
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{path.name}: not a readable video or sound file ({_ffmpeg_reason(exc)})") from None
 
 
 def _encode(path: Path, frames: Iterable[np.ndarray], fps: float, encoding: Encoding) -> int:

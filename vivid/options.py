@@ -12,14 +12,16 @@ import math
 import numbers
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
 from .media import BROWSER_MAX_SIDE, MAX_VIDEO_FRAMES, MIN_SIDE, InputError, same_file
 
-#: Engines: "preview" warps the portrait on the CPU (no weights), "diffusion" runs the model.
-ENGINES = ("preview", "diffusion")
+#: Engines: "preview" warps the portrait on the CPU (no weights), "diffusion" runs the model,
+#: "still" repeats the portrait (evaluation's floor), "auto" is diffusion when a model is
+#: available (weights given, or the shipped one) and preview otherwise (`vivid.engines`).
+ENGINES = ("preview", "diffusion", "still", "auto")
 #: Floating-point types the networks may run in (`--dtype`; "auto": the hardware's best).
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 #: Face parsers for the motion maps.
@@ -48,6 +50,16 @@ class OptionError(ValueError):
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
+
+
+def flag_message(exc: BaseException) -> str:
+    """The message of `exc` with the option it names spelt as a command-line flag where it is
+    first mentioned ("overlap must be ..." -> "--overlap must be ...", "needs weights" ->
+    "needs --weights"): the command line's wording of the same refusal."""
+    message, option = str(exc), getattr(exc, "option", None)
+    if not option:
+        return message
+    return re.sub(rf"(?<![\w-]){re.escape(option)}\b", "--" + option.replace("_", "-"), message, count=1)
 
 
 class GpuMemoryError(MemoryError):
@@ -110,30 +122,66 @@ def check_denoising(window, overlap, cyclic, wrap, steps, guidance, seed, max_wi
 
 
 @dataclass(frozen=True)
+class SamplingDefaults:
+    """What a model recommends sampling with when the user does not say: the `sampling_defaults`
+    entry of its model_index.json (`{"steps": 8, "guidance": 2.0, "scheduler": "DDIMScheduler"}`,
+    each key optional), over the pipeline's own defaults. Steps and guidance given by the user
+    (CLI flags, app controls, `AnimateOptions`) win; the scheduler replaces the saved one."""
+
+    steps: int = 25  # denoising steps
+    guidance: float = 3.5  # classifier-free guidance scale
+    scheduler: str | None = None  # a diffusers scheduler class name; None: the one saved with the model
+
+    @classmethod
+    def from_config(cls, entry, where: str | Path = "model_index.json") -> "SamplingDefaults":
+        """The defaults an entry states, checked (WeightsError naming `where` for a bad one)."""
+        if not entry:
+            return cls()
+        if not isinstance(entry, dict) or set(entry) - {"steps", "guidance", "scheduler"}:
+            raise WeightsError(f"{where}: sampling_defaults must be an object with steps, guidance and/or scheduler, "
+                               f"got {entry!r}")
+        scheduler = entry.get("scheduler")
+        if scheduler is not None and not (isinstance(scheduler, str) and re.fullmatch(r"[A-Za-z]\w*Scheduler", scheduler)):
+            raise WeightsError(f"{where}: sampling_defaults scheduler must name a diffusers scheduler class, got {scheduler!r}")
+        try:
+            return cls(steps=_whole("steps", entry.get("steps", cls.steps), 1, MAX_STEPS),
+                       guidance=_real("guidance", entry.get("guidance", cls.guidance), 0.0, MAX_GUIDANCE),
+                       scheduler=scheduler)
+        except OptionError as exc:
+            raise WeightsError(f"{where}: sampling_defaults {exc}") from None
+
+
+@dataclass(frozen=True)
 class AnimateOptions:
     """Every option of `animate` with its default (the CLI's flags, the app's widgets and the
     Python API's keywords mean the same). `check()` refuses bad values with an OptionError."""
 
-    engine: str = "preview"  # "preview": warping on the CPU, no weights; "diffusion": the model
+    engine: str = "preview"  # "preview": warping on the CPU, no weights; "diffusion": the model; "still"; "auto"
     size: int | None = None  # side of the animated face crop, px (None: the engine's own choice)
     max_frames: int | None = None  # use only the first N driving frames (None: all)
     max_side: int | None = BROWSER_MAX_SIDE  # larger portraits are scaled down so the video plays in browsers (None: full size)
     crop_only: bool = False  # output the animated face crop, not the whole portrait
     relative: bool = True  # move the portrait's own face with the driver's motion (False: copy the driver's shape)
-    weights: str | None = None  # diffusion: a folder saved by VividPipeline.save_pretrained, or "tiny"
+    weights: str | None = None  # diffusion: a saved folder, a hub id, "tiny", "mini" (None: the shipped model)
     window: int = 24  # diffusion: frames per context window
     overlap: int = 4  # diffusion: frames shared by neighbouring windows
     cyclic: bool = True  # diffusion: windows move one frame per step (the paper's cyclic overlap)
     wrap: bool = False  # diffusion: cyclic windows run past the last frame into the first (looping clips)
-    steps: int = 25  # diffusion: denoising steps
-    guidance: float = 3.5  # diffusion: classifier-free guidance scale
+    steps: int | None = None  # diffusion: denoising steps (None: the model's default, 25 unless it says)
+    guidance: float | None = None  # diffusion: classifier-free guidance scale (None: the model's, 3.5 unless it says)
     seed: int = 0  # diffusion: random seed
     dtype: str = "auto"  # diffusion: auto, fp32, bf16 or fp16
     parser: str | None = None  # diffusion: face parser for the motion maps (None: the model's setting)
+    disk_offload: bool | None = None  # diffusion: CLIP and ReferenceNet read from disk per video (None: on a CPU)
 
     def check(self) -> "AnimateOptions":
         """Refuse any bad value or contradictory pair (OptionError; a broken weights folder:
-        WeightsError). Reads only small files: call it before any heavy work. Returns self."""
+        WeightsError). Reads only small files: call it before any heavy work. Returns the
+        options with the engine chosen ("auto" resolved) and, for the diffusion engine, the
+        weights named as `vivid.engines.load_pipeline` takes them (the shipped model's folder
+        for None or "mini")."""
+        from .engines import choose_engine, resolve_weights
+
         _choice("engine", self.engine, ENGINES)
         if self.max_frames is not None:
             _whole("max_frames", self.max_frames, 1, MAX_VIDEO_FRAMES, " frames")
@@ -146,28 +194,37 @@ class AnimateOptions:
             if self.max_side is not None and self.crop_only and self.size > self.max_side:
                 raise OptionError(f"size {self.size} px is larger than max_side {self.max_side} px; "
                                   "lower the size or lift the cap", "size")
-        if self.engine == "preview":
-            return self
+        engine = choose_engine(self.engine, self.weights)
+        if engine != "diffusion":
+            return self._whole_numbers(("size", "max_frames", "max_side"), engine=engine)
         _choice("dtype", self.dtype, DTYPES)
         if self.parser is not None:
             _choice("parser", self.parser, PARSERS)
-        if not self.weights:
-            raise OptionError("the diffusion engine needs weights (a saved model folder); "
-                              "use the preview engine to animate without downloaded weights", "weights")
-        max_window = DEFAULT_MAX_WINDOW
-        if is_hub_id(self.weights):
+        weights = resolve_weights(self.weights)
+        max_window, defaults = DEFAULT_MAX_WINDOW, SamplingDefaults()
+        if is_hub_id(weights):
             pass  # checked once fetched (VividPipeline.from_pretrained): no network here
-        elif self.weights != "tiny":
-            saved = check_weights_folder(self.weights)
-            max_window = saved.max_window
+        elif weights != "tiny":
+            saved = check_weights_folder(weights)
+            max_window, defaults = saved.max_window, saved.sampling
             if self.size is not None and self.size != saved.resolution:
                 raise OptionError(f"size: this model works at {saved.resolution} px; leave size out (got {self.size})",
                                   "size")
         elif self.size is not None and self.size % 8:
             raise OptionError(f"size must be a multiple of 8 for the diffusion engine, got {self.size}", "size")
-        check_denoising(self.window, self.overlap, self.cyclic, self.wrap, self.steps, self.guidance, self.seed,
-                        max_window)
-        return self
+        check_denoising(self.window, self.overlap, self.cyclic, self.wrap,
+                        defaults.steps if self.steps is None else self.steps,
+                        defaults.guidance if self.guidance is None else self.guidance, self.seed, max_window)
+        if self.disk_offload is not None:
+            _flag("disk_offload", self.disk_offload)
+        return self._whole_numbers(("size", "max_frames", "max_side", "window", "overlap", "steps", "seed"),
+                                   engine=engine, weights=weights,
+                                   guidance=None if self.guidance is None else float(self.guidance))
+
+    def _whole_numbers(self, names: tuple[str, ...], **changes) -> "AnimateOptions":
+        """A copy with `changes` and the checked whole-number options as ints (24.0 from a slider is 24)."""
+        whole = {name: int(getattr(self, name)) for name in names if getattr(self, name) is not None}
+        return replace(self, **whole, **changes)
 
 
 @dataclass(frozen=True)
@@ -177,6 +234,7 @@ class SavedModel:
     folder: Path
     resolution: int
     max_window: int
+    sampling: SamplingDefaults = SamplingDefaults()  # what the model recommends sampling with
 
 
 def is_hub_id(weights: str | Path | None) -> bool:
@@ -225,7 +283,8 @@ def check_weights_folder(folder: str | Path) -> SavedModel:
     if not isinstance(resolution, int) or not isinstance(max_window, int):
         raise WeightsError(f"{folder / 'model_index.json'}: resolution {resolution!r} or the unet's "
                            f"motion_max_seq_length {max_window!r} is not a whole number")
-    return SavedModel(folder, resolution, max_window)
+    sampling = SamplingDefaults.from_config(index.get("sampling_defaults"), folder / "model_index.json")
+    return SavedModel(folder, resolution, max_window, sampling)
 
 
 def load_failure(folder: str | Path, exc: BaseException) -> WeightsError:
@@ -358,6 +417,6 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 
 __all__ = [
-    "AnimateOptions", "OptionError", "SavedModel", "check_denoising", "check_output", "check_output_folder",
-    "check_weights_folder", "is_hub_id", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
+    "AnimateOptions", "OptionError", "SamplingDefaults", "SavedModel", "flag_message", "check_denoising", "check_output",
+    "check_output_folder", "check_weights_folder", "is_hub_id", "is_inside", "WeightsError", "ENGINES", "DTYPES", "PARSERS", "InputError",
 ]

@@ -10,7 +10,7 @@ import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, 
 from .media import checked_frames, to_rgb
 from .models.base_files import hub_snapshot
 from .models.builders import BaseModels, load_base_network, load_base_parts, stream_base_networks, tiny_components
+from .events import FrameEvent, ProgressEvent
 from .conditioning import (
     ReferenceEmbeddings, decode_latents, encode_latents, from_model_range, predict_noise, reference_embeddings,
     reference_features, to_model_range, unconditional,
@@ -57,25 +58,6 @@ TRAINED_FILES = {
     "unet": "denoising_unet.safetensors",
     "pose_guider": "pose_guider.safetensors",
 }
-
-
-@dataclass
-class ProgressEvent:
-    """Denoising step `step` of `total` finished; `preview` is a small RGB of the estimate."""
-
-    step: int
-    total: int
-    preview: np.ndarray | None
-    kind: Literal["progress"] = "progress"
-
-
-@dataclass
-class FrameEvent:
-    """Output frame `index` (RGB uint8), yielded as soon as it is decoded."""
-
-    index: int
-    frame: np.ndarray
-    kind: Literal["frame"] = "frame"
 
 
 @dataclass
@@ -184,6 +166,7 @@ class VividPipeline(DiffusionPipeline):
         face_backend: str = "auto",
         separate_fg_bg: bool = True,
         base_models: dict | None = None,
+        sampling_defaults: dict | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -193,6 +176,7 @@ class VividPipeline(DiffusionPipeline):
         self.register_to_config(
             resolution=resolution, face_backend=face_backend, separate_fg_bg=separate_fg_bg,
             base_models=base_models or {},
+            sampling_defaults=sampling_defaults or {},  # what the model recommends (vivid.options.SamplingDefaults)
         )
         decoder_channels_last(vae)  # a no-op when the loaders did it already
         self.bank = ReferenceBank()

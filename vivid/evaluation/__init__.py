@@ -7,7 +7,8 @@ DIR: `table.md` (the paper's Table 1 layout, then offline columns), `per_clip.cs
 `videos/gt/CASE.mp4` (real crops), `videos/driving/CASE.mp4`, `videos/reference/CASE.png`
 (lossless, frame for frame what was scored) and `videos/side_by_side/CASE.mp4`.
 
-Modules: `protocol` (cases and the scoring crop), `engines`, `face_geometry` (offline
+Modules: `protocol` (cases and the scoring crop), `engines` (`vivid.engines`' engines,
+built from the options, and their timing), `face_geometry` (offline
 mesh measures), `pixel_metrics`, `learned_metrics` (LPIPS, dlib, and what the paper's
 ArcFace / Deep3DFaceRecon / Q-Align need), `scoring` (scores from saved videos),
 `report`, `harness` (the run), `command` (CLI options).

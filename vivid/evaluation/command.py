@@ -18,8 +18,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--driving", nargs="+", default=[], metavar="VIDEO", help="clips that drive every --cross portrait")
     e.add_argument("--engines", default="still,preview",
                    help=f"comma-separated, from {','.join(ENGINE_NAMES)} (default still,preview)")
-    e.add_argument("--weights", help="diffusion engine: folder saved by VividPipeline.save_pretrained, or 'tiny'")
-    e.add_argument("--steps", type=int, default=25, help="diffusion denoising steps (default 25)")
+    e.add_argument("--weights", help="diffusion engine: folder saved by VividPipeline.save_pretrained, a hub id, "
+                   "'mini' (the shipped model, also the default when there is one) or 'tiny'")
+    e.add_argument("--steps", type=int, default=None,
+                   help="diffusion denoising steps (default: the model's, 25 unless it says)")
     e.add_argument("--frames", type=int, default=None, help="use at most N frames of each clip")
     e.add_argument("--resolution", type=int, default=512, help="side of the scoring face crop in px (default 512)")
     e.add_argument("--lpips-backbone", type=Path, default=None,
@@ -33,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     """Run `evaluate` from parsed arguments and say where the results are."""
-    from .engines import DiffusionOptions
+    from ..engines import DiffusionOptions
     from .harness import EvaluationConfig, evaluate
     from .learned_metrics import MetricWeights
 

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from ..face import NoFaceError
 from ..media import InputError, read_video, write_video
-from ..options import check_denoising, is_inside
-from .engines import ENGINE_NAMES, DiffusionEngine, DiffusionOptions, Engine, PreviewEngine, StillEngine, Timed, weights_folder_problem
+from ..options import SamplingDefaults, check_denoising, is_inside
+from .engines import ENGINE_NAMES, DiffusionOptions, Engine, Timed, build_engines, diffusion_problem
 from .learned_metrics import MetricWeights
 from .protocol import EvaluationError, PreparedCase, crop, plan_cases, prepare
 from .report import PER_CLIP_COLUMNS, PER_FRAME_COLUMNS, plot_case, plot_table, table_cells, write_csv, write_table
@@ -38,7 +38,7 @@ class EvaluationConfig:
     portraits: list[Path] = field(default_factory=list)  # cross-reenactment portraits ...
     driving: list[Path] = field(default_factory=list)  # ... each driven by each of these clips
     engines: tuple[str, ...] = ("still", "preview")  # from ENGINE_NAMES
-    weights: str | None = None  # diffusion: saved VividPipeline folder, or "tiny"
+    weights: str | None = None  # diffusion: saved folder, hub id, "tiny", "mini" (None: the shipped model, if any)
     frames: int | None = None  # at most this many frames per clip (None: all)
     resolution: int = 512  # side of the scoring crop in px (the paper's 512)
     diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
@@ -55,8 +55,8 @@ class EvaluationConfig:
         parts += ["--engines", ",".join(self.engines)]
         if self.weights:
             parts += ["--weights", self.weights]
-            if self.diffusion.steps != DiffusionOptions().steps:
-                parts += ["--steps", str(self.diffusion.steps)]
+        if self.diffusion.steps is not None:
+            parts += ["--steps", str(self.diffusion.steps)]
         if self.frames:
             parts += ["--frames", str(self.frames)]
         parts += ["--resolution", str(self.resolution)]
@@ -83,10 +83,11 @@ def check_config(config: EvaluationConfig, extra_engines: Sequence[Engine] = ())
     if config.frames is not None and config.frames < 2:
         raise EvaluationError(f"--frames must be at least 2, got {config.frames}")
     if "diffusion" in config.engines:  # the sampling options, checked as animate checks them
-        o = config.diffusion
-        check_denoising(o.window, o.overlap, True, False, o.steps, o.guidance, o.seed)
-    if config.weights and config.weights != "tiny" and (problem := weights_folder_problem(config.weights)):
-        raise EvaluationError(problem.removeprefix("skipped: "))
+        o, defaults = config.diffusion, SamplingDefaults()
+        check_denoising(o.window, o.overlap, o.cyclic, o.wrap, defaults.steps if o.steps is None else o.steps,
+                        defaults.guidance if o.guidance is None else o.guidance, o.seed)
+    if config.weights and (problem := diffusion_problem(config.weights)):  # named weights must be there
+        raise EvaluationError(problem)
     for path in [*config.self_clips, *config.portraits, *config.driving]:
         if not Path(path).is_file():
             raise EvaluationError(f"{path}: no such file")
@@ -99,20 +100,6 @@ def check_config(config: EvaluationConfig, extra_engines: Sequence[Engine] = ())
         if is_inside(path, out):
             raise EvaluationError(f"{path} is inside the output folder {out}, which an evaluation replaces whole; "
                                   "choose another -o DIR")
-
-
-def _build_engines(config: EvaluationConfig, skipped: dict[str, str]) -> list[Engine]:
-    engines: list[Engine] = []
-    for name in config.engines:
-        if name == "still":
-            engines.append(StillEngine())
-        elif name == "preview":
-            engines.append(PreviewEngine())
-        elif (problem := weights_folder_problem(config.weights)) is not None:
-            skipped[name] = problem
-        else:
-            engines.append(DiffusionEngine(config.weights, config.diffusion))  # type: ignore[arg-type]
-    return engines
 
 
 def _write_case_inputs(root: Path, p: PreparedCase, resolution: int) -> None:
@@ -196,7 +183,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 def _evaluate_into(root: Path, config: EvaluationConfig, extra_engines: Sequence[Engine], command: str) -> None:
     notes: list[str] = []
     skipped: dict[str, str] = {}
-    engines = _build_engines(config, skipped) + list(extra_engines)
+    engines = build_engines(config.engines, config.weights, config.diffusion, skipped) + list(extra_engines)
     names = [e.name for e in engines]
     order = list(config.engines) + [e.name for e in extra_engines]
     cases = plan_cases([Path(p) for p in config.self_clips], [Path(p) for p in config.portraits],
