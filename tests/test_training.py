@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, talking as _talking
 from vivid.media import write_video
 from vivid.training import PreparedClip, TrainConfig, read_index
 from vivid.training.config import ConfigError
@@ -25,38 +25,6 @@ TRAIN = [sys.executable, str(ROOT / "train" / "train.py")]
 #: A few quick steps on the CPU: every step logged, no loader processes.
 QUICK = ["--tiny", "--batch-size", "2", "--set", "num_workers=0", "--set", "val_samples=2",
          "--set", "sample_frames=4", "--set", "sample_steps=1", "--set", "log_every=1"]
-
-
-def _talking(image: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
-    """A head that moves: the picture shifted and slightly zoomed along a random path."""
-    rng = np.random.default_rng(seed)
-    path = np.cumsum(rng.normal(0, 2, size=(n, 2)), axis=0)
-    h, w = image.shape[:2]
-    frames = []
-    for dx, dy in path:
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), dx * 0.3, 1 + dy * 0.003)
-        m[:, 2] += (dx, dy)
-        frames.append(cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT101))
-    return frames
-
-
-@pytest.fixture(scope="session")
-def data(tmp_path_factory, astronaut, grace_hopper) -> Path:
-    """Three prepared clips at 64 px made from the packaged portraits."""
-    root = tmp_path_factory.mktemp("training")
-    videos = root / "videos"
-    videos.mkdir()
-    sources = [cv2.resize(astronaut[:320, 80:400], (256, 256)), cv2.resize(grace_hopper[:500, 50:550], (256, 256)),
-               cv2.resize(astronaut[:320, 80:400][:, ::-1], (256, 256))]
-    for i, image in enumerate(sources):
-        write_video(videos / f"talk{i}.mp4", iter(_talking(np.ascontiguousarray(image), 40, i)), fps=25)
-    out = root / "data"
-    done = subprocess.run([sys.executable, str(ROOT / "train" / "prepare_data.py"), str(videos), "-o", str(out),
-                           "--resolution", "64", "--min-frames", "16", "--reference-every", "4", "--quiet"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert len(read_index(out)) == 3
-    return out
 
 
 def train(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:

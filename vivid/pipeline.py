@@ -122,21 +122,6 @@ def vae_class_name(folder: str | Path) -> str | None:
     return entry[1] if isinstance(entry, list) and len(entry) == 2 else None
 
 
-def resolve_weights(weights: str | Path | None) -> str | Path:
-    """Where to load a pipeline from: `weights`, or the shipped mini model when `weights` is
-    None or one of its names (`vivid.models.shipped`); a WeightsError when that is asked for
-    and this copy of the project has none."""
-    from .models.shipped import MINI_MODEL_DIR, is_shipped_name, shipped_model
-
-    if weights is not None and not is_shipped_name(weights):
-        return weights
-    found = shipped_model()
-    if found is None:
-        raise WeightsError(f"{MINI_MODEL_DIR}: the shipped mini model is missing from this copy of the project; "
-                           "give a weights folder or hub id")
-    return found
-
-
 def fetch_from_hub(repo_id: str, **options) -> Path:
     """The local folder of a hub model (downloaded, or found in the cache): its configs and
     safetensors files only, so it is then checked and loaded like any saved folder. (diffusers'
@@ -311,7 +296,11 @@ class VividPipeline(DiffusionPipeline):
         others). Each network is read straight into that dtype, with no randomly initialised
         copy alongside. `disk_offload` (default: when running on a CPU): CLIP and the
         ReferenceNet are not loaded but read from the folder's files layer by layer when a
-        reference is encoded (`offload_to_disk`, without writing anything)."""
+        reference is encoded (`offload_to_disk`, without writing anything). With no path (or
+        "mini"), the model shipped in `assets/mini` (VividPortraits-mini)."""
+        from .engines import resolve_weights
+
+        pretrained_model_name_or_path = resolve_weights(pretrained_model_name_or_path)
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"give dtype or torch_dtype, not both (got {dtype} and {torch_dtype})")
         device = torch.device(device) if device else _auto_device()
