@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-
 ROOT = Path(__file__).resolve().parents[1]
+# Tests run as a copy of the project without the shipped mini model (the CLI's and the app's
+# refusals without weights stay testable); tests of the shipped model name its folder
+# (vivid.models.shipped.PROJECT_MINI_MODEL_DIR) or monkeypatch MINI_MODEL_DIR. Subprocesses inherit it.
+os.environ.setdefault("VIVID_SHIPPED_MODEL", str(ROOT / "tests" / "no-shipped-model"))
+
 SHARED = ROOT.parent / "shared" / "data"
 
 

@@ -189,12 +189,8 @@ def test_the_time_limit_reads_the_same_in_the_cli_and_the_app(inputs, web, monke
 def test_refusals_read_the_same_in_the_cli_the_app_and_python(inputs, web, no_shipped_model):
     """No model: the app, the options and the command line say it with the same words (the
     command line spells the option as its flag)."""
-    from vivid.models.shipped import MINI_MODEL_DIR
-
     with pytest.raises(OptionError) as python:
         AnimateOptions(engine="diffusion").check()
-    if (ROOT / "assets" / "mini" / "model_index.json").is_file():  # the CLI's own process finds it
-        pytest.skip(f"the shipped model is in {MINI_MODEL_DIR}")
     cli = vivid("animate", inputs / "portrait.png", inputs / "short.mp4", "-o", inputs / "o.mp4", "--engine",
                 "diffusion")
     assert cli.stderr.strip() == f"vivid: error: {flag_message(python.value)}" and "needs --weights" in cli.stderr
