@@ -410,8 +410,14 @@ def test_videos_no_longer_than_a_window_are_one_window(pipe, prepared, monkeypat
 def test_stream_events_and_early_close(pipe, prepared):
     ref, motion = prepared
     events = pipe.generate(ref, motion, **FAST)
+    # A long video's step runs several windows: each but the last reports its share of the step.
+    windows = len(context_windows(len(motion), FAST["window"], FAST["overlap"], step=0, cyclic=True))
+    assert windows > 1
+    within = [next(events) for _ in range(windows - 1)]
+    assert all(e.kind == "progress" and e.step == 0 and e.preview is None for e in within)
+    assert [e.within for e in within] == pytest.approx([k / windows for k in range(1, windows)])
     first = next(events)
-    assert isinstance(first, ProgressEvent) and first.step == 1 and first.total == 2
+    assert isinstance(first, ProgressEvent) and first.step == 1 and first.total == 2 and first.within == 0
     assert first.preview is not None and first.preview.dtype == np.uint8 and first.preview.ndim == 3
     rest = list(events)
     frames = [e for e in rest if isinstance(e, FrameEvent)]

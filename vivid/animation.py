@@ -237,9 +237,11 @@ class AnimationJob:
                 self._check()
                 if event.kind == "progress":
                     stepped = True
-                    status = f"denoising step {event.step}/{event.total}" + (f" ({engine.note})" if engine.note else "")
+                    within = getattr(event, "within", 0.0)
+                    status = (f"denoising step {event.step + 1}/{event.total}, {within:.0%}" if within
+                              else f"denoising step {event.step}/{event.total}") + (f" ({engine.note})" if engine.note else "")
                     self._progress("denoising", event.step, event.total, "step",
-                                   STEPS_SHARE * event.step / max(event.total, 1), status, event.preview)
+                                   STEPS_SHARE * (event.step + within) / max(event.total, 1), status, event.preview)
                     continue
                 frames += 1
                 share = frames / total if total else None

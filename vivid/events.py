@@ -12,12 +12,15 @@ import numpy as np
 
 @dataclass
 class ProgressEvent:
-    """Step `step` of `total` finished (a denoising step); `preview` is a small RGB of the estimate."""
+    """Step `step` of `total` finished (a denoising step); `preview` is a small RGB of the estimate.
+    `within` > 0: the next step is that share done (a long video's step runs many windows, and a
+    stop request or a progress bar should not wait a whole step)."""
 
     step: int
     total: int
     preview: np.ndarray | None
     kind: Literal["progress"] = "progress"
+    within: float = 0.0
 
 
 @dataclass

@@ -536,7 +536,11 @@ class VividPipeline(DiffusionPipeline):
             step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
             for i, t in enumerate(timesteps):
                 windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic, wrap=wrap)
-                preds = [self._predict_window(latents, w_, t, motion, context, guidance) for w_ in windows]
+                preds = []
+                for k, frames in enumerate(windows):
+                    preds.append(self._predict_window(latents, frames, t, motion, context, guidance))
+                    if k + 1 < len(windows):  # between windows: a chance to stop, and finer progress
+                        yield ProgressEvent(i, len(timesteps), None, within=(k + 1) / len(windows))
                 noise = average_windows(preds, windows, num_frames)
                 out = self.scheduler.step(noise.to(latents.device), t, latents, **step_kwargs)
                 latents = out.prev_sample
@@ -573,7 +577,7 @@ class VividPipeline(DiffusionPipeline):
                                  steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative,
                                  paste_back=paste_back):
             if event.kind == "progress":
-                bar.update(1)
+                bar.update(0 if event.within else 1)
             else:
                 frames.append(event.frame)
         bar.close()
