@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 #: Loggers of libraries that speak up on their own; quiet below ERROR in a normal run.
 CHATTY = ("diffusers", "transformers", "accelerate", "huggingface_hub", "torch", "PIL", "matplotlib", "absl",
@@ -49,6 +52,7 @@ def configure(verbose: bool = False, prog: str = "vivid") -> None:
     """Set up the terminal for a run: our warnings (and with `verbose` our notes and every
     library's messages) as one line each on stderr; in a normal run library chatter is
     silenced at its source where possible and filtered out of stderr otherwise."""
+    global _hide_prints
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler.formatter, _Format):  # ours, from an earlier call
@@ -58,6 +62,7 @@ def configure(verbose: bool = False, prog: str = "vivid") -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("vivid").setLevel(logging.INFO if verbose else logging.WARNING)
+    _hide_prints = not verbose
     if verbose:
         logging.captureWarnings(True)  # Python warnings, as `vivid: py.warnings: warning: ...` lines
         _set_av_level(verbose=True)
@@ -87,6 +92,60 @@ def quiet_loaded_libraries() -> None:
         if module is not None:
             module.set_verbosity_error()
             module.disable_progress_bar()
+
+
+#: Set by `configure`: what libraries print inside `library_prints()` is hidden (no --verbose).
+_hide_prints = False
+_hiding: dict[int, int] = {}  # thread id -> how many `library_prints` blocks it is in
+_hiding_lock = threading.Lock()
+
+
+class _ThreadFilter:
+    """Stands in for sys.stdout / sys.stderr while a thread is in `library_prints`: that
+    thread's writes are dropped, every other thread's pass through (the app serves other
+    visitors meanwhile)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() in _hiding:
+            return len(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer...: the real stream's
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def library_prints() -> Iterator[None]:
+    """What a library prints straight to sys.stdout / sys.stderr on this thread inside the
+    block (facer's download notices and progress bars) is shown only with --verbose, like
+    the libraries' log messages. Does nothing until an entry point calls `configure`."""
+    if not _hide_prints:
+        yield
+        return
+    me = threading.get_ident()
+    with _hiding_lock:
+        for name in ("stdout", "stderr"):
+            if not isinstance(getattr(sys, name), _ThreadFilter):
+                setattr(sys, name, _ThreadFilter(getattr(sys, name)))
+        _hiding[me] = _hiding.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _hiding_lock:
+            _hiding[me] -= 1
+            if not _hiding[me]:
+                del _hiding[me]
+            if not _hiding:  # the filters go, unless something has wrapped them meanwhile
+                for name in ("stdout", "stderr"):
+                    stream = getattr(sys, name)
+                    if isinstance(stream, _ThreadFilter):
+                        setattr(sys, name, stream.stream)
 
 
 def _set_av_level(verbose: bool) -> None:

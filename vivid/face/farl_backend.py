@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..terminal import library_prints
 from .analysis import FaceAnalysis
 from .labels import LABEL_INDEX
 
@@ -88,8 +89,17 @@ class FarlModels:
                 f"{ALIGNER_FILE}); set VIVID_FARL_DIR or use backend='mesh'"
             )
         kw = [{}, {}] if paths is None else [{"model_path": str(paths[0])}, {"model_path": str(paths[1])}]
-        parser = facer.face_parser(f"farl/{parser_conf}", device=device, **kw[0])
-        aligner = facer.face_aligner("farl/wflw/448", device=device, **kw[1])
+        try:
+            with library_prints():  # facer's download notices and progress bars: --verbose only
+                parser = facer.face_parser(f"farl/{parser_conf}", device=device, **kw[0])
+                aligner = facer.face_aligner("farl/wflw/448", device=device, **kw[1])
+        except OSError as exc:  # e.g. no network: say where the files go, as facer's hidden notice did
+            if paths is not None:
+                raise
+            raise FileNotFoundError(
+                f"FaRL weights not found in {weights_dir()} and could not be downloaded ({exc}); put "
+                f"{PARSER_FILES[parser_conf]} and {ALIGNER_FILE} there, set VIVID_FARL_DIR or use backend='mesh'"
+            ) from exc
         return cls(parser, aligner, device)
 
 

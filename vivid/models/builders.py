@@ -14,6 +14,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 from .base_files import config_folder, network_folder
 from .disk_streaming import stream_from_files, stream_from_memory
+from .empty_init import empty_parameters
 from .pose_guider import PoseGuider
 from .weights import empty_network, load_network, weight_files
 
@@ -76,9 +77,7 @@ def motion_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> UNetMot
     into it. `from_unet2d` would allocate a whole fp32 UNet next to the image UNet (5 GB at
     SD 1.5 sizes) and then copy into it. Training keeps using `from_unet2d` when it wants a
     copy."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():  # parameters on the meta device; buffers real (positional tables)
+    with empty_parameters():  # parameters on the meta device, this thread only; buffers real (positional tables)
         model = UNetMotionModel.from_unet2d(unet2d, adapter, load_weights=False)
     state = {**unet2d.state_dict(), **adapter.state_dict()}
     expected = model.state_dict().keys()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..options import WeightsError, safetensors_header, tensor_shapes  # torch-free, beside the folder checks
+from .empty_init import empty_parameters
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -153,10 +154,8 @@ def empty_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype,
     random initialisation, no tensor read), and the file that holds each of its tensors:
     `files`, or the folder's own weights files. The shapes are compared with the config from
     the files' headers, so a network that does not fit its files fails here."""
-    from accelerate import init_empty_weights
-
     folder = Path(folder)
-    with init_empty_weights():  # parameters on meta; buffers (e.g. position ids) real
+    with empty_parameters():  # parameters on meta, this thread only; buffers (e.g. position ids) real
         if hasattr(cls, "load_config"):  # diffusers' ModelMixin
             model = cls.from_config(cls.load_config(folder))
         else:  # transformers' PreTrainedModel

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..conditioning import clip_size, drop_image_conditioning, embed_clip_inputs, encode_latents, to_model_range
+from ..conditioning import (
+    ReferenceEmbeddings, clip_size, drop_image_conditioning, embed_clip_inputs, encode_latents, to_model_range,
+)
 from .clips import DataError, PreparedClip, read_index
 from .config import TrainConfig
 from .latent_cache import cache_latents
@@ -152,42 +154,11 @@ class Trainer:
         )
 
     # -- one step -----------------------------------------------------------------------------
-    def _inputs(self, batch: dict, nets: Networks, generator: torch.Generator, drop: bool):
-        """Latents, embeddings and motion tensors of a batch (frozen networks, no grad)."""
-        device, dtype = self.accelerator.device, self.weight_dtype
-        b = batch["reference"].shape[0]
-        frames = batch["target"].shape[1]
-        with torch.no_grad():
-            emb = embed_clip_inputs(nets.image_encoder, nets.feature_extractor, batch["clip"].numpy())
-            if drop and self.config.uncond_prob > 0:
-                emb = drop_image_conditioning(emb, torch.rand(b, generator=generator) < self.config.uncond_prob)
-            if "target_latents" in batch:  # encoded once, before training (latent_cache)
-                ref_latents = batch["reference_latents"].to(device, dtype)
-                latents = batch["target_latents"].flatten(0, 1).to(device)
-            else:
-                ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
-                # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
-                # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
-                # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
-                targets = batch["target"].flatten(0, 1).numpy()
-                latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
-                                     for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
-        latents = latents.float()
-        if self.config.stage == 2:
-            latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
-        motion = to_model_range(batch["motion"].flatten(0, 1).numpy(), device, dtype)
-        return latents, ref_latents, emb, motion
-
     def _loss(self, batch: dict, nets: Networks, generator: torch.Generator, *, drop: bool = True,
               timestep: int | None = None) -> torch.Tensor:
-        latents, ref_latents, emb, motion = self._inputs(batch, nets, generator, drop)
-        noisy, noise, t = add_noise(self.scheduler, latents, generator, self.config.noise_offset)
-        if timestep is not None:  # validation: the given timestep for every sample
-            t = torch.full_like(t, timestep)
-            noisy = self.scheduler.add_noise(latents, noise, t)
-        pred = self.denoiser(noisy, t, ref_latents, emb.reference_net, emb.unet, motion)
-        target = denoising_target(self.scheduler, latents, noise, t)
-        return denoising_loss(pred, target, self.scheduler, t, self.config.min_snr_gamma)
+        inputs = step_inputs(batch, nets, self.config, generator, drop=drop, device=self.accelerator.device,
+                             dtype=self.weight_dtype)
+        return step_loss(self.denoiser, self.scheduler, inputs, generator, self.config, timestep)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -368,6 +339,59 @@ class Trainer:
                   "weights": checksum(model)}
         with open(self.paths.run / f"weights-rank{self.accelerator.process_index}.json", "w") as f:
             json.dump(record, f)
+
+
+@dataclass
+class StepInputs:
+    """What one training step feeds the denoiser, from a batch of samples (`samples.py`)."""
+
+    latents: torch.Tensor  # targets' latents, scaled as the pipeline's: (B, C, h, w), stage 2 (B, C, F, h, w)
+    reference_latents: torch.Tensor  # (B, C, h, w)
+    embeddings: ReferenceEmbeddings  # CLIP (B, 1, D) each; the dropped samples' are `unconditional`
+    motion: torch.Tensor  # (B*F, 3, H, W) in [-1, 1], frames inner
+
+
+def step_inputs(batch: dict, nets: Networks, config: TrainConfig, generator: torch.Generator, *, drop: bool,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> StepInputs:
+    """Latents, embeddings and motion tensors of a batch (frozen networks, no grad); with
+    `drop`, each sample's image conditioning is dropped with probability `config.uncond_prob`."""
+    b = batch["reference"].shape[0]
+    frames = batch["target"].shape[1]
+    with torch.no_grad():
+        emb = embed_clip_inputs(nets.image_encoder, nets.feature_extractor, batch["clip"].numpy())
+        if drop and config.uncond_prob > 0:
+            emb = drop_image_conditioning(emb, torch.rand(b, generator=generator) < config.uncond_prob)
+        if "target_latents" in batch:  # encoded once, before training (latent_cache)
+            ref_latents = batch["reference_latents"].to(device, dtype)
+            latents = batch["target_latents"].flatten(0, 1).to(device)
+        else:
+            ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
+            # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
+            # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
+            # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
+            targets = batch["target"].flatten(0, 1).numpy()
+            latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
+                                 for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
+    latents = latents.float()
+    if config.stage == 2:
+        latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
+    motion = to_model_range(batch["motion"].flatten(0, 1).numpy(), device, dtype)
+    return StepInputs(latents, ref_latents, emb, motion)
+
+
+def step_loss(denoiser: torch.nn.Module, scheduler, inputs: StepInputs, generator: torch.Generator,
+              config: TrainConfig, timestep: int | None = None) -> torch.Tensor:
+    """The denoising loss of one step: the latents noised at random timesteps (or at
+    `timestep` for every sample: validation), the denoiser's prediction, its target."""
+    latents = inputs.latents
+    noisy, noise, t = add_noise(scheduler, latents, generator, config.noise_offset)
+    if timestep is not None:
+        t = torch.full_like(t, timestep)
+        noisy = scheduler.add_noise(latents, noise, t)
+    pred = denoiser(noisy, t, inputs.reference_latents, inputs.embeddings.reference_net, inputs.embeddings.unet,
+                    inputs.motion)
+    target = denoising_target(scheduler, latents, noise, t)
+    return denoising_loss(pred, target, scheduler, t, config.min_snr_gamma)
 
 
 def _ranges_of(clips: list[PreparedClip]) -> list[FrameRange]:

@@ -6,11 +6,19 @@ from diffusers import DDPMScheduler
 
 from ..models.builders import scheduler_config
 
+#: The prediction types training has a target for (`denoising_target`).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
 
 def training_scheduler(inference_config: dict | None = None) -> DDPMScheduler:
     """The forward-noising schedule for training: the inference scheduler's own config
-    (betas, prediction type, offset, zero-SNR), so training and sampling cannot disagree."""
-    return DDPMScheduler.from_config(dict(inference_config or scheduler_config()))
+    (betas, prediction type, offset, zero-SNR), so training and sampling cannot disagree.
+    A prediction type training has no target for is refused here, before any step."""
+    scheduler = DDPMScheduler.from_config(dict(inference_config or scheduler_config()))
+    kind = scheduler.config.prediction_type
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"training supports prediction types {', '.join(PREDICTION_TYPES)}, not {kind!r}")
+    return scheduler
 
 
 def add_noise(scheduler: DDPMScheduler, latents: torch.Tensor, generator: torch.Generator, noise_offset: float = 0.0
