@@ -157,3 +157,28 @@ def test_from_pretrained_without_a_path_loads_the_shipped_model(tmp_path, monkey
     monkeypatch.setattr(shipped, "MINI_MODEL_DIR", tmp_path / "absent")
     with pytest.raises(ValueError, match="shipped model"):
         VividPipeline.from_pretrained()
+
+
+def test_validation_swaps_the_whole_reference_including_cached_latents(data, taef2, tmp_path):
+    """With cached latents, "other reference" must swap the reference latents too (else it only
+    swaps what CLIP sees, which is the separate "other CLIP" check)."""
+    import shutil
+
+    from vivid.training.latent_cache import cache_latents
+    from vivid.training.samples import SampleSpec
+    from vivid.training.samples import FrameRange
+    from vivid.training.validation import build_checks
+
+    clips = []
+    for entry in read_index(data):
+        shutil.copytree(entry["folder"], tmp_path / entry["id"])
+        clips.append(PreparedClip(tmp_path / entry["id"]))
+    tag = cache_latents(clips, taef2, 64, progress=False)
+    checks = build_checks(clips, [FrameRange(0, 0, len(clips[0]))], SampleSpec(latent_tag=tag), count=3, seed=0)
+    for check in checks:
+        right, other, only_clip = (check.variants[k] for k in ("right", "other_reference", "other_clip"))
+        assert not np.array_equal(other["reference_latents"], right["reference_latents"])
+        assert not np.array_equal(other["reference"], right["reference"])
+        assert np.array_equal(only_clip["reference_latents"], right["reference_latents"])
+        assert not np.array_equal(only_clip["clip"], right["clip"])
+        assert np.array_equal(only_clip["target_latents"], right["target_latents"])

@@ -4,7 +4,8 @@ of another clip, and a sample video made by the pipeline itself.
 
 `val_loss` < `val_loss_other_reference` on held-out clips says the model takes appearance
 from the reference; `seen_loss` < `seen_loss_other_motion` on unseen frames of training
-clips says it follows the driving map.
+clips says it follows the driving map; `val_loss` < `val_loss_other_clip` (only the CLIP
+embeddings from another clip) says the CLIP foreground/background embeddings add something.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .clips import PreparedClip
 from .samples import FrameRange, SampleSpec, make_sample
 
 #: The variants each item is scored in, and the suffix of their metric name.
-VARIANTS = {"": "right", "_other_motion": "other_motion", "_other_reference": "other_reference"}
+VARIANTS = {"": "right", "_other_motion": "other_motion", "_other_reference": "other_reference",
+            "_other_clip": "other_clip"}
 
 
 @dataclass
@@ -72,8 +74,12 @@ def build_checks(
         o_frames = [min(o_start + i, len(o) - 1) for i in range(len(target))]
         other_motion = make_sample(clip, reference, target, spec, None, motion_clip=o, motion_frames=o_frames)
         donor = make_sample(o, o_ref, o_frames, spec, None)
-        other_reference = {**right, "reference": donor["reference"], "clip": donor["clip"]}
-        variants = {"right": right, "other_motion": other_motion, "other_reference": other_reference}
+        # The whole reference (picture, its cached latents, what CLIP sees) from another clip; and
+        # only what CLIP sees, which says what the CLIP embeddings add to the reference latents.
+        other_reference = {**right, **{k: donor[k] for k in ("reference", "clip", "reference_latents") if k in donor}}
+        other_clip = {**right, "clip": donor["clip"]}
+        variants = {"right": right, "other_motion": other_motion, "other_reference": other_reference,
+                    "other_clip": other_clip}
         checks.append(Check(variants, int(timesteps[k]), seed * 1000 + k))
     return checks
 
