@@ -182,3 +182,43 @@ def test_validation_swaps_the_whole_reference_including_cached_latents(data, tae
         assert np.array_equal(only_clip["reference_latents"], right["reference_latents"])
         assert not np.array_equal(only_clip["clip"], right["clip"])
         assert np.array_equal(only_clip["target_latents"], right["target_latents"])
+
+
+# -- the mini model's noise schedule ------------------------------------------------------------
+def test_v_prediction_on_a_zero_terminal_snr_schedule_inverts_through_the_pipelines_ddim():
+    """What the mini model trains on: its target (v) turned back by the pipeline's own DDIM
+    step gives the clean latents at every timestep, the first one (pure noise) included."""
+    from diffusers import DDIMScheduler
+
+    from vivid.models.builders import scheduler_config
+    from vivid.training.losses import denoising_target, training_scheduler
+
+    config = scheduler_config("v_prediction", zero_terminal_snr=True)
+    train, infer = training_scheduler(config), DDIMScheduler(**config)
+    assert float(train.alphas_cumprod[-1]) == 0.0  # the last training timestep is noise alone
+    infer.set_timesteps(10)
+    assert int(infer.timesteps[0]) == 999  # and sampling starts there
+    g = torch.Generator().manual_seed(0)
+    clean, noise = torch.randn(3, 32, 4, 4, generator=g), torch.randn(3, 32, 4, 4, generator=g)
+    for t in [int(infer.timesteps[0]), int(infer.timesteps[4]), int(infer.timesteps[-1])]:
+        ts = torch.full((3,), t)
+        noisy = train.add_noise(clean, noise, ts)
+        target = denoising_target(train, clean, noise, ts)
+        recovered = infer.step(target, t, noisy).pred_original_sample
+        assert torch.allclose(recovered, clean, atol=1e-4), t
+
+
+def test_zero_terminal_snr_needs_v_prediction_and_stage_2_keeps_stage_1s_schedule(tmp_path):
+    from vivid.training.networks import InitError, build_networks
+
+    with pytest.raises(ConfigError, match="needs prediction_type v_prediction"):
+        TrainConfig.load(zero_terminal_snr=True)
+    # A stage 1 model that predicts epsilon, continued by stage 2 settings that say v: refused.
+    from vivid import VividPipeline
+
+    pipe = VividPipeline.tiny()
+    pipe.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "training.json").write_text('{"stage": 1}')
+    config = TrainConfig.load(tiny=True, stage=2, prediction_type="v_prediction", zero_terminal_snr=True)
+    with pytest.raises(InitError, match="prediction_type epsilon"):
+        build_networks(config, tmp_path / "model")

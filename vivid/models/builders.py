@@ -35,12 +35,15 @@ class BaseModels:
         return asdict(self)
 
 
-def scheduler_config() -> dict:
-    """DDIM as AnimateAnyone-family models sample: SD 1.5 betas, v1 offset, zero-SNR off."""
+def scheduler_config(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> dict:
+    """DDIM as AnimateAnyone-family models sample: SD 1.5 betas, v1 offset, epsilon prediction,
+    zero-SNR off. The mini model, trained from scratch, predicts v on betas rescaled to a zero
+    terminal SNR (Lin et al. 2024): its first steps then predict the picture itself, where an
+    epsilon model's estimate of the picture is its error amplified ~15x."""
     return dict(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-        timestep_spacing="trailing",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+        timestep_spacing="trailing", rescale_betas_zero_snr=zero_terminal_snr,
     )
 
 

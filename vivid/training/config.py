@@ -62,6 +62,8 @@ class TrainConfig:
     uncond_prob: float = 0.1  # classifier-free dropout of the image conditioning (peers: 0.05-0.1)
     noise_offset: float = 0.0  # peers: 0.05
     min_snr_gamma: float = 0.0  # 0: plain MSE (peers: 5)
+    prediction_type: str = "epsilon"  # epsilon (SD 1.5, the paper) | v_prediction (stage 1; stage 2 keeps its init's)
+    zero_terminal_snr: bool = False  # betas rescaled so the last timestep is pure noise (needs v_prediction)
     mixed_precision: str = "bf16"  # no | fp16 | bf16 (accelerate); the CPU runs fp32 when "no"
     gradient_checkpointing: bool = True
     seed: int = 0
@@ -119,6 +121,10 @@ class TrainConfig:
             problems.append("val_share must be in (0, 1) and seen_share in [0, 1)")
         if min(self.save_every, self.val_every, self.log_every, self.keep_checkpoints) < 1:
             problems.append("save_every, val_every, log_every and keep_checkpoints must be at least 1")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            problems.append(f"prediction_type must be epsilon or v_prediction, not {self.prediction_type!r}")
+        elif self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            problems.append("zero_terminal_snr needs prediction_type v_prediction (epsilon says nothing at pure noise)")
         if self.tiny and self.mini:
             problems.append("tiny and mini are two model sizes: choose one")
         if self.cache_latents and self.augment:

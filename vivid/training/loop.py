@@ -175,7 +175,7 @@ class Trainer:
             frames = np.concatenate([clip.frames(clip.reference_frames[:4]) for clip in train_clips[:8]])
             frames = np.stack([__import__("cv2").resize(f, (c.resolution, c.resolution)) for f in frames])
             nets.vae.register_to_config(scaling_factor=calibrate_latent_scale(nets.vae, frames))
-        self.scheduler = training_scheduler()
+        self.scheduler = training_scheduler(nets.scheduler)
         nets.vae.to(acc.device, self.weight_dtype)
         nets.image_encoder.to(acc.device, self.weight_dtype)
         spec = self._spec(nets)

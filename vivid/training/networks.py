@@ -39,6 +39,7 @@ class Networks:
     image_encoder: nn.Module
     feature_extractor: object
     adapter: MotionAdapter | None  # stage 1: the temporal layers its exported pipeline gets
+    scheduler: dict  # the inference scheduler's config: training noises by it, the export samples with it
     separate_fg_bg: bool = True
 
 
@@ -82,16 +83,23 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
         else:
             parts = load_base_parts(config.base_models)
         denoiser = Denoiser(copy.deepcopy(parts.unet2d), parts.unet2d, parts.pose_guider)
-        nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter)
+        nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter,
+                        scheduler_config(config.prediction_type, config.zero_terminal_snr))
     else:
         from ..pipeline import VividPipeline
 
         pipe = VividPipeline.from_pretrained(init, device="cpu", torch_dtype=torch.float32, disk_offload=False)
         if not isinstance(pipe.unet, UNetMotionModel):
             raise InitError(f"--init {init}: its UNet has no temporal layers")
+        schedule = dict(pipe.scheduler.config)
+        trained = (schedule.get("prediction_type"), bool(schedule.get("rescale_betas_zero_snr")))
+        if trained != (config.prediction_type, config.zero_terminal_snr):
+            raise InitError(f"--init {init}: stage 1 trained with prediction_type {trained[0]}, zero_terminal_snr "
+                            f"{trained[1]}; stage 2's settings say {config.prediction_type}, {config.zero_terminal_snr}")
         pipe.pose_injector.remove()
         denoiser = Denoiser(pipe.reference_net, pipe.unet, pipe.pose_guider)
-        nets = Networks(denoiser, pipe.vae, pipe.image_encoder, pipe.feature_extractor, None, pipe.config.separate_fg_bg)
+        nets = Networks(denoiser, pipe.vae, pipe.image_encoder, pipe.feature_extractor, None, schedule,
+                        pipe.config.separate_fg_bg)
     freeze_for_stage(nets.denoiser, config.stage)
     nets.vae.requires_grad_(False)
     nets.image_encoder.requires_grad_(False)
@@ -131,7 +139,7 @@ def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
     return VividPipeline(
         vae=nets.vae, image_encoder=nets.image_encoder, feature_extractor=nets.feature_extractor,
         reference_net=fresh_copy(d.reference_net), unet=unet, pose_guider=fresh_copy(d.pose_guider),
-        scheduler=DDIMScheduler(**scheduler_config()), resolution=resolution, face_backend=face_backend,
+        scheduler=DDIMScheduler.from_config(nets.scheduler), resolution=resolution, face_backend=face_backend,
         separate_fg_bg=nets.separate_fg_bg,
     )
 
