@@ -46,7 +46,7 @@ def context_windows(
     of frames, all shifted by `step`. Cyclic without `wrap`: as many windows as the circle
     needs, the first and last at the video's ends and the inner ones moving (`_moving_starts`);
     where they cannot move, the grid of the wrapped windows shifted by `step` modulo the
-    stride, clamped inside the video (`_grid_starts`). A video no longer than the window is one
+    stride, clamped inside the video (`grid_windows`). A video no longer than the window is one
     window.
     """
     _check(num_frames, window, overlap)
@@ -61,7 +61,10 @@ def context_windows(
         shift = step % num_frames
         return [[(j * stride + shift + k) % num_frames for k in range(window)] for j in range(count)]
     else:
-        starts = _moving_starts(num_frames, window, overlap, step) or _grid_starts(num_frames, window, overlap, step)
+        moving = _moving_starts(num_frames, window, overlap, step)
+        if moving is None:
+            return grid_windows(num_frames, window, overlap, step)
+        starts = moving
     return [list(range(s, s + window)) for s in starts]
 
 
@@ -109,13 +112,18 @@ def _moving_starts(num_frames: int, window: int, overlap: int, step: int) -> lis
     return [0] + [places[phase] + i * stride for i in range(count - 2)] + [last]
 
 
-def _grid_starts(num_frames: int, window: int, overlap: int, step: int) -> list[int]:
-    """The wrapped windows' grid shifted by `step` modulo the stride and clamped inside the
+def grid_windows(num_frames: int, window: int, overlap: int, step: int) -> list[list[int]]:
+    """Clamped cyclic windows as they were before issue 22, and where the inner windows cannot
+    move: the wrapped windows' grid shifted by `step` modulo the stride and clamped inside the
     video, plus a window at frame 0 when the shift leaves the start uncovered (one window more
     than the circle needs at most steps)."""
+    _check(num_frames, window, overlap)
+    if num_frames <= window:
+        return [list(range(num_frames))]
     stride, last = window - overlap, num_frames - window
     offset = step % stride
-    return ([0] if offset else []) + list(range(offset, last, stride)) + [last]
+    starts = ([0] if offset else []) + list(range(offset, last, stride)) + [last]
+    return [list(range(s, s + window)) for s in starts]
 
 
 def overlap_reach(num_frames: int, window: int, overlap: int, cyclic: bool = True, wrap: bool = False) -> set[int]:
