@@ -193,21 +193,7 @@ class PreviewAnimator:
         mesh is rasterised at once: its triangles cut into runs of pixels along rows (`_row_runs`),
         and along a run the source point moves by a constant step, so both maps are written
         run by run in a handful of array operations, not one call per triangle."""
-        # Affine map of each triangle, target -> source, in closed form for all at once.
-        u, v = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
-        su, sv = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
-        area = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]  # twice the signed area
-        valid = np.abs(area) > 1e-6
-        inv = 1.0 / np.where(valid, area, 1.0)
-        lin = np.empty((len(dst), 2, 2))  # source offset per unit of target x and of target y
-        lin[:, :, 0] = (su * v[:, 1:2] - sv * u[:, 1:2]) * inv[:, None]
-        lin[:, :, 1] = (sv * u[:, 0:1] - su * v[:, 0:1]) * inv[:, None]
-        shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
-        # Triangles turned over by the motion (a cheek folding behind the nose as the head
-        # turns) face away from the viewer: written first so the visible surface wins.
-        src_area = su[:, 0] * sv[:, 1] - su[:, 1] * sv[:, 0]
-        flipped = np.sign(area) != np.sign(src_area)
-        order = np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
+        lin, shift, order = triangle_affines(src, dst)
         h, w = y1 - y0, x1 - x0
         row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
         tri = order[k]
@@ -363,6 +349,25 @@ class PreviewAnimator:
         if goal is None:
             return self.compose_output(ref, ref.crop, np.zeros(ref.crop.shape[:2], bool))
         return self.compose_output(ref, *self.warp(ref, goal))
+
+
+def triangle_affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The affine map of each triangle from target (T, 3, 2) to source (T, 3, 2), in closed form
+    for all at once: (T, 2, 2) source offsets per unit of target x and y, (T, 2) shifts, and
+    the order to draw them in: triangles turned over by the motion (a cheek folding behind the
+    nose as the head turns) face away from the viewer and come first, so the visible surface
+    wins; triangles of no area are left out."""
+    u, v = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    su, sv = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
+    area = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]  # twice the signed area
+    valid = np.abs(area) > 1e-6
+    inv = 1.0 / np.where(valid, area, 1.0)
+    lin = np.empty((len(dst), 2, 2))
+    lin[:, :, 0] = (su * v[:, 1:2] - sv * u[:, 1:2]) * inv[:, None]
+    lin[:, :, 1] = (sv * u[:, 0:1] - su * v[:, 0:1]) * inv[:, None]
+    shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
+    flipped = np.sign(area) != np.sign(su[:, 0] * sv[:, 1] - su[:, 1] * sv[:, 0])
+    return lin, shift, np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
 
 
 def _row_runs(triangles: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
