@@ -297,7 +297,7 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
     info = _optimizer_patch(box, stand_in)
     held = {}
     if frozen_unet_fp32:
-        _patch(loop, "cast_frozen", lambda module, dtype: 0)
+        _patch(loop, "cast_frozen", lambda module, dtype: None)
 
     if stage == 1:
         _patch(networks, "load_base_parts", lambda base, dtype=torch.float32: make_parts(0))

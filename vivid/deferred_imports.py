@@ -4,9 +4,10 @@ uses them.
 MediaPipe imports matplotlib's pyplot (for its drawing helpers) and sounddevice (for its
 audio tasks) as it loads: about 0.5 s of its 0.7 s import, for code the face mesh never
 calls. `vivid.face.mesh_backend` defers them before it imports MediaPipe, so every front end
-(command line, app, evaluation, benchmarks) starts without them. `defer` puts a stand-in module in their place that carries the real
-module's spec, so `import` statements are satisfied without running anything, and runs the
-real module's code into itself the first time any of its attributes is read.
+(command line, app, evaluation, benchmarks) starts without them. `defer` puts a stand-in
+module in their place that carries the real module's spec, so `import` statements are
+satisfied without running anything, and runs the real module's code into itself the first
+time any of its attributes is read.
 """
 from __future__ import annotations
 

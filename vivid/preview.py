@@ -190,9 +190,9 @@ class PreviewAnimator:
                        x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         """For each output pixel of the window [x0, x1) x [y0, y1): where in the reference
         crop it comes from, through the affine map of the triangle that covers it. The whole
-        mesh is rasterised at once: its triangles cut into runs of pixels along rows (`_row_runs`),
-        and along a run the source point moves by a constant step, so both maps are written
-        run by run in a handful of array operations, not one call per triangle."""
+        mesh is rasterised at once: its triangles cut into runs of pixels along rows
+        (`_row_runs`), and along a run the source point moves by a constant step, so both maps
+        are written in a handful of array operations, not one call per triangle."""
         lin, shift, order = triangle_affines(src, dst)
         h, w = y1 - y0, x1 - x0
         row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
@@ -201,14 +201,19 @@ class PreviewAnimator:
         px, py = first + x0, row + y0  # crop coordinates of each run's first pixel
         start_x = a[:, 0, 0] * px + a[:, 0, 1] * py + shift[tri, 0]
         start_y = a[:, 1, 0] * px + a[:, 1, 1] * py + shift[tri, 1]
-        # Pixel j of each run, for all runs at once: its offset along the run and its place.
-        along = np.arange(int(length.sum()), dtype=np.float32) - np.repeat((np.cumsum(length) - length).astype(np.float32), length)
+        # Every pixel of every run at once: its offset along its run and its place in the window.
+        run_start = (np.cumsum(length) - length).astype(np.float32)
+        along = np.arange(int(length.sum()), dtype=np.float32) - np.repeat(run_start, length)
         place = np.repeat(row * w + first, length) + along.astype(np.intp)
+
+        def per_pixel(values: np.ndarray) -> np.ndarray:  # (R,) per run -> (P,) per pixel
+            return np.repeat(values.astype(np.float32), length)
+
         ys, xs = ref.grid[:, y0:y1, x0:x1]
         map_x, map_y = xs.flatten(), ys.flatten()  # pixels no triangle covers stay where they are
         # Later runs overwrite earlier ones where they share pixels (an edge, a fold).
-        map_x[place] = np.repeat(start_x.astype(np.float32), length) + np.repeat(a[:, 0, 0].astype(np.float32), length) * along
-        map_y[place] = np.repeat(start_y.astype(np.float32), length) + np.repeat(a[:, 1, 0].astype(np.float32), length) * along
+        map_x[place] = per_pixel(start_x) + per_pixel(a[:, 0, 0]) * along
+        map_y[place] = per_pixel(start_y) + per_pixel(a[:, 1, 0]) * along
         return map_x.reshape(h, w), map_y.reshape(h, w)
 
     def _paint_eyelid(self, out: np.ndarray, target: np.ndarray, eye: tuple, ratio: float, moved: np.ndarray) -> None:

@@ -16,8 +16,8 @@ stays at frame 0, the last at the end, and the windows between them, `window - o
 apart, move one frame to the right per step while the two edge windows' overlaps take up the
 difference, back to the start of their range when they reach its end. Every overlap stays at
 least `overlap` frames and every seam moves each step. Which frames ever sit in an overlap is
-then limited by the spare frames the count leaves (`overlap_reach`): no clamped placement of
-as many windows with overlaps of at least `overlap` reaches more.
+then limited by the spare frames the count leaves: no clamped placement of as many windows
+with overlaps of at least `overlap` reaches more (tests/test_windows.py checks it).
 """
 from __future__ import annotations
 
@@ -61,10 +61,9 @@ def context_windows(
         shift = step % num_frames
         return [[(j * stride + shift + k) % num_frames for k in range(window)] for j in range(count)]
     else:
-        moving = _moving_starts(num_frames, window, overlap, step)
-        if moving is None:
+        starts = _moving_starts(num_frames, window, overlap, step)
+        if starts is None:
             return grid_windows(num_frames, window, overlap, step)
-        starts = moving
     return [list(range(s, s + window)) for s in starts]
 
 
@@ -124,16 +123,6 @@ def grid_windows(num_frames: int, window: int, overlap: int, step: int) -> list[
     offset = step % stride
     starts = ([0] if offset else []) + list(range(offset, last, stride)) + [last]
     return [list(range(s, s + window)) for s in starts]
-
-
-def overlap_reach(num_frames: int, window: int, overlap: int, cyclic: bool = True, wrap: bool = False) -> set[int]:
-    """Frames that sit in an overlap of two windows at some step (the schedule repeats within
-    `num_frames` steps)."""
-    reached: set[int] = set()
-    for step in range(num_frames):
-        counts = coverage(context_windows(num_frames, window, overlap, step, cyclic, wrap), num_frames)
-        reached |= set(torch.nonzero(counts > 1).flatten().tolist())
-    return reached
 
 
 def coverage(windows: Sequence[Sequence[int]], num_frames: int) -> torch.Tensor:

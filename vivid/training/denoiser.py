@@ -57,15 +57,12 @@ def freeze_for_stage(denoiser: Denoiser, stage: int) -> None:
         p.requires_grad_(name in temporal)
 
 
-def cast_frozen(module: nn.Module, dtype: torch.dtype) -> int:
+def cast_frozen(module: nn.Module, dtype: torch.dtype) -> None:
     """Parameters of `module` that do not train, cast to `dtype` in place (stage 2's spatial
-    UNet: the trainable temporal layers stay fp32 master weights). Returns the bytes saved."""
-    saved = 0
+    UNet: the trainable temporal layers stay fp32 master weights)."""
     for p in module.parameters():
-        if not p.requires_grad and p.dtype != dtype:
-            saved += p.numel() * (p.element_size() - torch.empty((), dtype=dtype).element_size())
+        if not p.requires_grad:
             p.data = p.data.to(dtype)
-    return saved
 
 
 def checkpoint_temporal_layers(unet: nn.Module) -> int:
