@@ -173,8 +173,8 @@ WARP_CASES = (("d3.mp4", "astronaut"), ("d0.mp4", "grace_hopper.jpg"), ("d12.mp4
 WARP_FRAMES = 150
 
 
-def warp_targets() -> list[tuple[str, str, object, list]]:
-    """(clip, portrait, prepared reference, targets) of each WARP_CASES entry found."""
+def warp_targets() -> list[tuple[str, str, np.ndarray, object, list]]:
+    """(clip, portrait, its image, prepared reference, targets) of each WARP_CASES entry found."""
     from skimage import data
 
     from vivid.media import load_image
@@ -188,7 +188,7 @@ def warp_targets() -> list[tuple[str, str, object, list]]:
         animator = PreviewAnimator()
         ref = animator.prepare(image)
         goals = [g for g in animator.targets(ref, read_video(path, max_frames=WARP_FRAMES), probe_video(path).fps) if g]
-        found.append((clip, portrait, ref, goals))
+        found.append((clip, portrait, image, ref, goals))
     return found
 
 
@@ -200,39 +200,46 @@ def render_with(maps, ref, goals) -> list[np.ndarray]:
     return [animator.render(ref, g) for g in goals]
 
 
-def warp_child(cases: str, case: int, maps: str, frames: int) -> None:
-    """Render 3 warm-up frames and `frames` more of a pickled case (under callgrind)."""
-    import pickle
+def save_case(path: Path, image: np.ndarray, goals: list) -> None:
+    """A portrait and its targets as arrays, for `warp_child`."""
+    np.savez(path, image=image, points=np.stack([g.points for g in goals]), head=np.stack([g.head for g in goals]),
+             eye_opening=np.stack([g.eye_opening for g in goals]))
 
+
+def warp_child(case: str, maps: str, frames: int) -> None:
+    """Render 3 warm-up frames and `frames` more of a saved case (under callgrind)."""
     import cv2
 
+    from vivid.face.motion_transfer import Target
+
     cv2.setNumThreads(1)  # as the CLI runs it
-    _, _, ref, goals = pickle.loads(Path(cases).read_bytes())[case]
+    saved = np.load(case)
     animator = PreviewAnimator()
+    ref = animator.prepare(saved["image"])  # the same in every run: its instructions cancel
+    goals = [Target(*parts) for parts in zip(saved["points"], saved["head"], saved["eye_opening"])]
     if maps == "before":
         animator._backward_maps = fill_convex_poly_maps
     for i in range(3 + frames):
         animator.render(ref, goals[i % len(goals)])
 
 
-def instructions(cases: str, case: int, maps: str, frames: int) -> int:
+def instructions(case: str, maps: str, frames: int) -> int:
     """Instructions callgrind counts for `warp_child` (the whole process)."""
     import re
 
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-               "--warp-child", json.dumps(dict(cases=cases, case=case, maps=maps, frames=frames))]
+               "--warp-child", json.dumps(dict(case=case, maps=maps, frames=frames))]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
 
 
 def warp_section(frames: int) -> str:
     """The warp before issue 22 against now: frames' PSNR, instructions per frame."""
-    import pickle
     import shutil
 
     cases = warp_targets()
     rows = []
-    for clip, portrait, ref, goals in cases:
+    for clip, portrait, _, ref, goals in cases:
         before, now = render_with(fill_convex_poly_maps, ref, goals), render_with(None, ref, goals)
         scores = [psnr(a, b) for a, b in zip(before, now)]
         differ = np.mean([(np.abs(a.astype(int) - b).max(axis=2) > 8).sum() for a, b in zip(before, now)])
@@ -251,11 +258,11 @@ def warp_section(frames: int) -> str:
             "reference (`tests/test_preview.py::test_warp_maps_equal_a_per_pixel_reference`, which the old maps fail).\n")
     if shutil.which("valgrind") and cases:
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "cases.pkl"
-            path.write_bytes(pickle.dumps(cases))
             lines = []
-            for i, (clip, portrait, ref, _) in enumerate(cases[:2]):
-                per = {m: (instructions(str(path), i, m, frames) - instructions(str(path), i, m, 0)) / frames
+            for i, (clip, portrait, image, ref, goals) in enumerate(cases[:2]):
+                path = Path(tmp) / f"case{i}.npz"
+                save_case(path, image, goals)
+                per = {m: (instructions(str(path), m, frames) - instructions(str(path), m, 0)) / frames
                        for m in ("before", "now")}
                 lines.append(f"| {clip}, {portrait} ({ref.size} px crop) | {per['before'] / 1e6:.1f} | "
                              f"{per['now'] / 1e6:.1f} | {per['now'] / per['before']:.2f} |")
