@@ -2,9 +2,10 @@
 
 Usage: python bench/cyclic_wrap.py [--frames 40] [--window 16] [--overlap 4] [--steps 6] [--seeds 3]
 
-Three schedules on the same inputs, seeds and denoising steps: uniform windows, cyclic
-windows clamped inside the video (`wrap=False`, the default) and cyclic windows that wrap
-past the end into the start (`wrap=True`). The tiny pipeline is made sensitive to what is
+Four schedules on the same inputs, seeds and denoising steps: uniform windows, cyclic
+windows clamped inside the video (`wrap=False`, the default), cyclic windows that wrap
+past the end into the start (`wrap=True`), and the clamped schedule before issue 22 (the
+wrapped windows' grid clamped inside the video, `vivid.windows.grid_windows`). The tiny pipeline is made sensitive to what is
 measured: its PoseGuider's last conv (zero at init) gets random He-scaled weights, so the
 motion maps change the output; the temporal layers' output projections are checked to be
 non-zero (and randomised if they are not), so the temporal attention mixes the frames of a
@@ -15,13 +16,16 @@ window.
 (b) Temporal smoothness: mean frame-to-frame difference of the output at transitions that
     were a window edge (weighted by how many steps they were one) vs transitions that never
     were, and at the video's two ends.
-(c) UNet frame-evaluations per denoising step of each schedule.
+(c) UNet frame-evaluations per denoising step of each schedule, counted, and the frames
+    that sit in an overlap at some step; (d) the same counted from the schedules alone for
+    the diffusion engine benchmark's configuration and the pipeline's defaults.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 from bench.results import record  # noqa: E402
 
 DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "driving" / "d3.mp4"
-#: name -> (cyclic, wrap)
-SCHEDULES = {"uniform": (False, False), "cyclic, clamped (default)": (True, False), "cyclic, wrapped": (True, True)}
+#: name -> the pipeline's window options; `grid`: the clamped schedule before issue 22
+CLAMPED, WRAPPED, GRID = "cyclic, clamped (default)", "cyclic, wrapped", "cyclic, clamped grid (before issue 22)"
+SCHEDULES = {"uniform": dict(cyclic=False, wrap=False), CLAMPED: dict(cyclic=True, wrap=False),
+             WRAPPED: dict(cyclic=True, wrap=True), GRID: dict(cyclic=True, wrap=False, grid=True)}
 GUIDANCE = 3.5
 
 
@@ -96,7 +102,32 @@ def with_new_ending(motion, changed: int):
     return MotionTrack(points, res, motion.square, list(motion.missing), motion.parses)
 
 
-def run(pipe, ref, motion, *, cyclic: bool, wrap: bool, seed: int, window: int, overlap: int, steps: int) -> tuple[np.ndarray, int]:
+def windows_of(n: int, window: int, overlap: int, step: int, cyclic: bool, wrap: bool, grid: bool = False) -> list[list[int]]:
+    """The windows of one of SCHEDULES at `step`."""
+    from vivid.windows import context_windows, grid_windows
+
+    if grid and cyclic and not wrap:
+        return grid_windows(n, window, overlap, step)
+    return context_windows(n, window, overlap, step, cyclic, wrap)
+
+
+@contextmanager
+def grid_schedule(grid: bool = True):
+    """While open (and `grid`), the pipeline's clamped cyclic windows are the grid schedule
+    before issue 22."""
+    import vivid.pipeline
+
+    real = vivid.pipeline.context_windows
+    if grid:
+        vivid.pipeline.context_windows = lambda n, w, o, step=0, cyclic=False, wrap=False: windows_of(n, w, o, step, cyclic, wrap, True)
+    try:
+        yield
+    finally:
+        vivid.pipeline.context_windows = real
+
+
+def run(pipe, ref, motion, *, cyclic: bool, wrap: bool, seed: int, window: int, overlap: int, steps: int,
+        grid: bool = False) -> tuple[np.ndarray, int]:
     """Output frames (F, H, W, 3) float and the UNet frame-evaluations the run made."""
     count = {"frames": 0}
 
@@ -105,21 +136,20 @@ def run(pipe, ref, motion, *, cyclic: bool, wrap: bool, seed: int, window: int, 
 
     handle = pipe.unet.register_forward_pre_hook(count_unet, with_kwargs=True)
     try:
-        frames = [e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap,
-                                                 steps=steps, guidance=GUIDANCE, seed=seed) if e.kind == "frame"]
+        with grid_schedule(grid):
+            frames = [e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap,
+                                                     steps=steps, guidance=GUIDANCE, seed=seed) if e.kind == "frame"]
     finally:
         handle.remove()
     return np.stack(frames).astype(np.float64), count["frames"]
 
 
-def edge_counts(num_frames: int, window: int, overlap: int, steps: int, cyclic: bool, wrap: bool) -> np.ndarray:
+def edge_counts(num_frames: int, window: int, overlap: int, steps: int, flags: dict) -> np.ndarray:
     """For each transition t -> t+1: how many (step, window) pairs hold exactly one of the two
     frames, i.e. how often a window edge fell between them."""
-    from vivid.windows import context_windows
-
     cuts = np.zeros(num_frames - 1)
     for step in range(steps):
-        for w in context_windows(num_frames, window, overlap, step=step, cyclic=cyclic, wrap=wrap):
+        for w in windows_of(num_frames, window, overlap, step, **flags):
             inside = np.zeros(num_frames, bool)
             inside[list(w)] = True
             cuts += inside[:-1] != inside[1:]
@@ -197,20 +227,20 @@ def main() -> None:
     # the clamped and uniform schedules (the first window never holds them), so changing the
     # ending must leave the first frames bit-identical; the wrapped schedule joins them directly.
     one_step = {}
-    for name, (cyclic, wrap) in SCHEDULES.items():
-        a, _ = run(pipe, ref, motion, cyclic=cyclic, wrap=wrap, seed=0, steps=1, **shape)
-        b, _ = run(pipe, ref, changed, cyclic=cyclic, wrap=wrap, seed=0, steps=1, **shape)
+    for name, flags in SCHEDULES.items():
+        a, _ = run(pipe, ref, motion, **flags, seed=0, steps=1, **shape)
+        b, _ = run(pipe, ref, changed, **flags, seed=0, steps=1, **shape)
         one_step[name] = float(np.abs(a[:k] - b[:k]).mean())
 
     # The zero last conv of an untrained PoseGuider would hide every effect measured here.
     zero_guider = zero_guider_change(ref, motion, changed, k, shape)
 
     results = {}
-    for name, (cyclic, wrap) in SCHEDULES.items():
+    for name, flags in SCHEDULES.items():
         leak, direct, profile, d_fine, d_coarse, evals = [], [], [], [], [], []
         for seed in range(args.seeds):
-            a, evals_a = run(pipe, ref, motion, cyclic=cyclic, wrap=wrap, seed=seed, steps=args.steps, **shape)
-            b, _ = run(pipe, ref, changed, cyclic=cyclic, wrap=wrap, seed=seed, steps=args.steps, **shape)
+            a, evals_a = run(pipe, ref, motion, **flags, seed=seed, steps=args.steps, **shape)
+            b, _ = run(pipe, ref, changed, **flags, seed=seed, steps=args.steps, **shape)
             per_frame = np.abs(a - b).mean(axis=(1, 2, 3))
             leak.append(per_frame[:k].mean())
             direct.append(per_frame[n - k :].mean())
@@ -218,7 +248,7 @@ def main() -> None:
             d_fine.append(frame_steps(a))
             d_coarse.append(frame_steps(coarse(a)))
             evals.append(evals_a)
-        cuts = edge_counts(n, args.window, args.overlap, args.steps, cyclic, wrap)
+        cuts = edge_counts(n, args.window, args.overlap, args.steps, flags)
         results[name] = dict(
             leak=float(np.mean(leak)), leak_max=float(np.max(leak)), direct=float(np.mean(direct)),
             profile=np.mean(profile, axis=0), evals=evals[0] / args.steps, never_edge=int((cuts == 0).sum()),
@@ -227,9 +257,9 @@ def main() -> None:
         )
     long_leak = {}
     if args.long_steps:
-        for name, (cyclic, wrap) in list(SCHEDULES.items())[1:]:  # the two cyclic ones
-            a, _ = run(pipe, ref, motion, cyclic=cyclic, wrap=wrap, seed=0, steps=args.long_steps, **shape)
-            b, _ = run(pipe, ref, changed, cyclic=cyclic, wrap=wrap, seed=0, steps=args.long_steps, **shape)
+        for name in (CLAMPED, WRAPPED):
+            a, _ = run(pipe, ref, motion, **SCHEDULES[name], seed=0, steps=args.long_steps, **shape)
+            b, _ = run(pipe, ref, changed, **SCHEDULES[name], seed=0, steps=args.long_steps, **shape)
             per_frame = np.abs(a - b).mean(axis=(1, 2, 3))
             long_leak[name] = (float(per_frame[:k].mean()), float(per_frame[n - k :].mean()))
     minutes = (time.perf_counter() - started) / 60
@@ -255,8 +285,7 @@ def report(args, source, notes, map_change, one_step, zero_guider, results, long
     """The tables and the conclusion for RESULTS.md."""
     from vivid.windows import context_windows
 
-    names = list(SCHEDULES)
-    clamped, wrapped = results[names[1]], results[names[2]]
+    clamped, wrapped = results[CLAMPED], results[WRAPPED]
     blocks_head = " | ".join(f"{i}-{min(i + k, n) - 1}" for i in range(0, n, k))
     leak_rows = "\n".join(
         f"| {name} | **{r['leak']:.3f}** (max over seeds {r['leak_max']:.3f}) | {_exact(one_step[name])} | "
@@ -274,9 +303,10 @@ def report(args, source, notes, map_change, one_step, zero_guider, results, long
         for name, r in results.items()
     )
     eval_rows = "\n".join(
-        f"| {name} | {r['evals']:.1f} | {r['evals'] / n:.2f} | "
-        + ", ".join(str(len(context_windows(n, args.window, args.overlap, s, *SCHEDULES[name]))) for s in range(args.steps))
-        + " |"
+        f"| {name} | {r['evals']:.1f} | {r['evals'] / n:.2f} | {r['evals'] / wrapped['evals']:.3f} | "
+        + ", ".join(str(len(windows_of(n, args.window, args.overlap, s, **SCHEDULES[name]))) for s in range(args.steps))
+        + f" | {reach(n, args.window, args.overlap, args.steps, SCHEDULES[name])} | "
+        f"{reach(n, args.window, args.overlap, n, SCHEDULES[name])} |"
         for name, r in results.items()
     )
     ratio = wrapped["leak"] / max(clamped["leak"], 1e-12)
@@ -321,14 +351,60 @@ seeds ± standard error; 1 = no different from elsewhere.
 {smooth_rows}
 
 (c) UNet frame-evaluations per denoising step (guidance doubles each window; counted by a hook
-on the UNet) and the number of windows at each step:
+on the UNet), the number of windows at each step, and how many of the {n - 2} inner frames (all
+but the first and last) sat in an overlap of two windows at some step of this run and at some
+step at all (every schedule here repeats within {n} steps):
 
-| schedule | frame-evals / step | per frame / step | windows at steps 0-{args.steps - 1} |
-|---|---|---|---|
+| schedule | frame-evals / step | per frame / step | vs wrapped | windows at steps 0-{args.steps - 1} | inner frames in an overlap, {args.steps} steps | ... at some step |
+|---|---|---|---|---|---|---|
 {eval_rows}
+
+(d) The same counted from the schedules alone (guidance doubling included, no model run):
+
+{schedule_table()}
 
 {conclusion(results, long_leak, args.long_steps, ratio, k)}
 """
+
+
+def reach(n: int, window: int, overlap: int, steps: int, flags: dict) -> str:
+    """How many of the inner frames (1 .. n-2) sit in an overlap at some of the first `steps` steps."""
+    seen = set()
+    for step in range(steps):
+        counts = np.zeros(n, int)
+        for w in windows_of(n, window, overlap, step, **flags):
+            counts[list(w)] += 1
+        seen |= set(np.nonzero(counts > 1)[0].tolist())
+    inner = len(seen - {0, n - 1})
+    return f"{inner} ({100 * inner / (n - 2):.0f}%)"
+
+
+def evals_per_frame_step(n: int, window: int, overlap: int, steps: int, flags: dict) -> float:
+    """UNet frame-evaluations per frame per step of a schedule, guidance doubling each window."""
+    return 2 * sum(len(w) for s in range(steps) for w in windows_of(n, window, overlap, s, **flags)) / n / steps
+
+
+def schedule_table() -> str:
+    """Frame-evals per frame per step of the cyclic schedules: the diffusion engine benchmark's
+    configuration, and the pipeline's defaults (window 24, overlap 4, 25 steps) over lengths."""
+    cyclic = (CLAMPED, WRAPPED, GRID)
+    rows = []
+    for what, n, window, overlap, steps in (("`bench/diffusion_engine.py --sd15`", 16, 8, 2, 2),
+                                            ("this benchmark", 40, 16, 4, 6),
+                                            ("pipeline defaults, 100 frames", 100, 24, 4, 25),
+                                            ("pipeline defaults, 250 frames (10 s)", 250, 24, 4, 25)):
+        per = [evals_per_frame_step(n, window, overlap, steps, SCHEDULES[name]) for name in cyclic]
+        rows.append(f"| {what}: {n} frames, window {window}/overlap {overlap}, {steps} steps | "
+                    + " | ".join(f"{v:.3f}" for v in per)
+                    + " | " + " | ".join(reach(n, window, overlap, n, SCHEDULES[name]) for name in cyclic) + " |")
+    lengths = range(25, 401)
+    ratios = {name: [evals_per_frame_step(n, 24, 4, 25, SCHEDULES[name]) / evals_per_frame_step(n, 24, 4, 25, SCHEDULES[WRAPPED])
+                     for n in lengths] for name in cyclic}
+    rows.append(f"| pipeline defaults, every length 25-400 frames: mean (max) ratio to wrapped | "
+                + " | ".join(f"{np.mean(ratios[name]):.3f} ({max(ratios[name]):.3f})" for name in cyclic) + " | | | |")
+    head = ("| configuration | " + " | ".join(f"{name}: frame-evals / frame / step" for name in cyclic) + " | "
+            + " | ".join(f"{name}: inner frames ever in an overlap" for name in cyclic) + " |")
+    return head + "\n|" + "---|" * 7 + "\n" + "\n".join(rows)
 
 
 def _exact(value: float) -> str:
@@ -337,8 +413,7 @@ def _exact(value: float) -> str:
 
 def conclusion(results, long_leak, long_steps: int, ratio: float, k: int) -> str:
     """One paragraph from the numbers: does wrapping leak, does anything favour it, the default."""
-    names = list(SCHEDULES)
-    uniform, clamped, wrapped = (results[n] for n in names)
+    uniform, clamped, wrapped, grid = (results[n] for n in ("uniform", CLAMPED, WRAPPED, GRID))
     noise_floor = 1e-3  # below this, a mean change of uint8 frames is rounding flips
     leaks = wrapped["leak"] > 10 * max(clamped["leak"], noise_floor)
 
@@ -361,7 +436,7 @@ def conclusion(results, long_leak, long_steps: int, ratio: float, k: int) -> str
             f"{wrapped['leak']:.3f} with wrapped windows vs {clamped_leak} with clamped ones{times} "
             f"(uniform {uniform['leak']:.5f}), against {wrapped['direct']:.2f} in the edited frames themselves."]
     if long_leak:
-        (wf, _), (cf, _) = long_leak[names[2]], long_leak[names[1]]
+        (wf, _), (cf, _) = long_leak[WRAPPED], long_leak[CLAMPED]
         text.append(f"At {long_steps} steps (seed 0): {wf:.3f} wrapped vs {cf:.5f} clamped.")
     if leaks:
         text.append("With wrapping the end of a clip reaches its first frames directly: content from unrelated "
@@ -377,7 +452,8 @@ def conclusion(results, long_leak, long_steps: int, ratio: float, k: int) -> str
         text.append("Smoothness: " + (f"wrapped closer to 1 in {', '.join(wrapped_better)}; " if wrapped_better else "")
                     + (f"clamped closer to 1 in {', '.join(clamped_better)}" if clamped_better else "") + ".")
     text.append(f"Clamped windows made {abs(saving):.0f}% {'fewer' if saving >= 0 else 'more'} UNet evaluations "
-                "than wrapped ones.")
+                f"than wrapped ones (the grid schedule before issue 22: {grid['evals'] / wrapped['evals']:.2f}x wrapped's; "
+                f"its leakage {grid['leak']:.5f}).")
     if leaks and not wrapped_better:
         text.append("The numbers support the lead's default: **clamped cyclic windows (`wrap=False`)**, with "
                     "`wrap=True` for clips that loop.")

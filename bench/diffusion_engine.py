@@ -12,6 +12,10 @@ Usage:
                                                      saved model, the base models with and
                                                      without trained weights, next to the
                                                      previous from_base_models
+  python bench/diffusion_engine.py --schedules N   only the clamped cyclic windows before issue 22,
+                                                     wrapped windows and now, N interleaved rounds
+                                                     (16 frames, window 8, overlap 2, 2 steps, 128 px;
+                                                     --tiny: the tiny model, a check of the script)
   --dtype auto|fp32|bf16|fp16 (repeatable) picks the dtypes compared (default: fp32 and bf16;
   the one `auto` picks, as the CLI does, is marked). --threads N (default 2).
 
@@ -279,18 +283,19 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
 def measure(model: str, frames: int, window: int, overlap: int, steps: int, resolution: int, dtype: str = "auto",
             threads: int = 2, cache_kv: bool = True, legacy: bool = False, load: str | None = None,
             out: str | None = None, generate: bool = True, wrap: bool = False, anatomy: bool = False,
-            offload: bool | None = None, trained: str | None = None) -> dict:
+            offload: bool | None = None, trained: str | None = None, grid: bool = False) -> dict:
     """One run in this process: build, then stream a generation; counts, timings, memory.
     `anatomy`: also where the memory goes (`runtime_breakdown`, `weight_bytes`, `anatomy_run`;
-    the tracking slows the run, so its times mean nothing)."""
+    the tracking slows the run, so its times mean nothing). `grid`: the clamped cyclic windows
+    of before issue 22 (`bench/cyclic_wrap.py`'s `grid_schedule`)."""
     import torch
 
     torch.set_num_threads(threads)
     from skimage import data
 
     import vivid.pipeline  # noqa: F401  (imports are not construction)
+    from bench.cyclic_wrap import grid_schedule, windows_of
     from vivid.face import MotionTrack
-    from vivid.windows import context_windows
 
     runtime = runtime_breakdown() if anatomy else None
     wall, cpu = time.perf_counter(), time.process_time()
@@ -323,8 +328,9 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
     images = []
 
     def run():
-        images.extend(e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, steps=steps, guidance=3.5,
-                                                     cyclic=True, wrap=wrap) if e.kind == "frame")
+        with grid_schedule(grid):
+            images.extend(e.frame for e in pipe.generate(ref, motion, window=window, overlap=overlap, steps=steps,
+                                                         guidance=3.5, cyclic=True, wrap=wrap) if e.kind == "frame")
 
     _reset_peak()
     wall, cpu = time.perf_counter(), time.process_time()
@@ -333,7 +339,7 @@ def measure(model: str, frames: int, window: int, overlap: int, steps: int, reso
     else:
         run()
     seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
-    minimum = sum(len(w) for s in range(steps) for w in context_windows(frames, window, overlap, s, cyclic=True, wrap=wrap))
+    minimum = sum(len(w) for s in range(steps) for w in windows_of(frames, window, overlap, s, True, wrap, grid))
     if out:
         np.save(out, np.stack(images))
     return dict(result, frames=len(images), seconds=seconds, cpu_seconds=cpu_seconds, unet_frames=counts["unet_frames"],
@@ -422,6 +428,10 @@ def main() -> None:
                              "the median of the per-round ratios (recorded as its own section)")
     parser.add_argument("--loading", action="store_true",
                         help="only the SD1.5-sized loading figures (recorded as their own section)")
+    parser.add_argument("--schedules", type=int, metavar="N",
+                        help="only the window schedules: N interleaved rounds of the clamped windows before issue 22, "
+                             "wrapped windows and now, at the SD1.5-sized configuration (its own section)")
+    parser.add_argument("--tiny", action="store_true", help="with --schedules: the tiny model instead (prints only)")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -430,6 +440,9 @@ def main() -> None:
         return
     if args.speed_rounds:
         speed_rounds(args.speed_rounds, args.threads)
+        return
+    if args.schedules:
+        schedule_rounds(args.schedules, args.threads, args.tiny)
         return
     if args.loading:
         from vivid.precision import choose_precision
@@ -603,6 +616,48 @@ def speed_rounds(rounds: int, threads: int) -> None:
         + f"\nMedian ratio **{median:.3f}** (rounds: {', '.join(f'{r:.3f}' for r in ratios)}). Issue 12's target, half of "
         f"Moore-AnimateAnyone's 3.81 s/frame measured when the pre-issue engine took 3.71 s/frame, is a ratio of "
         f"{target:.3f} to the pre-issue engine: **{'met' if median <= target else 'NOT met'}**.\n"))
+
+
+#: The schedules `--schedules` compares: name -> measure()'s window options.
+SCHEDULES = {"clamped grid, one window more at most steps (before issue 22)": dict(grid=True),
+             "wrapped past the end (`--wrap`)": dict(wrap=True), "clamped at the wrapped count": {}}
+
+
+def schedule_rounds(rounds: int, threads: int, tiny: bool = False) -> None:
+    """UNet frame-evaluations and seconds per frame of the engine with the clamped cyclic windows
+    before issue 22, with wrapped windows and now, in interleaved rounds (ratios within a round)."""
+    import statistics
+
+    from bench.results import record
+    from vivid.precision import choose_precision
+
+    auto = choose_precision("auto", "cpu")
+    cfg = dict(SD15, model="tiny", resolution=64) if tiny else SD15
+    before, wrapped, now = SCHEDULES
+    rows, ratios = [], {before: [], wrapped: []}
+    for i in range(rounds):
+        r = {name: run_child(**cfg, dtype=auto.name, threads=threads, **kw) for name, kw in SCHEDULES.items()}
+        per = {name: x["seconds"] / cfg["frames"] for name, x in r.items()}
+        for base in ratios:
+            ratios[base].append(per[now] / per[base])
+        rows.append([str(i + 1)] + [f"{x['unet_frames'] / cfg['frames'] / cfg['steps']:.2f}" for x in r.values()]
+                    + [f"{per[name]:.3f}" for name in SCHEDULES] + [f"{ratios[base][-1]:.3f}" for base in ratios])
+        print(rows[-1], file=sys.stderr, flush=True)
+    short = ["before", "wrapped", "now"]
+    text = (f"{'Tiny' if tiny else 'SD1.5-sized'} random weights, {cfg['resolution']} px, {cfg['frames']} frames, window "
+            f"{cfg['window']}/overlap {cfg['overlap']}, {cfg['steps']} steps, guidance 3.5, {auto}, {threads} torch "
+            "threads; each round runs the three schedules one after another in fresh processes (" +
+            "; ".join(f"{k}: {v}" for k, v in zip(short, SCHEDULES)) + "). UNet frame-evaluations per frame per step "
+            "are counted by a hook on the UNet, guidance doubling included.\n\n"
+            + _plain_table(["round"] + [f"{k}: frame-evals / frame / step" for k in short]
+                           + [f"{k}: s / frame" for k in short] + ["now / before", "now / wrapped"], rows)
+            + f"\nMedian time ratio now / before **{statistics.median(ratios[before]):.3f}**, now / wrapped "
+            f"**{statistics.median(ratios[wrapped]):.3f}** ({rounds} rounds); 1-min load average at the end "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n")
+    if tiny:
+        print(text)
+    else:
+        record("Diffusion engine: cyclic windows at the wrapped count", text)
 
 
 def _row(name: str, r: dict, cfg: dict, is_auto: bool) -> list[str]:

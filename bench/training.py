@@ -4,6 +4,8 @@
     python bench/training.py --only tiny     # or: --only stage1 / stage2 / infer (repeatable)
     python bench/training.py --device cuda   # a GPU machine: stage 1 and 2 steps at 512 px, inference s/frame
     python bench/training.py --device cuda --only stage2 --frames 16 [--checkpoint-temporal]   # stage 2 variants
+    python bench/training.py --only stage2 --frames 4 --frozen-unet-before-after   # issue 22: stage 2's
+        # frozen spatial UNet in fp32 (before) and in the compute dtype (now), one table
 
 What runs is `vivid.training.Trainer.run()` itself (data loader, network setup incl.
 `freeze_unused`, bf16 autocast, gradient checkpointing, accelerate, the step), through a
@@ -265,8 +267,10 @@ def _children_hwm() -> list[int]:
 
 
 def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames: int, resolution: int,
-               threads: int, check: bool = False, checkpoint_temporal: bool = False) -> dict:
-    """SD 1.5-sized random networks through the real Trainer: `steps` steps of `stage`."""
+               threads: int, check: bool = False, checkpoint_temporal: bool = False,
+               frozen_unet_fp32: bool = False) -> dict:
+    """SD 1.5-sized random networks through the real Trainer: `steps` steps of `stage`.
+    `frozen_unet_fp32`: stage 2 as before issue 22, its frozen spatial UNet kept in fp32."""
     import torch
 
     import vivid.training.loop as loop
@@ -292,6 +296,8 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
     box: dict = {}
     info = _optimizer_patch(box, stand_in)
     held = {}
+    if frozen_unet_fp32:
+        _patch(loop, "cast_frozen", lambda module, dtype: None)
 
     if stage == 1:
         _patch(networks, "load_base_parts", lambda base, dtype=torch.float32: make_parts(0))
@@ -595,6 +601,42 @@ def report_sd15(r: dict, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frozen_unet_before_after(args, data: Path, work: Path, steps: int) -> str:
+    """Stage 2 at each clip length with its frozen spatial UNet in fp32 (before issue 22) and in
+    the compute dtype (now), in fresh processes one after the other: the peaks side by side."""
+    cuda = args.device == "cuda"
+    peak = "_cuda_peak" if cuda else "_hwm"
+    rows, runs = [], {}
+    for frames in sorted(args.frames or [24]):
+        for label, fp32 in (("before", True), ("now", False)):
+            try:
+                runs[label] = run_child("sd15", args.timeout, stage=2, device=args.device, data=str(data), work=str(work),
+                                        steps=steps, frames=frames, resolution=args.resolution, threads=args.threads,
+                                        check=args.check, frozen_unet_fp32=fp32)
+            except RuntimeError as exc:
+                return f"Failed at {args.resolution} px, {frames} frames ({label}): {exc}\n"
+        before, now = (runs[k]["steps"][0] for k in ("before", "now"))
+        figures = [("parameters of every network (computed from the tensors)",
+                    *(sum(v for k, v in runs[x]["weights"].items() if k != "trainable_fp32_gb") * GB for x in ("before", "now"))),
+                   ("the UNet's parameters alone", runs["before"]["weights"]["unet"] * GB, runs["now"]["weights"]["unet"] * GB),
+                   ("memory at the step's start", before["cuda_start" if cuda else "rss_start"],
+                    now["cuda_start" if cuda else "rss_start"]),
+                   ("**forward + backward peak**", before["backward_done" + peak], now["backward_done" + peak]),
+                   ("peak of the whole step (optimizer step included)", before["step_done" + peak], now["step_done" + peak])]
+        if not cuda:
+            figures.insert(2, ("setup peak (building the networks, before the first step)",
+                               runs["before"]["first_step"]["VmHWM"], runs["now"]["first_step"]["VmHWM"]))
+        rows += [f"| {frames} | {what} | {_gb(b)} | {_gb(n)} | {_gb(b - n)} |" for what, b, n in figures]
+    r = runs["now"]
+    unit = "torch.cuda.max_memory_allocated" if cuda else "process RSS high-water mark (VmHWM)"
+    return (f"Stage 2, {args.resolution} px, batch 1, mixed precision {r['mixed_precision']}, gradient checkpointing "
+            f"{'on' if r['gradient_checkpointing'] else 'off'}, {r['threads']} torch threads; each row pair from two "
+            f"fresh processes, one after the other: 'before' keeps the frozen spatial UNet in fp32 (the Trainer before "
+            f"issue 22), 'now' casts it to the compute dtype (`cast_frozen`); the temporal layers train in "
+            f"{', '.join(r['trainable_dtypes'])} in both. GiB, {unit}.\n\n"
+            "| frames | what | before GiB | now GiB | saved GiB |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def extrapolate(results: list[dict], target: int, device: str) -> str:
     """Figures at `target` frames on the line through the two longest measured runs."""
     a, b = sorted(results, key=lambda r: r["frames"])[-2:]
@@ -658,6 +700,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-temporal", action="store_true",
                         help="experiment: stage 2 with its temporal layers under gradient checkpointing too (diffusers "
                              "checkpoints only the motion blocks' resnets and spatial transformers); reported apart")
+    parser.add_argument("--frozen-unet-before-after", action="store_true",
+                        help="stage 2 only: each clip length twice, the frozen spatial UNet in fp32 (before issue 22) "
+                             "and in the compute dtype (now); one table, its own subsection")
     parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
@@ -694,6 +739,11 @@ def main() -> None:
         if not cuda and not args.check and mem_available() < need * GB:
             text = (f"Skipped: only {mem_available() / GB:.1f} GB of memory available, it needs about {need:.0f} GB; "
                     "run it when the machine is idle.\n")
+        elif stage == 2 and args.frozen_unet_before_after:
+            text = frozen_unet_before_after(args, sd15_data(work, args.resolution), work, steps)
+            texts["stage2_frozen"] = text
+            print(text, flush=True)
+            continue
         else:
             data = sd15_data(work, args.resolution)
             done, text = [], ""
@@ -729,6 +779,7 @@ TITLES = {"summary": "Summary (written by hand from the runs below; no run repla
           "tiny": "Tiny model (`--tiny`)", "stage1": "Stage 1 step, SD 1.5-sized random model",
           "stage2": "Stage 2 step, SD 1.5-sized random model",
           "stage2_ckpt": "Stage 2 experiment: temporal layers checkpointed too (not the Trainer's setting)",
+          "stage2_frozen": "Stage 2: frozen spatial UNet in fp32 (before issue 22) vs in the compute dtype",
           "infer": "Inference, SD 1.5-sized random model"}
 
 INTRO = """What runs is the real `Trainer.run()` (data loader, network setup with `freeze_unused`, the

@@ -43,3 +43,17 @@ def test_modules_already_imported_or_missing_are_left_alone():
         print(json.dumps(defer(("matplotlib", "matplotlib.pyplot", "no_such_module_here"))))
     """)
     assert out.strip() == "[]"  # matplotlib is real already; pyplot then imports normally
+
+
+def test_every_front_end_starts_mediapipe_without_pyplot():
+    """The face-mesh backend defers them itself, so the app, the evaluation and the benchmarks
+    start MediaPipe as quickly as the command line; the mesh still runs."""
+    out = run("""
+        import sys
+        import numpy as np
+        from vivid.face.mesh_backend import MeshRunner
+        with MeshRunner() as runner:
+            found = runner.faces(np.zeros((64, 64, 3), np.uint8))
+        print(type(sys.modules["matplotlib.pyplot"]).__name__, len(found))
+    """).split()
+    assert out == ["DeferredModule", "0"]

@@ -121,6 +121,38 @@ def test_checkpointed_temporal_layers_keep_names_and_gradients():
     assert grads and all(a is not None and torch.allclose(a, b, atol=1e-6) for a, b in grads)
 
 
+def test_stage2_keeps_the_frozen_spatial_unet_in_bf16_and_trains_fp32_temporal_layers():
+    """What the Trainer does in stage 2 under bf16 mixed precision: the frozen spatial UNet
+    halves in size, the temporal layers stay fp32 master weights, and a step under autocast
+    still gives them fp32 gradients close to those of the all-fp32 UNet."""
+    import copy
+
+    from diffusers import UNetMotionModel
+
+    from vivid.models.builders import tiny_parts
+    from vivid.training.denoiser import cast_frozen
+
+    parts = tiny_parts(0)
+    full = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
+    full.freeze_unet2d_params()
+    half = copy.deepcopy(full)
+    cast_frozen(half, torch.bfloat16)
+    assert {p.dtype for p in half.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in half.parameters() if not p.requires_grad} == {torch.bfloat16}
+    size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters() if not p.requires_grad)  # noqa: E731
+    assert size(half) * 2 == size(full)
+    torch.manual_seed(0)
+    x, t, context = torch.randn(1, 4, 4, 8, 8), torch.tensor([10]), torch.randn(4, 1, 32)
+    for unet in (full, half):
+        with torch.autocast("cpu", torch.bfloat16):
+            out = unet(x, t, encoder_hidden_states=context).sample
+        out.float().square().mean().backward()
+    grads = [(a.grad, b.grad) for a, b in zip(full.parameters(), half.parameters()) if a.requires_grad]
+    assert grads and all(b is not None and b.dtype == torch.float32 for _, b in grads)
+    a, b = torch.cat([g.flatten() for g, _ in grads]), torch.cat([g.flatten() for _, g in grads])
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+
+
 # -- refusals ---------------------------------------------------------------------------------
 def _refusal(capsys, *argv: str) -> str:
     sys.path.insert(0, str(ROOT / "train"))

@@ -189,37 +189,32 @@ class PreviewAnimator:
     def _backward_maps(ref: PreparedReference, src: np.ndarray, dst: np.ndarray,
                        x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
         """For each output pixel of the window [x0, x1) x [y0, y1): where in the reference
-        crop it comes from, through the affine map of the triangle that covers it."""
-        # Affine map of each triangle, target -> source, in closed form for all at once.
-        u, v = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
-        su, sv = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
-        area = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]  # twice the signed area
-        valid = np.abs(area) > 1e-6
-        inv = 1.0 / np.where(valid, area, 1.0)
-        lin = np.empty((len(dst), 2, 2))  # source offset per unit of target x and of target y
-        lin[:, :, 0] = (su * v[:, 1:2] - sv * u[:, 1:2]) * inv[:, None]
-        lin[:, :, 1] = (sv * u[:, 0:1] - su * v[:, 0:1]) * inv[:, None]
-        shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
-        # Which triangle covers each window pixel (0 = none: pixel stays).
+        crop it comes from, through the affine map of the triangle that covers it. The whole
+        mesh is rasterised at once: its triangles cut into runs of pixels along rows
+        (`_row_runs`), and along a run the source point moves by a constant step, so both maps
+        are written in a handful of array operations, not one call per triangle."""
+        lin, shift, order = triangle_affines(src, dst)
         h, w = y1 - y0, x1 - x0
-        index = np.zeros((h, w), np.int32)
-        corners = np.round((dst - (x0, y0)) * 16).astype(np.int32)  # 4 fractional bits
-        # Triangles turned over by the motion (a cheek folding behind the nose as the head
-        # turns) face away from the viewer: draw them first so the visible surface wins.
-        src_area = su[:, 0] * sv[:, 1] - su[:, 1] * sv[:, 0]
-        flipped = np.sign(area) != np.sign(src_area)
-        order = np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
-        for polygon, k in zip(list(corners[order]), (order + 1).tolist()):
-            cv2.fillConvexPoly(index, polygon, k, cv2.LINE_8, 4)
-        # Pixels on a shared edge can fall between two rasterised triangles: give them a
-        # neighbour's triangle (else they would keep the unwarped image and speckle).
-        gaps = index == 0
-        if gaps.any():
-            index[gaps] = cv2.dilate(index, np.ones((3, 3), np.uint8))[gaps]
-        coef = np.concatenate([[[1, 0, 0, 0, 1, 0]], np.concatenate([lin, shift[:, :, None]], axis=2).reshape(-1, 6)])
-        c = np.take(coef.astype(np.float32), index, axis=0)  # (h, w, 6): x' = c0 x + c1 y + c2, y' = c3 x + c4 y + c5
+        row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
+        tri = order[k]
+        a = lin[tri]  # (R, 2, 2)
+        px, py = first + x0, row + y0  # crop coordinates of each run's first pixel
+        start_x = a[:, 0, 0] * px + a[:, 0, 1] * py + shift[tri, 0]
+        start_y = a[:, 1, 0] * px + a[:, 1, 1] * py + shift[tri, 1]
+        # Every pixel of every run at once: its offset along its run and its place in the window.
+        run_start = (np.cumsum(length) - length).astype(np.float32)
+        along = np.arange(int(length.sum()), dtype=np.float32) - np.repeat(run_start, length)
+        place = np.repeat(row * w + first, length) + along.astype(np.intp)
+
+        def per_pixel(values: np.ndarray) -> np.ndarray:  # (R,) per run -> (P,) per pixel
+            return np.repeat(values.astype(np.float32), length)
+
         ys, xs = ref.grid[:, y0:y1, x0:x1]
-        return c[..., 0] * xs + c[..., 1] * ys + c[..., 2], c[..., 3] * xs + c[..., 4] * ys + c[..., 5]
+        map_x, map_y = xs.flatten(), ys.flatten()  # pixels no triangle covers stay where they are
+        # Later runs overwrite earlier ones where they share pixels (an edge, a fold).
+        map_x[place] = per_pixel(start_x) + per_pixel(a[:, 0, 0]) * along
+        map_y[place] = per_pixel(start_y) + per_pixel(a[:, 1, 0]) * along
+        return map_x.reshape(h, w), map_y.reshape(h, w)
 
     def _paint_eyelid(self, out: np.ndarray, target: np.ndarray, eye: tuple, ratio: float, moved: np.ndarray) -> None:
         """Cover a (nearly) closed eye with eyelid skin and a lash line: squeezing the eye's
@@ -359,6 +354,52 @@ class PreviewAnimator:
         if goal is None:
             return self.compose_output(ref, ref.crop, np.zeros(ref.crop.shape[:2], bool))
         return self.compose_output(ref, *self.warp(ref, goal))
+
+
+def triangle_affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The affine map of each triangle from target (T, 3, 2) to source (T, 3, 2), in closed form
+    for all at once: (T, 2, 2) source offsets per unit of target x and y, (T, 2) shifts, and
+    the order to draw them in: triangles turned over by the motion (a cheek folding behind the
+    nose as the head turns) face away from the viewer and come first, so the visible surface
+    wins; triangles of no area are left out."""
+    u, v = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    su, sv = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
+    area = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]  # twice the signed area
+    valid = np.abs(area) > 1e-6
+    inv = 1.0 / np.where(valid, area, 1.0)
+    lin = np.empty((len(dst), 2, 2))
+    lin[:, :, 0] = (su * v[:, 1:2] - sv * u[:, 1:2]) * inv[:, None]
+    lin[:, :, 1] = (sv * u[:, 0:1] - su * v[:, 0:1]) * inv[:, None]
+    shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
+    flipped = np.sign(area) != np.sign(su[:, 0] * sv[:, 1] - su[:, 1] * sv[:, 0])
+    return lin, shift, np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
+
+
+def _row_runs(triangles: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scan conversion of (T, 3, 2) triangles in an h x w image (pixel centres at integer x, y):
+    for every row a triangle crosses, the run of pixel centres inside it or on its edges,
+    clipped to the image, as (row, first x, length, triangle) arrays, triangles in the given
+    order, runs of no pixel left out. Both triangles sharing an edge compute it from the same
+    two points in the same order, so their runs meet without a gap and share only the pixels
+    exactly on it."""
+    by_y = np.argsort(triangles[:, :, 1], axis=1, kind="stable")
+    (xa, ya), (xb, yb), (xc, yc) = np.take_along_axis(triangles, by_y[:, :, None], axis=1).transpose(1, 2, 0)
+    top = np.maximum(np.ceil(ya), 0).astype(np.intp)
+    rows = np.maximum(np.minimum(np.floor(yc), h - 1).astype(np.intp) - top + 1, 0)
+    k = np.repeat(np.arange(len(triangles)), rows)  # the triangle of each (triangle, row) pair
+    y = top[k] + np.arange(len(k)) - np.repeat(np.cumsum(rows) - rows, rows)
+    xa, ya, xb, yb, xc, yc = xa[k], ya[k], xb[k], yb[k], xc[k], yc[k]
+    # Rows cross the long edge (lowest to highest point) and one of the two short ones.
+    long = xa + (y - ya) * (xc - xa) / (yc - ya)
+    upper = (y < yb) | (yb == yc)
+    x_lo, y_lo = np.where(upper, xa, xb), np.where(upper, ya, yb)
+    x_hi, y_hi = np.where(upper, xb, xc), np.where(upper, yb, yc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        short = np.where(y_hi == y_lo, x_hi, x_lo + (y - y_lo) * (x_hi - x_lo) / (y_hi - y_lo))
+    first = np.maximum(np.ceil(np.minimum(long, short)), 0).astype(np.intp)
+    length = np.minimum(np.floor(np.maximum(long, short)), w - 1).astype(np.intp) - first + 1
+    keep = length > 0
+    return y[keep], first[keep], length[keep], k[keep]
 
 
 def _inside(square: SquareBox, shape: tuple[int, int]) -> SquareBox:

@@ -128,10 +128,7 @@ class MeshTracker:
     frame on its own, so identical frames always measure the same."""
 
     def __init__(self, tracking: bool = True):
-        import warnings
-
-        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
-        import mediapipe as mp
+        from ..face.mesh_backend import mp  # started without its plotting and audio imports
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=not tracking, max_num_faces=1, refine_landmarks=True,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 
-import warnings
+from ..deferred_imports import defer
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
 warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+defer()  # MediaPipe imports pyplot and sounddevice for helpers never called here: 0.5 s of start-up
 import mediapipe as mp  # noqa: E402
 
 log = logging.getLogger(__name__)

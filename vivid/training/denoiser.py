@@ -57,6 +57,14 @@ def freeze_for_stage(denoiser: Denoiser, stage: int) -> None:
         p.requires_grad_(name in temporal)
 
 
+def cast_frozen(module: nn.Module, dtype: torch.dtype) -> None:
+    """Parameters of `module` that do not train, cast to `dtype` in place (stage 2's spatial
+    UNet: the trainable temporal layers stay fp32 master weights)."""
+    for p in module.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dtype)
+
+
 def checkpoint_temporal_layers(unet: nn.Module) -> int:
     """Recompute the motion UNet's temporal layers in the backward pass. diffusers'
     gradient checkpointing covers only the resnets and spatial transformers of the motion

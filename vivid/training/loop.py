@@ -28,7 +28,7 @@ from .clips import DataError, PreparedClip, read_index
 from .config import TrainConfig
 from .latent_cache import cache_latents
 from .losses import add_noise, denoising_loss, denoising_target, training_scheduler
-from .denoiser import checkpoint_temporal_layers, freeze_unused
+from .denoiser import cast_frozen, checkpoint_temporal_layers, freeze_unused
 from .networks import Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of
 from .samples import FrameRange, SampleSpec, TrainingSamples, split_frames
 from .validation import build_checks, checksum, score_checks, write_sample_video
@@ -200,6 +200,7 @@ class Trainer:
             # Wholly frozen in stage 2: kept in the compute dtype (1.7 GB less for SD 1.5 sizes).
             nets.denoiser.reference_net.to(self.weight_dtype)
             nets.denoiser.pose_guider.to(self.weight_dtype)
+            cast_frozen(nets.denoiser.unet, self.weight_dtype)  # the spatial UNet; temporal layers stay fp32
         if c.gradient_checkpointing:
             for m in (nets.denoiser.unet, nets.denoiser.reference_net):
                 if hasattr(m, "enable_gradient_checkpointing") and any(p.requires_grad for p in m.parameters()):
