@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from vivid.face import CropConfig, SquareBox, crop_analysis, crop_image, face_square, paste_crop, video_square
 
@@ -85,6 +85,7 @@ def test_face_square_known_answer():
 
 @settings(max_examples=30, deadline=None)
 @given(boxes=st.lists(st.tuples(st.floats(0, 400), st.floats(0, 400), st.floats(30, 150)), min_size=1, max_size=30))
+@example(boxes=[(0.0, 0.0, 30.0)] * 3 + [(0.0, 183.0, 30.0), (180.0, 0.0, 38.0)])  # two far faces in a short list
 def test_video_square_contains_every_face(boxes):
     rects = [(x, y, x + s, y + s) for x, y, s in boxes]
     sq = video_square(rects)
