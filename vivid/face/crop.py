@@ -63,10 +63,12 @@ def video_square(boxes: Sequence[Sequence[float] | None], config: CropConfig = C
 AVERAGE_BELOW_SCALE = 0.75
 
 
-def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False) -> np.ndarray:
+def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False,
+               fill: int | None = None) -> np.ndarray:
     """Cut `square` out of `image` and resize it to out_size x out_size; outside the image
-    the border pixels are repeated (labels and masks: pass `nearest=True`). A large square
-    shrunk to a small crop is area-averaged, not sampled, so fine detail does not alias."""
+    the border pixels are repeated, or set to `fill` when given (labels and masks: pass
+    `nearest=True`). A large square shrunk to a small crop is area-averaged, not sampled, so
+    fine detail does not alias."""
     m = square.matrix(out_size)
     scale = out_size / square.size
     if nearest:
@@ -78,7 +80,8 @@ def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: boo
         # resize maps x to (x + 0.5) * sx - 0.5: the same square in the shrunk image's pixels.
         m = np.array([[m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)],
                       [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)]])
-    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    border = dict(borderMode=cv2.BORDER_REPLICATE) if fill is None else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
+    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, **border)
 
 
 def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> FaceAnalysis:
@@ -88,8 +91,10 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
     def move(p: np.ndarray) -> np.ndarray:
         return (np.asarray(p, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
-    x0, y0 = move(np.array(analysis.box[:2]))
-    x1, y1 = move(np.array(analysis.box[2:]))
+    def move_box(box) -> tuple[float, float, float, float]:
+        (x0, y0), (x1, y1) = move(np.array([box[:2], box[2:]], np.float64))
+        return float(x0), float(y0), float(x1), float(y1)
+
     s = m[0, 0]
     return analysis.replace(
         labels=crop_image(analysis.labels, square, out_size, nearest=True),
@@ -99,8 +104,9 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
         eye_points=move(analysis.eye_points),
         landmarks=None if analysis.landmarks is None else move(analysis.landmarks),
         backend_points=None if analysis.backend_points is None else move(analysis.backend_points),
-        box=(float(x0), float(y0), float(x1), float(y1)),
+        box=move_box(analysis.box),
         notes=list(analysis.notes),
+        other_faces=[move_box(b) for b in analysis.other_faces],
     )
 
 

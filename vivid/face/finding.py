@@ -1,0 +1,210 @@
+"""Finding faces: one path for still images and videos, used by every part of the program.
+
+A detector that sees small faces (MediaPipe's full-range BlazeFace; the short-range one for
+close-ups) says where faces are; the face mesh then runs on a square around each detection
+at the mesh's own working resolution (192 px, whatever the face's size in the image), and
+once more on the square its own points give, so that a face found by detection and a face
+followed from frame to frame are measured the same way. What the mesh found is kept only if
+it is a human face (`human_check`).
+
+In a video, `FaceTracker` follows one face: each frame's mesh runs on the square the last
+frame's points give (no detection while the face is held), the detector looks again when
+the face is lost and every few frames around the face, and a face found again must continue
+the one followed (near it, of a similar size) instead of jumping to another person.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .human_check import HumanCheck
+from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
+from .regions import (
+    MeshRegion, box_side, iou, landmark_box, main_face, region_from_detection, region_from_landmarks, same_face,
+    tile_windows, whole_image_window, window_around,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinderConfig:
+    """How faces are looked for (defaults measured on the sample portraits and clips)."""
+
+    smallest_face: float = 0.05  # look for faces down to this fraction of the image's shorter side
+    min_detection: float = 0.5  # detector score to consider a face at all
+    min_presence: float = 0.5  # the mesh model's face-presence score to keep a face
+    max_faces: int = 8  # at most this many faces are measured in one image
+    duplicate_iou: float = 0.4  # two faces overlapping more than this are one face
+    check_every: int = 15  # while following a face, the detector looks around it every N frames
+    forget_after: int = 25  # lost for more frames than this, the tracker takes any face again
+
+
+@dataclass
+class FoundFace:
+    """One human face: the mesh's 478 points (x, y in pixels, z in the same scale), the
+    mesh's face-presence score, and the detection it was found from (None: followed from
+    the previous frame)."""
+
+    points3d: np.ndarray  # (478, 3) float32
+    presence: float
+    detection: Detection | None = None
+
+    @property
+    def points(self) -> np.ndarray:
+        """(478, 2) float32 pixel coordinates, in MediaPipe's order."""
+        return self.points3d[:, :2]
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return landmark_box(self.points3d)
+
+    @property
+    def size(self) -> float:
+        return box_side(self.box)
+
+
+class FaceFinder:
+    """Finds the human faces in still images; also the per-face steps the tracker uses.
+
+    Holds MediaPipe graphs: not thread-safe (use one per thread, or a lock), `close()` frees them.
+    """
+
+    def __init__(self, config: FinderConfig = FinderConfig()):
+        self.config = config
+        self.detectors = FaceDetectors(config.min_detection)
+        self.mesh = FaceMeshModel()
+        self.human = HumanCheck(self.mesh)
+
+    # -- one face ---------------------------------------------------------------------------
+    def measure(self, rgb: np.ndarray, region: MeshRegion, passes: int = 2,
+                detection: Detection | None = None) -> FoundFace | None:
+        """The mesh on `region`, then (`passes` - 1 times) on the region its own points give;
+        None when the result is not a human face."""
+        points, presence = self.mesh.run(rgb, region)
+        first_presence = presence
+        for _ in range(passes - 1):
+            points, presence = self.mesh.run(rgb, region_from_landmarks(points))
+        if presence < self.config.min_presence:
+            return None
+        face = FoundFace(points, presence, detection)
+        if not self.human.accepts(rgb, face, first_presence):
+            return None
+        return face
+
+    # -- every face of an image ---------------------------------------------------------------
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Detections of faces of any size from `smallest_face` up: the whole image first; the
+        tiles only when it shows no face (a wide shot, a small face in a big photo)."""
+        h, w = rgb.shape[:2]
+        found = self.detectors.detect(rgb, whole_image_window(w, h))
+        if not found:
+            for tile in tile_windows(w, h, self.config.smallest_face * min(w, h)):
+                found += self.detectors.detect(rgb, tile, ranges=("full",))
+        return _distinct(found, self.config.duplicate_iou)
+
+    def find(self, rgb: np.ndarray) -> list[FoundFace]:
+        """Every human face in `rgb`, the one to use (largest, most central) first."""
+        faces = self._measured(rgb, self.detect(rgb))
+        if not faces:  # a face filling the whole picture: the detectors see it from further away
+            h, w = rgb.shape[:2]
+            faces = self._measured(rgb, self.detectors.detect(rgb, whole_image_window(w, h, zoom_out=2.0)))
+        if faces:
+            h, w = rgb.shape[:2]
+            first = main_face([f.box for f in faces], w, h)
+            faces.insert(0, faces.pop(first))
+        return faces
+
+    def look_around(self, rgb: np.ndarray, box, face_fraction: float = 0.25) -> list[FoundFace]:
+        """Human faces near `box`: the detectors look through one window in which a face of
+        that size is at their best scale (cheap, whatever the face's size in the image)."""
+        return self._measured(rgb, _distinct(self.detectors.detect(rgb, window_around(box, face_fraction)),
+                                             self.config.duplicate_iou))
+
+    def _measured(self, rgb: np.ndarray, detections: list[Detection]) -> list[FoundFace]:
+        faces: list[FoundFace] = []
+        for d in sorted(detections, key=lambda d: -d.score)[: self.config.max_faces]:
+            face = self.measure(rgb, region_from_detection(d.box, d.eyes, d.detector), detection=d)
+            if face is not None and all(iou(face.box, f.box) < self.config.duplicate_iou for f in faces):
+                faces.append(face)
+        return faces
+
+    def close(self) -> None:
+        self.detectors.close()
+        self.mesh.close()
+        self.human.close()
+
+    def __enter__(self) -> "FaceFinder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _distinct(detections: list[Detection], max_iou: float) -> list[Detection]:
+    """One detection per face: the highest-scoring of those that overlap."""
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) < max_iou for k in kept):
+            kept.append(d)
+    return kept
+
+
+class FaceTracker:
+    """Follows one face through the frames of a video (`step` per frame, in order).
+
+    The first face is the one `FaceFinder.find` puts first (largest, most central); from
+    then on the same person is followed, and a face found after a loss must be near the last
+    place and size of the followed one, unless it was lost for more than `forget_after` frames.
+    `faces_seen` is the most faces one detection found (for "several faces" messages).
+    """
+
+    def __init__(self, finder: FaceFinder):
+        self.finder = finder
+        self.config = finder.config
+        self.faces_seen = 0
+        self._last: FoundFace | None = None  # the followed face, as last seen
+        self._held = False  # the last frame showed it
+        self._since_check = 0
+        self._lost_for = 0
+
+    def step(self, rgb: np.ndarray) -> FoundFace | None:
+        """The followed face in this frame, or None."""
+        face = self._follow(rgb) if self._held else None
+        if face is None:
+            face = self._search(rgb)
+        if face is None:
+            self._held = False
+            self._lost_for += 1
+            return None
+        self._last, self._held, self._lost_for = face, True, 0
+        return face
+
+    def _follow(self, rgb: np.ndarray) -> FoundFace | None:
+        """The mesh where the face was (no detection), and every `check_every` frames the
+        detectors around it: a detection that disagrees with where the mesh went re-seeds it."""
+        last = self._last
+        points, presence = self.finder.mesh.run(rgb, region_from_landmarks(last.points3d))
+        face = FoundFace(points, presence) if presence >= self.config.min_presence else None
+        self._since_check += 1
+        if face is None or self._since_check >= self.config.check_every:
+            self._since_check = 0
+            around = self.finder.look_around(rgb, last.box)
+            self.faces_seen = max(self.faces_seen, len(around))
+            k = same_face(last.box, [f.box for f in around])
+            if k is not None and (face is None or iou(around[k].box, face.box) < 0.5):
+                face = around[k]
+        return face
+
+    def _search(self, rgb: np.ndarray) -> FoundFace | None:
+        faces = self.finder.find(rgb)
+        self.faces_seen = max(self.faces_seen, len(faces))
+        if not faces:
+            return None
+        if self._last is None or self._lost_for > self.config.forget_after:
+            return faces[0]
+        k = same_face(self._last.box, [f.box for f in faces])
+        return None if k is None else faces[k]
+
