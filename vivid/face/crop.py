@@ -113,15 +113,26 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
 def paste_crop(
     frame: np.ndarray, crop: np.ndarray, square: SquareBox, config: CropConfig = CropConfig()
 ) -> np.ndarray:
-    """Put a (processed) crop back where it came from, blending its border into the frame."""
+    """Put a (processed) crop back where it came from, blending its border into the frame. A
+    crop larger than its square (a small face animated at the model's resolution) is
+    area-averaged down to the square's size first, not sampled, so its detail does not alias."""
     h, w = frame.shape[:2]
     n = crop.shape[0]
-    inverse = cv2.invertAffineTransform(square.matrix(n))
-    back = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     ramp = max(1, int(round(config.feather * n)))
     alpha = np.zeros((n, n), np.float32)
     alpha[ramp:-ramp, ramp:-ramp] = 1
     alpha = cv2.GaussianBlur(alpha, (0, 0), ramp / 2)
+    m = square.matrix(n)
+    if square.size < AVERAGE_BELOW_SCALE * n:
+        k = max(2, int(round(square.size)))
+        crop = cv2.resize(crop, (k, k), interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(alpha, (k, k), interpolation=cv2.INTER_AREA)
+        # resize maps crop pixel u to (u + 0.5) * k / n - 0.5: the same square at k pixels.
+        f = k / n
+        m = m * f
+        m[:, 2] += 0.5 * f - 0.5
+    inverse = cv2.invertAffineTransform(m)
+    back = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(alpha, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
     out = frame.astype(np.float32) * (1 - alpha) + back.astype(np.float32) * alpha
     return np.clip(out.round(), 0, 255).astype(frame.dtype)
