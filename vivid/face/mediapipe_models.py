@@ -194,6 +194,28 @@ class PersonSegmenter:
         self._model.close()
 
 
+class BodyModel:
+    """BlazePose (full model, the one the wheel ships): a person detector and 33 body landmarks."""
+
+    NOSE, EYES = 0, (2, 5)
+
+    def __init__(self, min_score: float = 0.3):
+        self._model = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                             min_detection_confidence=min_score)
+
+    def head_points(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(3, 2) pixel positions of the nose and the two eyes of the person found, or None."""
+        result = self._model.process(np.ascontiguousarray(rgb))
+        if not result.pose_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        lm = result.pose_landmarks.landmark
+        return np.array([(lm[i].x * w, lm[i].y * h) for i in (self.NOSE, *self.EYES)], np.float64)
+
+    def close(self) -> None:
+        self._model.close()
+
+
 # A serialised NormalizedLandmark with only x, y, z set: field tag 1 (length 15), then
 # tags 0x0d/0x15/0x1d each followed by a little-endian float32.
 _LANDMARK_BYTES = 17
