@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
@@ -254,6 +255,8 @@ class FaceAnalyzer:
         self.close()
 
     def __del__(self) -> None:  # analysers dropped without close() must not keep their graphs
+        if sys.is_finalizing():  # the process ends anyway; closing BlazePose's graph now hangs
+            return
         try:
             self.close()
         except Exception:  # interpreter shutdown: the native side may already be gone

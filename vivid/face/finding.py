@@ -95,27 +95,40 @@ class FaceFinder:
         return face
 
     # -- every face of an image ---------------------------------------------------------------
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Detections of faces of any size from `smallest_face` up: the whole image first; the
-        tiles only when it shows no face (a wide shot, a small face in a big photo)."""
-        h, w = rgb.shape[:2]
-        found = self.detectors.detect(rgb, whole_image_window(w, h))
-        if not found:
-            for tile in tile_windows(w, h, self.config.smallest_face * min(w, h)):
-                found += self.detectors.detect(rgb, tile, ranges=("full",))
-        return _distinct(found, self.config.duplicate_iou)
-
     def find(self, rgb: np.ndarray) -> list[FoundFace]:
-        """Every human face in `rgb`, the one to use (largest, most central) first."""
-        faces = self._measured(rgb, self.detect(rgb))
-        if not faces:  # a face filling the whole picture: the detectors see it from further away
-            h, w = rgb.shape[:2]
-            faces = self._measured(rgb, self.detectors.detect(rgb, whole_image_window(w, h, zoom_out=2.0)))
+        """Every human face in `rgb`, the one to use (largest, most central) first.
+
+        The detectors look at the whole image (both ranges), then through overlapping tiles
+        for faces down to `smallest_face` (a wide shot, a group, a small face in a big photo);
+        only when neither shows a face, at the image shrunk into a frame twice its size (a
+        face that fills the whole picture)."""
+        h, w = rgb.shape[:2]
+        faces: list[FoundFace] = []
+        tried: list[Detection] = []
+        whole = self.detectors.detect(rgb, whole_image_window(w, h))
+        self._add_faces(rgb, whole, faces, tried)
+        tiles = tile_windows(w, h, self.config.smallest_face * min(w, h))
+        in_tiles = [d for tile in tiles for d in self.detectors.detect(rgb, tile, ranges=("full",))
+                    if box_side(d.box) < tile.size / 2]  # larger ones: the whole image's view is better
+        self._add_faces(rgb, in_tiles, faces, tried)
+        if not faces:
+            self._add_faces(rgb, self.detectors.detect(rgb, whole_image_window(w, h, zoom_out=2.0)), faces, tried)
         if faces:
-            h, w = rgb.shape[:2]
             first = main_face([f.box for f in faces], w, h)
             faces.insert(0, faces.pop(first))
         return faces
+
+    def _add_faces(self, rgb: np.ndarray, detections: list[Detection], faces: list[FoundFace],
+                   tried: list[Detection]) -> None:
+        """Measure the detections that are new (not tried before, not on a face already
+        found) and add the human faces among them."""
+        fresh = [d for d in _distinct(detections, self.config.duplicate_iou)
+                 if all(iou(d.box, t.box) < self.config.duplicate_iou for t in tried)
+                 and not any(_inside(d.box, f.box) for f in faces)]
+        tried += fresh
+        for face in self._measured(rgb, fresh):
+            if all(iou(face.box, f.box) < self.config.duplicate_iou for f in faces):
+                faces.append(face)
 
     def look_around(self, rgb: np.ndarray, box, face_fraction: float = 0.25) -> list[FoundFace]:
         """Human faces near `box`: the detectors look through one window in which a face of
@@ -141,6 +154,12 @@ class FaceFinder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _inside(box, outer) -> bool:
+    """The centre of `box` lies within `outer`."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]
 
 
 def _distinct(detections: list[Detection], max_iou: float) -> list[Detection]:
