@@ -32,7 +32,10 @@ def head_rotation(points: np.ndarray) -> np.ndarray:
 
 def pose_angles(rotation: np.ndarray) -> np.ndarray:
     """(yaw, pitch, roll) degrees of a head rotation: yaw about the vertical axis, then
-    pitch about the left-right axis, then roll in the image plane."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+    pitch about the left-right axis, then roll in the image plane (R = Ry Rx Rz; scipy's
+    intrinsic "YXZ" Euler angles, without importing scipy on the tracking path)."""
+    r = np.asarray(rotation, np.float64)
+    pitch = np.arcsin(np.clip(-r[1, 2], -1.0, 1.0))
+    yaw = np.arctan2(r[0, 2], r[2, 2])
+    roll = np.arctan2(r[1, 0], r[1, 1])
+    return np.degrees(np.array([yaw, pitch, roll]))

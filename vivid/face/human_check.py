@@ -20,6 +20,9 @@ gives a doubt from 0 to 1:
   itself (doubt from 0.5 down to 0.05; half weight: a hand or a camera in front of a face
   lowers it too).
 
+The views are looked at cheapest first, and only while the sum could still cross `REFUSE_AT`
+either way, so the verdict is the same as if all were looked at.
+
 A face is refused when its doubts add up to `REFUSE_AT` or more. Measured with the finder on
 435 images with a human face (the sample portraits and paintings, astronaut, Grace Hopper and
 the cameraman, each also grey, mirrored, turned by 20 and -25 degrees, shrunk, cartoon-styled;
@@ -66,19 +69,25 @@ def _ramp(value: float, no_doubt: float, full_doubt: float) -> float:
     return float(np.clip((value - no_doubt) / (full_doubt - no_doubt), 0.0, 1.0))
 
 
+#: How much each view's doubt counts (a hand or a camera in front of a face also lowers the
+#: first look, so it counts half).
+WEIGHTS = {"pose": 1.0, "first_look": 0.5, "steadiness": 1.0, "person": 1.0, "body": 1.0}
+
+
 @dataclass
 class Doubts:
-    """How much each view doubts that a face is human (0 = none, 1 = full)."""
+    """How much each view doubts that a face is human (0 = none, 1 = full; None = not looked
+    at, because the verdict was clear without it)."""
 
-    pose: float = 0.0
-    first_look: float = 0.0
-    person: float = 0.0
-    steadiness: float = 0.0
-    body: float = 0.0
+    pose: float | None = None
+    first_look: float | None = None
+    steadiness: float | None = None
+    person: float | None = None
+    body: float | None = None
 
     @property
     def total(self) -> float:
-        return self.pose + 0.5 * self.first_look + self.person + self.steadiness + self.body
+        return sum(w * (getattr(self, name) or 0.0) for name, w in WEIGHTS.items())
 
 
 class HumanCheck:
@@ -90,16 +99,22 @@ class HumanCheck:
         self._body: BodyModel | None = None
 
     def doubts(self, rgb: np.ndarray, face: "FoundFace", first_presence: float) -> Doubts:
-        """Every view's doubt, the costly ones only while they could still tip the sum (a
-        clear human face costs one segmentation and one BlazePose run)."""
+        """The views' doubts, cheapest first, each only while it could still change the
+        verdict (a clear human face costs eight mesh runs and one segmentation)."""
+        views = {
+            "pose": lambda: _ramp(float(pose_angles(head_rotation(face.points3d))[1]), -24.0, -34.0),
+            "first_look": lambda: _ramp(first_presence, 0.5, 0.05),
+            "steadiness": lambda: _ramp(self._steadiness(rgb, face), 0.9, 0.5),
+            "person": lambda: _ramp(self._person_cover(rgb, face.points), 0.6, 0.1),
+            "body": lambda: _ramp(self._body_disagreement(rgb, face.points), 0.5, 0.8),
+        }
         d = Doubts()
-        pitch = float(pose_angles(head_rotation(face.points3d))[1])
-        d.pose = _ramp(pitch, -24.0, -34.0)
-        d.first_look = _ramp(first_presence, 0.5, 0.05)
-        d.person = _ramp(self._person_cover(rgb, face.points), 0.6, 0.1)
-        d.body = _ramp(self._body_disagreement(rgb, face.points), 0.5, 0.8)
-        if d.total + 1.0 >= REFUSE_AT:
-            d.steadiness = _ramp(self._steadiness(rgb, face), 0.9, 0.5)
+        still_possible = sum(WEIGHTS.values())
+        for name, view in views.items():
+            if d.total >= REFUSE_AT or d.total + still_possible < REFUSE_AT:
+                break
+            setattr(d, name, view())
+            still_possible -= WEIGHTS[name]
         return d
 
     def accepts(self, rgb: np.ndarray, face: "FoundFace", first_presence: float) -> bool:
