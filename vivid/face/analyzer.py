@@ -161,8 +161,9 @@ class FaceAnalyzer:
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
         """Analyse a driving video frame by frame, lazily: one face followed through the clip
         (`finding.FaceTracker`: the largest, most central face first, then the same person,
-        at any size down to `FinderConfig.smallest_face`), then short gaps filled from neighbours, then lag-free adaptive smoothing of the landmarks
-        (results come `smoothing.radius` frames behind the input).
+        at any size down to `FinderConfig.smallest_face`), then short gaps filled from
+        neighbours, then lag-free adaptive smoothing of the landmarks (results come
+        `smoothing.radius` frames behind the input).
 
         With the FaRL backend every frame is also parsed by FaRL, and its parts are moved
         from the raw mesh to the smoothed one (`part_warp`), so both parsers' maps are

@@ -80,7 +80,8 @@ def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: boo
         # resize maps x to (x + 0.5) * sx - 0.5: the same square in the shrunk image's pixels.
         m = np.array([[m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)],
                       [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)]])
-    border = dict(borderMode=cv2.BORDER_REPLICATE) if fill is None else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
+    border = (dict(borderMode=cv2.BORDER_REPLICATE) if fill is None
+              else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4))
     return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, **border)
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from .human_check import HumanCheck
 from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
 from .regions import (
-    MeshRegion, box_side, iou, landmark_box, main_face, region_from_detection, region_from_landmarks, same_face,
-    tile_windows, whole_image_window, window_around,
+    WINDOW_FACE, MeshRegion, box_side, iou, landmark_box, main_face, region_from_detection, region_from_landmarks,
+    same_face, tile_windows, whole_image_window, window_around,
 )
 
 #: Mesh runs per face found by detection: on the detection's square, then twice on the square
@@ -98,28 +98,22 @@ class FaceFinder:
         return face
 
     # -- every face of an image ---------------------------------------------------------------
-    def find(self, rgb: np.ndarray, every_face: bool = True) -> list[FoundFace]:
+    def find(self, rgb: np.ndarray) -> list[FoundFace]:
         """Every human face in `rgb`, the one to use (largest, most central) first.
 
         The detectors look at the whole image (both ranges), then through overlapping tiles
         for faces down to `smallest_face` (a wide shot, a group, a small face in a big photo);
         only when neither shows a face, at the image shrunk into a frame twice its size (a
-        face that fills the whole picture). `every_face=False` skips the tiles when the whole
-        image already shows a face (the tracker's first look: it needs one face, quickly)."""
+        face that fills the whole picture)."""
         h, w = rgb.shape[:2]
         faces: list[FoundFace] = []
         tried: list[Detection] = []
+        whole = whole_image_window(w, h)
+        self._add_faces(rgb, self._at_own_scale(rgb, self.detectors.detect(rgb, whole), whole.size), faces, tried)
         tiles = tile_windows(w, h, self.config.smallest_face * min(w, h))
-        # Each view keeps the faces it sees at a reliable scale: the tiles those up to half a
-        # tile, the whole image the larger ones (it finds small faces at a wrong size, and the
-        # mesh then fits a wrong face there).
-        split = tiles[0].size / 2 if tiles[0].size < max(w, h) else 0.0
-        whole = [d for d in self.detectors.detect(rgb, whole_image_window(w, h)) if box_side(d.box) >= split]
-        self._add_faces(rgb, whole, faces, tried)
-        if every_face or not faces:
-            in_tiles = [d for tile in tiles for d in self.detectors.detect(rgb, tile, ranges=("full",))
-                        if box_side(d.box) < tile.size / 2]
-            self._add_faces(rgb, in_tiles, faces, tried)
+        in_tiles = [d for tile in tiles for d in self.detectors.detect(rgb, tile, ranges=("full",))
+                    if box_side(d.box) < tile.size / 2]  # larger ones may be cut by the tile's edge
+        self._add_faces(rgb, in_tiles, faces, tried)
         if not faces:
             self._add_faces(rgb, self.detectors.detect(rgb, whole_image_window(w, h, zoom_out=2.0)), faces, tried)
         if faces:
@@ -138,6 +132,16 @@ class FaceFinder:
         for face in self._measured(rgb, fresh):
             if all(iou(face.box, f.box) < self.config.duplicate_iou for f in faces):
                 faces.append(face)
+
+    def _at_own_scale(self, rgb: np.ndarray, detections: list[Detection], window: float) -> list[Detection]:
+        """Detections from a `window`-wide view, each small one (under `WINDOW_FACE` of the
+        view) replaced by what the detectors see looking again at its own scale: seen from too
+        far, a face a few % of the view comes with a box several times its size or eyes at a
+        wrong angle, and the mesh then fits a wrong face there."""
+        out: list[Detection] = []
+        for d in detections:
+            out += [d] if box_side(d.box) >= WINDOW_FACE * window else self.detect_around(rgb, d.box)
+        return out
 
     def detect_around(self, rgb: np.ndarray, box, face_fraction: float = 0.25) -> list[Detection]:
         """Detections near `box`: the detectors look through one window in which a face of
@@ -221,7 +225,6 @@ class FaceTracker:
             return face
         self._since_check = 0
         around = self.finder.detect_around(rgb, last.box)
-        self.faces_seen = max(self.faces_seen, len(around))
         regions = [region_from_detection(d.box, d.eyes, d.detector) for d in around]
         k = same_face(last.box, [r.box() for r in regions])
         if k is None or (face is not None and iou(regions[k].box(), face.box) >= 0.5):
@@ -229,9 +232,7 @@ class FaceTracker:
         return self.finder.measure(rgb, regions[k], detection=around[k]) or face
 
     def _search(self, rgb: np.ndarray) -> FoundFace | None:
-        # The first look needs one face, quickly; looking again for a lost face, every face
-        # (the followed one may be a small one beside a larger).
-        faces = self.finder.find(rgb, every_face=self._last is not None)
+        faces = self.finder.find(rgb)
         self.faces_seen = max(self.faces_seen, len(faces))
         if not faces:
             return None
