@@ -120,3 +120,15 @@ def test_paste_back_restores_the_frame(astronaut, astronaut_analysis):
     x0, y0 = int(sq.cx), int(sq.cy)
     assert dark[y0, x0].max() < 10
     assert np.array_equal(dark[:, :20], astronaut[:, :20])
+
+
+def test_a_crop_larger_than_its_square_is_averaged_on_the_way_back(astronaut):
+    """A small face animated at the model's resolution: the crop is 8x its square's size in
+    the frame, and pasting it back averages its pixels instead of sampling every 8th."""
+    square = SquareBox(230.0, 130.0, 64.0)
+    restored = paste_crop(astronaut, crop_image(astronaut, square, 512), square)
+    inner = (slice(110, 150), slice(210, 250))
+    assert np.abs(restored[inner].astype(int) - astronaut[inner].astype(int)).mean() < 5  # averaging softens a little
+    checker = np.repeat(((np.indices((512, 512)).sum(axis=0) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    pasted = paste_crop(astronaut, checker, square)[inner].astype(float)
+    assert abs(pasted.mean() - 127.5) < 4 and pasted.std() < 4  # grey, not a sampled pattern

@@ -97,8 +97,8 @@ def test_a_dog_has_no_human_face(analyzer):
         analyzer.analyze(rgb, "s33.jpg")
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: MediaPipe's face mesh takes the dog in s25.jpg for a face")
 def test_the_other_dog_has_no_human_face_either(analyzer):
+    """MediaPipe's detector and mesh take this dog for a face; the human check refuses it."""
     with pytest.raises(NoFaceError):
         analyzer.analyze(load_image(shared_file("source", "s25.jpg")).rgb, "s25.jpg")
 

@@ -385,6 +385,9 @@ class VividPipeline(DiffusionPipeline):
         analysis = self.analyzer.analyze(rgb, "the reference image")
         square = face_square(analysis.box, self.crop)
         res = self.config.resolution
+        if square.size < res:
+            log.warning("the face in the reference is small: the model's %d px crop is upscaled from %.0f px of the "
+                        "image, so the animated face will look softer than the rest of it", res, square.size)
         m = square.matrix(res)
         points = None if analysis.landmarks is None else analysis.landmarks @ m[:, :2].T + m[:, 2]
         return PreparedReference(

@@ -5,27 +5,18 @@ and mouth as ratios of face size, measured after rotating the mesh to face the c
 head pose does not count as expression) and an identity shape (the frontalised positions
 of points that expression does not move), from which identity leakage is measured.
 
-MediaPipe gives each of its 478 points a depth (z, in about the same scale as x); the head's
-rotation is read from the mesh itself: its left-right axis from three symmetric point pairs,
-its down axis from forehead to nose. Only differences of poses are reported, so the face's
-own tilt in that frame does not matter.
+The head's rotation is read from the mesh itself (`vivid.face.head_pose`). Only differences
+of poses are reported, so the face's own tilt in that frame does not matter.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from ..face.head_pose import head_rotation, pose_angles
 
-#: Symmetric (subject-right, subject-left) pairs that define the head's left-right axis:
-#: outer and inner eye corners, and the face outline at the temples.
-_PAIRS = ((33, 263), (133, 362), (234, 454))
-#: Forehead top and nose bottom: the head's down axis (neither moves with expression).
-_FOREHEAD, _NOSE = 10, 2
 #: Face size: 3-D distance between the outer eye corners (does not change with pose).
 _EYE_CORNERS = (33, 263)
 #: Points expression does not move: upper face outline, nose, eye corners.
@@ -70,21 +61,6 @@ class FaceGeometry:
         return (p @ self.rotation) / max(size, 1e-6)
 
 
-def head_rotation(points: np.ndarray) -> np.ndarray:
-    """Head rotation (3x3, proper) of a (478, 3) mesh, from its own symmetric points."""
-    right = sum(_unit(points[left] - points[r]) for r, left in _PAIRS)
-    right = _unit(right)
-    down = points[_NOSE] - points[_FOREHEAD]
-    down = _unit(down - (down @ right) * right)
-    return np.stack([right, down, np.cross(right, down)], axis=1)
-
-
-def pose_angles(rotation: np.ndarray) -> np.ndarray:
-    """(yaw, pitch, roll) degrees of a head rotation: yaw about the vertical axis, then
-    pitch about the left-right axis, then roll in the image plane."""
-    return Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
-
-
 def expression_features(face: FaceGeometry) -> np.ndarray:
     """Eye openings, brow heights, mouth opening, width and corner lift, in % of face size,
     measured on the frontalised mesh (so turning the head changes none of them)."""
@@ -117,35 +93,30 @@ def identity_leakage(reference: np.ndarray, driver: np.ndarray, output: np.ndarr
     return float((output - reference) @ towards / max(float(towards @ towards), 1e-12))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
 class MeshTracker:
-    """MediaPipe face mesh returning each frame's mesh with depth, or None when no face is
-    found. No gap filling and no smoothing: a frame without a face counts. `tracking=True`
-    (video mode) seeds each frame from the last, twice as fast; `False` measures every
-    frame on its own, so identical frames always measure the same."""
+    """The program's own face finding (`vivid.face.finding`) returning each frame's mesh with
+    depth, or None when no human face is found. No gap filling and no smoothing: a frame
+    without a face counts. `tracking=True` follows the face from frame to frame (faster, and
+    it stays on one person); `False` finds it in every frame on its own, so identical frames
+    always measure the same."""
 
     def __init__(self, tracking: bool = True):
-        from ..face.mesh_backend import mp  # started without its plotting and audio imports
+        from ..face.finding import FaceFinder, FaceTracker
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not tracking, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5,
-        )
+        self._finder = FaceFinder()
+        self._tracker = FaceTracker(self._finder) if tracking else None
 
     def __call__(self, rgb: np.ndarray) -> FaceGeometry | None:
-        h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
-        if not result.multi_face_landmarks:
-            return None
-        lm = result.multi_face_landmarks[0].landmark
-        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * np.array([w, h, w], np.float64)
-        return FaceGeometry(pts)
+        rgb = np.ascontiguousarray(rgb)
+        if self._tracker is not None:
+            face = self._tracker.step(rgb)
+        else:
+            faces = self._finder.find(rgb)
+            face = faces[0] if faces else None
+        return None if face is None else FaceGeometry(face.points3d.astype(np.float64))
 
     def close(self) -> None:
-        self._mesh.close()
+        self._finder.close()
 
     def __enter__(self) -> "MeshTracker":
         return self

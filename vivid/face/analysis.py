@@ -31,6 +31,9 @@ class FaceAnalysis:
     backend_points: np.ndarray | None = None  # the parser's own landmarks (FaRL: 98 WFLW points)
     backend: str = ""
     notes: list[str] = field(default_factory=list)  # things the user should know
+    # Boxes (x0, y0, x1, y1) of the other faces in the image, when there were several: this
+    # analysis is of the largest, most central one.
+    other_faces: list[tuple[float, float, float, float]] = field(default_factory=list)
     interpolated: bool = False  # filled in from neighbouring frames (no face detected here)
 
     @property
@@ -45,6 +48,11 @@ class FaceAnalysis:
         """Eyelid contour of the image-left (0) or image-right (1) eye."""
         n = self.eye_points_per_eye
         return self.eye_points[side * n : (side + 1) * n]
+
+    @property
+    def faces_found(self) -> int:
+        """How many faces the image showed (this one included)."""
+        return 1 + len(self.other_faces)
 
     @property
     def face_size(self) -> float:

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
 
+import cv2
 import numpy as np
 
 from ..media import to_rgb
+from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
+from .finding import FaceFinder, FaceTracker, FinderConfig, FoundFace
 from .gaps import fill_gaps
-from .mesh_backend import MeshRunner
+from .mediapipe_models import PersonSegmenter
 from .mesh_parsing import analysis_from_mesh, face_box
 from .part_warp import warp_parts
 from .smoothing import SmoothingConfig, smooth_stream
@@ -19,6 +23,10 @@ from .smoothing import SmoothingConfig, smooth_stream
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "mesh", "farl"]
+
+#: Around a face smaller than a sixth of the image, the person mask is made again in a window
+#: this many face sizes wide (the animation's crops are 2-2.6 face sizes).
+PERSON_WINDOW = 3.0
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, roughly frontal and at least 64 px wide"
 
@@ -40,9 +48,11 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _box_area(points: np.ndarray) -> float:
-    span = points.max(axis=0) - points.min(axis=0)
-    return float(span[0] * span[1])
+def several_faces_note(faces: list[FoundFace]) -> str:
+    """What the user is told when an image shows several faces (the first is the one used)."""
+    x0, y0, x1, y1 = faces[0].box
+    return (f"found {len(faces)} faces; using the largest, most central one "
+            f"(x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f})")
 
 
 class FaceAnalyzer:
@@ -61,12 +71,15 @@ class FaceAnalyzer:
         segment: bool = True,
         device: str = "cpu",
         farl_models=None,
+        finder: FinderConfig = FinderConfig(),
     ):
         if backend not in ("auto", "mesh", "farl"):
             raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
         self.segment = segment
+        self.finder_config = finder
         self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
-        self._static: MeshRunner | None = None
+        self._finder: FaceFinder | None = None
+        self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
         if backend == "farl" and farl_models is None:
             from .farl_backend import FarlModels
@@ -91,27 +104,47 @@ class FaceAnalyzer:
         log.info("face backend: %s", self.backend_note)
 
     # -- single images ------------------------------------------------------------------
-    def _mesh(self) -> MeshRunner:
-        if self._static is None:
-            self._static = MeshRunner(tracking=False)
-        return self._static
+    def _faces(self) -> FaceFinder:
+        if self._finder is None:
+            self._finder = FaceFinder(self.finder_config)
+        return self._finder
+
+    def _person_mask(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
+        """Selfie segmentation of the whole image; around a small face (a wide shot) again at
+        the model's resolution, so the crops the animation uses get a mask of their own detail."""
+        if self._segmenter is None:
+            self._segmenter = PersonSegmenter()
+        mask = self._segmenter.mask(rgb)
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = face.box
+        side = PERSON_WINDOW * max(x1 - x0, y1 - y0)
+        if side < min(h, w) / 2:
+            window = SquareBox((x0 + x1) / 2, (y0 + y1) / 2, side)
+            near = self._segmenter.mask(crop_image(rgb, window, PersonSegmenter.INPUT))
+            inverse = cv2.invertAffineTransform(window.matrix(PersonSegmenter.INPUT))
+            inside = cv2.warpAffine(np.ones_like(near, np.uint8), inverse, (w, h), flags=cv2.INTER_NEAREST) > 0
+            detail = cv2.warpAffine(near.astype(np.uint8), inverse, (w, h), flags=cv2.INTER_LINEAR) > 0
+            mask = np.where(inside, detail, mask)
+        return mask
 
     def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
-        """Analyse the largest face of an RGB image (other forms are converted, with a note).
+        """Analyse the largest, most central human face of an RGB image (other forms are
+        converted, with a note); when there are several, a note says so and `other_faces`
+        holds the boxes of the rest.
 
-        Raises NoFaceError when there is no face, media.InputError for unusable images.
+        Raises NoFaceError when there is no human face, media.InputError for unusable images.
         """
         loaded = to_rgb(image, name)
         rgb = loaded.rgb
         notes = list(loaded.notes)
         with self._lock:
-            faces = self._mesh().faces_anywhere(rgb)
+            faces = self._faces().find(rgb)
             if not faces:
                 raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
             if len(faces) > 1:
-                notes.append(f"found {len(faces)} faces; using the largest")
-            points = max(faces, key=_box_area)
-            person = self._mesh().person_mask(rgb) if self.segment else None
+                notes.append(several_faces_note(faces))
+            points = faces[0].points
+            person = self._person_mask(rgb, faces[0]) if self.segment else None
             if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
                 from .farl_backend import analyze_with_farl
 
@@ -119,15 +152,18 @@ class FaceAnalyzer:
             else:
                 analysis = analysis_from_mesh(points, rgb.shape[:2], person)
         analysis.notes = notes
+        analysis.other_faces = [f.box for f in faces[1:]]
         for note in notes:
             log.info("%s: %s", name, note)
         return analysis
 
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
-        """Analyse a driving video frame by frame, lazily: MediaPipe's tracking mode, then
-        short gaps filled from neighbours, then lag-free adaptive smoothing of the landmarks
-        (results come `smoothing.radius` frames behind the input).
+        """Analyse a driving video frame by frame, lazily: one face followed through the clip
+        (`finding.FaceTracker`: the largest, most central face first, then the same person,
+        at any size down to `FinderConfig.smallest_face`), then short gaps filled from
+        neighbours, then lag-free adaptive smoothing of the landmarks (results come
+        `smoothing.radius` frames behind the input).
 
         With the FaRL backend every frame is also parsed by FaRL, and its parts are moved
         from the raw mesh to the smoothed one (`part_warp`), so both parsers' maps are
@@ -159,15 +195,16 @@ class FaceAnalyzer:
         """(smoothed points, filled in?, detection, frame shape) per frame; None: no face."""
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
-        runner = MeshRunner(tracking=True, max_faces=1)
+        finder = FaceFinder(self.finder_config)
+        tracker = FaceTracker(finder)
 
         def detections() -> Iterator[_Detection | None]:
             for i, frame in enumerate(frames):
                 rgb = to_rgb(frame, f"frame {i}").rgb
                 shapes.append(rgb.shape[:2])
                 counts["frames"] += 1
-                faces = runner.faces(rgb)
-                if not faces:
+                face = tracker.step(rgb)
+                if face is None:
                     counts["missing"] += 1
                     yield None
                     continue
@@ -175,8 +212,8 @@ class FaceAnalyzer:
                 if self._farl is not None and config.parse:
                     from .farl_backend import analyze_with_farl
 
-                    parse = analyze_with_farl(self._farl, rgb, faces[0], face_box(faces[0], rgb.shape[:2]), None)
-                yield _Detection(faces[0], parse)
+                    parse = analyze_with_farl(self._farl, rgb, face.points, face_box(face.points, rgb.shape[:2]), None)
+                yield _Detection(face.points, parse)
 
         filled = fill_gaps(detections(), config.max_gap, _Detection.blend)
         stream = ((d.points if d else None, (flag, d)) for d, flag in filled)
@@ -186,7 +223,7 @@ class FaceAnalyzer:
             for i, (points, (was_filled, detection)) in enumerate(stream):
                 yield None if points is None else (points, was_filled, detection, shapes[i])
         finally:
-            runner.close()
+            finder.close()
         if counts["frames"] == 0:
             raise NoFaceError("the video has no frames")
         if counts["missing"] > config.max_missing * counts["frames"]:
@@ -194,6 +231,8 @@ class FaceAnalyzer:
                 f"no face in {counts['missing']} of {counts['frames']} frames of the driving video: "
                 "use a clip where the face stays visible"
             )
+        if tracker.faces_seen > 1:
+            log.warning("the driving video shows %d faces; following the largest, most central one", tracker.faces_seen)
         if counts["missing"]:
             log.warning("the face was found in %d of %d frames of the driving video; the others take their motion "
                         "from the nearest frames with a face", counts["frames"] - counts["missing"], counts["frames"])
@@ -203,10 +242,13 @@ class FaceAnalyzer:
         return list(self.iter_track(frames, config))
 
     def close(self) -> None:
-        """Free the native MediaPipe graph (~40 MB) now rather than at garbage collection."""
-        if self._static is not None:
-            self._static.close()
-            self._static = None
+        """Free the native MediaPipe graphs now rather than at garbage collection."""
+        if self._finder is not None:
+            self._finder.close()
+            self._finder = None
+        if self._segmenter is not None:
+            self._segmenter.close()
+            self._segmenter = None
 
     def __enter__(self) -> "FaceAnalyzer":
         return self
@@ -215,6 +257,8 @@ class FaceAnalyzer:
         self.close()
 
     def __del__(self) -> None:  # analysers dropped without close() must not keep their graphs
+        if sys.is_finalizing():  # the process ends anyway; closing BlazePose's graph now hangs
+            return
         try:
             self.close()
         except Exception:  # interpreter shutdown: the native side may already be gone

@@ -65,10 +65,12 @@ def video_square(boxes: Sequence[Sequence[float] | None], config: CropConfig = C
 AVERAGE_BELOW_SCALE = 0.75
 
 
-def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False) -> np.ndarray:
+def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: bool = False,
+               fill: int | None = None) -> np.ndarray:
     """Cut `square` out of `image` and resize it to out_size x out_size; outside the image
-    the border pixels are repeated (labels and masks: pass `nearest=True`). A large square
-    shrunk to a small crop is area-averaged, not sampled, so fine detail does not alias."""
+    the border pixels are repeated, or set to `fill` when given (labels and masks: pass
+    `nearest=True`). A large square shrunk to a small crop is area-averaged, not sampled, so
+    fine detail does not alias."""
     m = square.matrix(out_size)
     scale = out_size / square.size
     if nearest:
@@ -80,7 +82,9 @@ def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: boo
         # resize maps x to (x + 0.5) * sx - 0.5: the same square in the shrunk image's pixels.
         m = np.array([[m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)],
                       [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)]])
-    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    border = (dict(borderMode=cv2.BORDER_REPLICATE) if fill is None
+              else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4))
+    return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, **border)
 
 
 def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> FaceAnalysis:
@@ -90,8 +94,10 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
     def move(p: np.ndarray) -> np.ndarray:
         return (np.asarray(p, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
-    x0, y0 = move(np.array(analysis.box[:2]))
-    x1, y1 = move(np.array(analysis.box[2:]))
+    def move_box(box) -> tuple[float, float, float, float]:
+        (x0, y0), (x1, y1) = move(np.array([box[:2], box[2:]], np.float64))
+        return float(x0), float(y0), float(x1), float(y1)
+
     s = m[0, 0]
     return analysis.replace(
         labels=crop_image(analysis.labels, square, out_size, nearest=True),
@@ -101,23 +107,35 @@ def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> F
         eye_points=move(analysis.eye_points),
         landmarks=None if analysis.landmarks is None else move(analysis.landmarks),
         backend_points=None if analysis.backend_points is None else move(analysis.backend_points),
-        box=(float(x0), float(y0), float(x1), float(y1)),
+        box=move_box(analysis.box),
         notes=list(analysis.notes),
+        other_faces=[move_box(b) for b in analysis.other_faces],
     )
 
 
 def paste_crop(
     frame: np.ndarray, crop: np.ndarray, square: SquareBox, config: CropConfig = CropConfig()
 ) -> np.ndarray:
-    """Put a (processed) crop back where it came from, blending its border into the frame."""
+    """Put a (processed) crop back where it came from, blending its border into the frame. A
+    crop larger than its square (a small face animated at the model's resolution) is
+    area-averaged down to the square's size first, not sampled, so its detail does not alias."""
     h, w = frame.shape[:2]
     n = crop.shape[0]
-    inverse = cv2.invertAffineTransform(square.matrix(n))
-    back = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     ramp = max(1, int(round(config.feather * n)))
     alpha = np.zeros((n, n), np.float32)
     alpha[ramp:-ramp, ramp:-ramp] = 1
     alpha = cv2.GaussianBlur(alpha, (0, 0), ramp / 2)
+    m = square.matrix(n)
+    if square.size < AVERAGE_BELOW_SCALE * n:
+        k = max(2, int(round(square.size)))
+        crop = cv2.resize(crop, (k, k), interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(alpha, (k, k), interpolation=cv2.INTER_AREA)
+        # resize maps crop pixel u to (u + 0.5) * k / n - 0.5: the same square at k pixels.
+        f = k / n
+        m = m * f
+        m[:, 2] += 0.5 * f - 0.5
+    inverse = cv2.invertAffineTransform(m)
+    back = cv2.warpAffine(crop, inverse, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(alpha, inverse, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
     out = frame.astype(np.float32) * (1 - alpha) + back.astype(np.float32) * alpha
     return np.clip(out.round(), 0, 255).astype(frame.dtype)
