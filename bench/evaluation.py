@@ -1,7 +1,12 @@
-"""The evaluation harness on the sample clips: still frame (the baseline) vs preview engine.
+"""The evaluation harness on the sample clips: still frame (the baseline) vs preview engine, and
+with `--engines still,preview,diffusion` the diffusion engine's model (the shipped
+VividPortraits-mini unless `--weights` names another) beside them.
 
 Self-reenactment on every driving clip in ../shared/data/driving, cross-reenactment of four
-portraits (two photos, two paintings) with three clips. Prints the table and writes it to bench/RESULTS.md with per-clip figures.
+portraits (two photos, two paintings) with three clips. Prints the table and writes it to
+bench/RESULTS.md with per-clip figures; with the diffusion engine in its own section, with the
+verdict on the mini model's target (below the still baseline's self-reenactment expression and
+pose errors) and a picture of frames side by side (bench/mini_frames.jpg).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per clip")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--engines", default="still,preview")
+    parser.add_argument("--weights", default=None, help="diffusion engine's model (default: the shipped one)")
     parser.add_argument("--output", type=Path, default=None, help="keep the evaluation folder here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,6 +44,7 @@ def main() -> None:
             portraits=[DATA / "source" / f"{p}.jpg" for p in PORTRAITS],
             driving=[DATA / "driving" / f"{c}.mp4" for c in CROSS_CLIPS],
             engines=tuple(args.engines.split(",")), frames=args.frames, resolution=args.resolution,
+            weights=args.weights,
         )
         start = time.perf_counter()
         evaluate(config)
@@ -45,6 +52,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         table = (out / "table.md").read_text()
         rows = read_csv(out / "per_clip.csv")
+        picture = frames_picture(out) if "diffusion" in config.engines else None
     body_table = table.split("\n## Definitions")[0].split("\n", 2)[2].strip()  # without the title
     engines = config.engines
     lines = ["| clip | " + " | ".join(f"{e} PSNR | {e} expr. | {e} pose" for e in engines) + " |",
@@ -62,7 +70,50 @@ def main() -> None:
             + body_table.replace("\n## ", "\n#### ")
             + "\n\nSelf-reenactment per clip (expression error in % of face size, pose error in degrees):\n\n"
             + "\n".join(lines))
-    record("Evaluation harness", body)
+    if "diffusion" not in engines:
+        record("Evaluation harness", body)
+        return
+    body += "\n\n" + verdict(rows)
+    if picture is not None:
+        body += (f"\n\n![frames side by side]({picture.name})\n\nOne frame from the middle of each case "
+                 "(`videos/side_by_side/`): reference, real or driving video, then each engine.")
+    record("Evaluation: VividPortraits-mini beside still and preview", body)
+
+
+def verdict(rows: list[dict]) -> str:
+    """The mini model's target: below the still baseline's self-reenactment expression and pose
+    errors, averaged over the clips."""
+    def mean(engine: str, key: str) -> float:
+        values = [r[key] for r in rows if r["kind"] == "self" and r["engine"] == engine and r[key] == r[key]]
+        return sum(values) / len(values) if values else float("nan")
+
+    lines = []
+    for key, name in (("expression_error", "expression error (% face)"), ("pose_error", "pose error (deg)")):
+        still, model = mean("still", key), mean("diffusion", key)
+        lines.append(f"- self-reenactment {name}: diffusion {model:.2f} against still {still:.2f}: "
+                     + ("**met**" if model < still else "**NOT met**"))
+    return "Target (diffusion below still on both):\n\n" + "\n".join(lines)
+
+
+def frames_picture(out: Path, cases: int = 3, width: int = 1024) -> Path | None:
+    """A JPEG of the middle frame of the first `cases` side-by-side videos, stacked, for RESULTS.md."""
+    import cv2
+    import numpy as np
+
+    from vivid.media import read_video
+
+    videos = sorted((out / "videos" / "side_by_side").glob("*.mp4"))
+    pick = [videos[i] for i in np.linspace(0, len(videos) - 1, min(cases, len(videos))).round().astype(int)]
+    rows = []
+    for video in dict.fromkeys(pick):
+        frames = list(read_video(video))
+        frame = frames[len(frames) // 2]
+        rows.append(cv2.resize(frame, (width, round(frame.shape[0] * width / frame.shape[1])), interpolation=cv2.INTER_AREA))
+    if not rows:
+        return None
+    target = Path(__file__).with_name("mini_frames.jpg")
+    cv2.imwrite(str(target), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return target
 
 
 if __name__ == "__main__":
