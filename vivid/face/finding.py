@@ -143,10 +143,12 @@ class FaceFinder:
             out += [d] if box_side(d.box) >= WINDOW_FACE * window else self.detect_around(rgb, d.box)
         return out
 
-    def detect_around(self, rgb: np.ndarray, box, face_fraction: float = 0.25) -> list[Detection]:
+    def detect_around(self, rgb: np.ndarray, box, face_fraction: float = 0.25,
+                      ranges: tuple[str, ...] = ("full", "short")) -> list[Detection]:
         """Detections near `box`: the detectors look through one window in which a face of
         that size is at their best scale (cheap, whatever the face's size in the image)."""
-        return _distinct(self.detectors.detect(rgb, window_around(box, face_fraction)), self.config.duplicate_iou)
+        window = window_around(box, face_fraction)
+        return _distinct(self.detectors.detect(rgb, window, ranges), self.config.duplicate_iou)
 
     def _measured(self, rgb: np.ndarray, detections: list[Detection]) -> list[FoundFace]:
         faces: list[FoundFace] = []
@@ -224,7 +226,9 @@ class FaceTracker:
         if face is not None and self._since_check < self.config.check_every:
             return face
         self._since_check = 0
-        around = self.finder.detect_around(rgb, last.box)
+        # The full-range detector alone: the face is at a quarter of the window, well within its
+        # range, and the periodic look is what the tracker pays over the bare mesh.
+        around = self.finder.detect_around(rgb, last.box, ranges=("full",))
         regions = [region_from_detection(d.box, d.eyes, d.detector) for d in around]
         k = same_face(last.box, [r.box() for r in regions])
         if k is None or (face is not None and iou(regions[k].box(), face.box) >= 0.5):
