@@ -52,9 +52,9 @@ def main() -> None:
         load = os.getloadavg()[0]
         table = (out / "table.md").read_text()
         rows = read_csv(out / "per_clip.csv")
-        picture = frames_picture(out) if "diffusion" in config.engines else None
+        engines = config.engines
+        picture = frames_picture(out) if "diffusion" in engines else None
     body_table = table.split("\n## Definitions")[0].split("\n", 2)[2].strip()  # without the title
-    engines = config.engines
     lines = ["| clip | " + " | ".join(f"{e} PSNR | {e} expr. | {e} pose" for e in engines) + " |",
              "|---|" + "---:|" * (3 * len(engines))]
     for case in dict.fromkeys(r["case"] for r in rows if r["kind"] == "self"):
@@ -96,7 +96,8 @@ def verdict(rows: list[dict]) -> str:
 
 
 def frames_picture(out: Path, cases: int = 3, width: int = 1024) -> Path | None:
-    """A JPEG of the middle frame of the first `cases` side-by-side videos, stacked, for RESULTS.md."""
+    """A JPEG of the middle frame of `cases` side-by-side videos spread over the list (self- and
+    cross-reenactment both), stacked, for RESULTS.md."""
     import cv2
     import numpy as np
 

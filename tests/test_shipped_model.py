@@ -42,9 +42,9 @@ def test_from_pretrained_with_no_argument_is_the_shipped_model_with_its_settings
 
     monkeypatch.setattr(shipped, "MINI_MODEL_DIR", MINI)
     pipe = VividPipeline.from_pretrained()
-    defaults = json.loads((MINI / "model_index.json").read_text())["sampling_defaults"]
-    assert type(pipe.scheduler).__name__ == defaults["scheduler"]
-    assert pipe.config.resolution == json.loads((MINI / "model_index.json").read_text())["resolution"]
+    index = json.loads((MINI / "model_index.json").read_text())
+    assert type(pipe.scheduler).__name__ == index["sampling_defaults"]["scheduler"]
+    assert pipe.config.resolution == index["resolution"]
     assert pipe.scheduler.config.prediction_type == "v_prediction"  # what it was trained with
 
 
