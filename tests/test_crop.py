@@ -1,6 +1,7 @@
 """Square crops: the face ends up centred, points and pixels agree, paste-back restores."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -132,3 +133,25 @@ def test_a_crop_larger_than_its_square_is_averaged_on_the_way_back(astronaut):
     checker = np.repeat(((np.indices((512, 512)).sum(axis=0) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
     pasted = paste_crop(astronaut, checker, square)[inner].astype(float)
     assert abs(pasted.mean() - 127.5) < 4 and pasted.std() < 4  # grey, not a sampled pattern
+
+
+@settings(max_examples=40, deadline=None)
+@given(cx=st.floats(-300, 1900), cy=st.floats(-300, 1500), size=st.floats(120, 2400), fill=st.sampled_from([None, 0]))
+def test_a_shrunk_crop_shows_the_same_picture_as_shrinking_the_whole_image(astronaut, cx, cy, size, fill):
+    """Crops shrunk by averaging only the part under the square (cheap on large images) look
+    like the square cut from the whole image shrunk at once: same place, same borders."""
+    image = cv2.resize(astronaut, (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    square = SquareBox(cx, cy, size)
+    out = 128
+    scale = out / size
+    small = cv2.resize(image, (round(1600 * scale), round(1200 * scale)), interpolation=cv2.INTER_AREA)
+    sx, sy = small.shape[1] / 1600, small.shape[0] / 1200
+    m = square.matrix(out)
+    m = np.array([[m[0, 0] / sx, 0, m[0, 2] + m[0, 0] * (0.5 / sx - 0.5)], [0, m[1, 1] / sy, m[1, 2] + m[1, 1] * (0.5 / sy - 0.5)]])
+    border = (dict(borderMode=cv2.BORDER_REPLICATE) if fill is None
+              else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4))
+    whole = cv2.warpAffine(small, m, (out, out), flags=cv2.INTER_LINEAR, **border).astype(float)
+    crop = crop_image(image, square, out, fill=fill).astype(float)
+    # Averaging cells start where the part starts, not at the image's corner: under one cell of shift.
+    assert np.abs(crop - whole).mean() < 3
+    assert np.percentile(np.abs(crop - whole), 99) < 40

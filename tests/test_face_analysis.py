@@ -165,3 +165,32 @@ def test_palette_image_file(analyzer, astronaut, tmp_path):
     path = tmp_path / "palette.png"
     Image.fromarray(astronaut).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
     check_face(analyzer.analyze(load_image(path).rgb))
+
+
+def test_the_same_picture_twice_is_analysed_once_and_answers_alike(astronaut, grace_hopper, monkeypatch):
+    """A job checks the portrait, then its engine prepares it: the second look is free, and
+    what one caller does to its answer does not reach the next."""
+    from vivid.face import FaceAnalyzer
+    from vivid.face.finding import FaceFinder
+
+    finds = []
+    find = FaceFinder.find
+    monkeypatch.setattr(FaceFinder, "find", lambda self, rgb, every_face=True: finds.append(1) or find(self, rgb, every_face))
+    with FaceAnalyzer("mesh", segment=False) as analyzer:
+        first = analyzer.analyze(astronaut, "the portrait")
+        first.labels[:] = 0
+        first.notes.append("changed by its caller")
+        second = analyzer.analyze(astronaut.copy(), "the reference image")
+        assert len(finds) == 1
+        assert second.labels.any() and second.notes == []
+        gray = np.asarray(Image.fromarray(astronaut).convert("L"))
+        assert any("grayscale" in n for n in analyzer.analyze(gray).notes)  # another picture: looked at again
+        assert len(finds) == 2
+        np.testing.assert_allclose(analyzer.analyze(grace_hopper).landmarks,
+                                   FaceAnalyzer("mesh", segment=False).analyze(grace_hopper).landmarks, atol=1e-4)
+
+
+def test_finds_face_says_whether_there_is_a_human_face(analyzer, astronaut):
+    assert analyzer.finds_face(astronaut)
+    assert not analyzer.finds_face(load_image(shared_file("source", "s25.jpg")).rgb)  # the dog
+    assert not analyzer.finds_face(np.full((300, 400, 3), 128, np.uint8))

@@ -274,5 +274,30 @@ def test_finder_lists_every_face_main_first(finder, astronaut, grace_hopper):
     assert all(f.presence > 0.9 for f in faces)
 
 
+def test_the_face_to_use_alone_skips_the_tiles_only_when_no_small_face_could_outweigh_it(
+        finder, astronaut, grace_hopper, monkeypatch):
+    windows = []  # sides of the windows the detectors looked through
+    detect = FaceDetectors.detect
+
+    def counted(self, rgb, window, ranges=("full", "short")):
+        windows.append(window.size)
+        return detect(self, rgb, window, ranges)
+
+    monkeypatch.setattr(FaceDetectors, "detect", counted)
+    # A close-up: the whole-image look settles it, no tile is looked through.
+    (alone,) = finder.find(astronaut, every_face=False)
+    assert min(windows) >= 512  # the whole image and the look around the face at its own scale (tiles: 205 px)
+    np.testing.assert_allclose(alone.points, finder.find(astronaut)[0].points, atol=1e-3)
+    # Two people, both small: the tiles are needed, and the same face comes first either way.
+    a_side, a_centre = face_of(finder.find(astronaut)[0].points)
+    g_side, g_centre = face_of(finder.find(grace_hopper)[0].points)
+    frame, *_ = place(astronaut, a_side, 0.07, FULL_HD, (0.75, 0.4), a_centre)
+    frame, *_ = place(grace_hopper, g_side, 0.05, FULL_HD, (0.3, 0.5), g_centre, canvas=frame)
+    windows.clear()
+    first = finder.find(frame, every_face=False)[0]
+    assert len(windows) > 10  # the tiles
+    assert (first.box[0] + first.box[2]) / 2 > 0.6 * 1920  # the astronaut, the larger face
+
+
 def test_no_face_in_a_blank_wide_frame(finder):
     assert finder.find(backdrop(FULL_HD)) == []

@@ -92,11 +92,8 @@ class Driving:
             seen = i + 1
             if i % step:
                 continue
-            try:
-                analyzer.analyze(frame, "the driving video")
+            if analyzer.finds_face(frame, "the driving video"):
                 return
-            except NoFaceError:
-                continue
         raise NoFaceError(f"No face in the first {min(seen / self.fps, seconds):.0f} s of the driving video: use a "
                           "clip that shows one face, roughly frontal, from its start.")
 

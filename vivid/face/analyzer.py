@@ -1,6 +1,8 @@
 """FaceAnalyzer: one interface over the face backends, for single images and for videos."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import sys
 import threading
@@ -79,6 +81,7 @@ class FaceAnalyzer:
         self.finder_config = finder
         self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
         self._finder: FaceFinder | None = None
+        self._last: tuple | None = None  # (picture's key, its analysis): the last still analysed
         self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
         if backend == "farl" and farl_models is None:
@@ -130,32 +133,48 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
         """Analyse the largest, most central human face of an RGB image (other forms are
         converted, with a note); when there are several, a note says so and `other_faces`
-        holds the boxes of the rest.
+        holds the boxes of the rest. The same picture asked for again (a job's check, then
+        its engine) is answered from memory.
 
         Raises NoFaceError when there is no human face, media.InputError for unusable images.
         """
         loaded = to_rgb(image, name)
         rgb = loaded.rgb
-        notes = list(loaded.notes)
+        key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
         with self._lock:
-            faces = self._faces().find(rgb)
-            if not faces:
-                raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
-            if len(faces) > 1:
-                notes.append(several_faces_note(faces))
-            points = faces[0].points
-            person = self._person_mask(rgb, faces[0]) if self.segment else None
-            if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
-                from .farl_backend import analyze_with_farl
-
-                analysis = analyze_with_farl(self._farl, rgb, points, face_box(points, rgb.shape[:2]), person)
+            if self._last is not None and self._last[0] == key:
+                analysis = copy.deepcopy(self._last[1])
             else:
-                analysis = analysis_from_mesh(points, rgb.shape[:2], person)
-        analysis.notes = notes
-        analysis.other_faces = [f.box for f in faces[1:]]
-        for note in notes:
+                analysis = self._analyze(rgb, name)
+                self._last = (key, copy.deepcopy(analysis))
+        analysis.notes = list(loaded.notes) + analysis.notes
+        for note in analysis.notes:
             log.info("%s: %s", name, note)
         return analysis
+
+    def _analyze(self, rgb: np.ndarray, name: str) -> FaceAnalysis:
+        """`analyze` of an RGB picture, under the lock; `notes` say what the faces call for."""
+        faces = self._faces().find(rgb)
+        if not faces:
+            raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
+        points = faces[0].points
+        person = self._person_mask(rgb, faces[0]) if self.segment else None
+        if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
+            from .farl_backend import analyze_with_farl
+
+            analysis = analyze_with_farl(self._farl, rgb, points, face_box(points, rgb.shape[:2]), person)
+        else:
+            analysis = analysis_from_mesh(points, rgb.shape[:2], person)
+        analysis.notes = [several_faces_note(faces)] if len(faces) > 1 else []
+        analysis.other_faces = [f.box for f in faces[1:]]
+        return analysis
+
+    def finds_face(self, image: np.ndarray, name: str = "image") -> bool:
+        """Whether `image` shows a human face: `analyze`'s finding alone (no maps, and no look
+        for smaller faces once one settles which face it would be)."""
+        rgb = to_rgb(image, name).rgb
+        with self._lock:
+            return bool(self._faces().find(rgb, every_face=False))
 
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:

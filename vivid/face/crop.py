@@ -76,6 +76,10 @@ def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: boo
     if nearest:
         return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
     if scale < AVERAGE_BELOW_SCALE:
+        # Only the part under the square is averaged (with a margin for the interpolation):
+        # a small window of a large image, or the many tiles of a search, cost their own area.
+        image, (x0, y0) = _part_under(image, square, margin=int(np.ceil(2 / scale)) + 1)
+        m = SquareBox(square.cx - x0, square.cy - y0, square.size).matrix(out_size)
         h, w = image.shape[:2]
         image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         sx, sy = image.shape[1] / w, image.shape[0] / h
@@ -85,6 +89,18 @@ def crop_image(image: np.ndarray, square: SquareBox, out_size: int, nearest: boo
     border = (dict(borderMode=cv2.BORDER_REPLICATE) if fill is None
               else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4))
     return cv2.warpAffine(image, m, (out_size, out_size), flags=cv2.INTER_LINEAR, **border)
+
+
+def _part_under(image: np.ndarray, square: SquareBox, margin: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The part of `image` that `square` covers, `margin` px wider each way, clipped to the
+    image (the whole image when the square lies outside it), and where that part starts."""
+    h, w = image.shape[:2]
+    half = square.size / 2
+    x0, y0 = max(int(np.floor(square.cx - half)) - margin, 0), max(int(np.floor(square.cy - half)) - margin, 0)
+    x1, y1 = min(int(np.ceil(square.cx + half)) + margin, w), min(int(np.ceil(square.cy + half)) + margin, h)
+    if x1 <= x0 or y1 <= y0:
+        return image, (0, 0)
+    return image[y0:y1, x0:x1], (x0, y0)
 
 
 def crop_analysis(analysis: FaceAnalysis, square: SquareBox, out_size: int) -> FaceAnalysis:

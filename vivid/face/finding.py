@@ -21,8 +21,8 @@ import numpy as np
 from .human_check import HumanCheck
 from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
 from .regions import (
-    WINDOW_FACE, MeshRegion, box_side, iou, landmark_box, main_face, region_from_detection, region_from_landmarks,
-    same_face, tile_windows, whole_image_window, window_around,
+    DETECTION_TO_FACE, WINDOW_FACE, MeshRegion, box_side, face_weight, iou, landmark_box, main_face,
+    region_from_detection, region_from_landmarks, same_face, tile_windows, whole_image_window, window_around,
 )
 
 #: Mesh runs per face found by detection: on the detection's square, then twice on the square
@@ -41,7 +41,7 @@ class FinderConfig:
     min_presence: float = 0.5  # the mesh model's face-presence score to keep a face
     max_faces: int = 8  # at most this many faces are measured in one image
     duplicate_iou: float = 0.4  # two faces overlapping more than this are one face
-    check_every: int = 15  # while following a face, the detector looks around it every N frames
+    check_every: int = 30  # while following a face, the detector looks around it every N frames (~1 s)
     forget_after: int = 25  # lost for more frames than this, the tracker takes any face again
 
 
@@ -98,22 +98,25 @@ class FaceFinder:
         return face
 
     # -- every face of an image ---------------------------------------------------------------
-    def find(self, rgb: np.ndarray) -> list[FoundFace]:
+    def find(self, rgb: np.ndarray, every_face: bool = True) -> list[FoundFace]:
         """Every human face in `rgb`, the one to use (largest, most central) first.
 
         The detectors look at the whole image (both ranges), then through overlapping tiles
         for faces down to `smallest_face` (a wide shot, a group, a small face in a big photo);
         only when neither shows a face, at the image shrunk into a frame twice its size (a
-        face that fills the whole picture)."""
+        face that fills the whole picture). `every_face=False` wants the face to use alone:
+        the tiles are skipped when the whole image already shows a face that no face small
+        enough to need them could outweigh (`_settled`)."""
         h, w = rgb.shape[:2]
         faces: list[FoundFace] = []
         tried: list[Detection] = []
         whole = whole_image_window(w, h)
         self._add_faces(rgb, self._at_own_scale(rgb, self.detectors.detect(rgb, whole), whole.size), faces, tried)
         tiles = tile_windows(w, h, self.config.smallest_face * min(w, h))
-        in_tiles = [d for tile in tiles for d in self.detectors.detect(rgb, tile, ranges=("full",))
-                    if box_side(d.box) < tile.size / 2]  # larger ones may be cut by the tile's edge
-        self._add_faces(rgb, in_tiles, faces, tried)
+        if every_face or not _settled(faces, tiles[0].size, w, h):
+            in_tiles = [d for tile in tiles for d in self.detectors.detect(rgb, tile, ranges=("full",))
+                        if box_side(d.box) < tile.size / 2]  # larger ones may be cut by the tile's edge
+            self._add_faces(rgb, in_tiles, faces, tried)
         if not faces:
             self._add_faces(rgb, self.detectors.detect(rgb, whole_image_window(w, h, zoom_out=2.0)), faces, tried)
         if faces:
@@ -168,6 +171,16 @@ class FaceFinder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _settled(faces: list[FoundFace], tile: float, width: int, height: int) -> bool:
+    """Whether the main face is already known. A face only the tiles find is smaller than half
+    a tile and than what the whole-image look finds reliably (`WINDOW_FACE` of the image), its
+    mesh box at most `DETECTION_TO_FACE` times that: none outweighs (`face_weight`) a face
+    found already that weighs more than such a face would at the image centre."""
+    smaller = min(tile / 2, WINDOW_FACE * max(width, height))
+    largest_tile_face = smaller * max(factor for factor, _ in DETECTION_TO_FACE.values())
+    return any(face_weight(f.box, width, height) > largest_tile_face for f in faces)
 
 
 def _inside(box, outer) -> bool:
@@ -236,7 +249,8 @@ class FaceTracker:
         return self.finder.measure(rgb, regions[k], detection=around[k]) or face
 
     def _search(self, rgb: np.ndarray) -> FoundFace | None:
-        faces = self.finder.find(rgb)
+        # Once a face is followed, only faces that could be it matter; at the start, the one to use.
+        faces = self.finder.find(rgb, every_face=False)
         self.faces_seen = max(self.faces_seen, len(faces))
         if not faces:
             return None

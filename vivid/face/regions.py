@@ -162,19 +162,19 @@ def window_around(box: Box, face_fraction: float = 0.25) -> SquareBox:
 CORNER_PENALTY = 0.5
 
 
+def face_weight(box: Box, width: int, height: int) -> float:
+    """How strongly a face asks to be the one used: its size, less up to `CORNER_PENALTY` of it
+    the farther it is from the image centre."""
+    off = float(np.linalg.norm(box_centre(box) - (width / 2, height / 2))) / (math.hypot(width, height) / 2)
+    return box_side(box) * (1 - CORNER_PENALTY * min(off, 1.0))
+
+
 def main_face(boxes: Sequence[Box], width: int, height: int) -> int:
-    """Index of the face to use among several: the largest, favouring the most central (a face
-    at a corner weighs `CORNER_PENALTY` less than the same face at the centre)."""
+    """Index of the face to use among several: the largest, favouring the most central
+    (`face_weight`)."""
     if not len(boxes):
         raise ValueError("no faces to choose from")
-    half_diagonal = math.hypot(width, height) / 2
-    centre = np.array([width / 2, height / 2])
-
-    def weight(box: Box) -> float:
-        off = float(np.linalg.norm(box_centre(box) - centre)) / half_diagonal
-        return box_side(box) * (1 - CORNER_PENALTY * min(off, 1.0))
-
-    return max(range(len(boxes)), key=lambda i: weight(boxes[i]))
+    return max(range(len(boxes)), key=lambda i: face_weight(boxes[i], width, height))
 
 
 #: A face is "the same one" in a later frame if its centre moved less than this many face sizes

@@ -25,21 +25,25 @@ class SmoothingConfig:
     still_speed: float = 0.25  # below about this speed a point is smoothed fully
 
 
-def _gaussian_at(window: np.ndarray, i: int, config: SmoothingConfig) -> np.ndarray:
-    """Gaussian average of the window's frames around frame i (at most `radius` away)."""
-    offsets = np.arange(len(window)) - i
+def _gaussian_weights(length: int, centres: np.ndarray, config: SmoothingConfig) -> np.ndarray:
+    """(len(centres), length) Gaussian weights around each centre frame (at most `radius`
+    frames away), each row summing to 1."""
+    offsets = np.arange(length)[None, :] - centres[:, None]
     w = np.exp(-0.5 * (offsets / config.sigma) ** 2) * (np.abs(offsets) <= config.radius)
-    return np.tensordot(w / w.sum(), window, axes=1)
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def smooth_window(window: np.ndarray, centre: int, fps: float, face_size: float, config: SmoothingConfig) -> np.ndarray:
     """Smoothed points of frame `centre` of `window` (F, N, 2), its neighbours around it."""
-    smooth = _gaussian_at(window, centre, config)  # (N, 2)
     if len(window) < 3:
-        return smooth.astype(np.float32)
-    # Speed of the smoothed trajectory (so noise does not count as motion), face sizes / s.
+        weights = _gaussian_weights(len(window), np.array([centre]), config)
+        return np.tensordot(weights[0], window, axes=1).astype(np.float32)
+    # The centre frame and its two neighbours in one product: the neighbours give the speed.
     lo, hi = max(centre - 1, 0), min(centre + 1, len(window) - 1)
-    velocity = (_gaussian_at(window, hi, config) - _gaussian_at(window, lo, config)) / (hi - lo)
+    weights = _gaussian_weights(len(window), np.array([centre, lo, hi]), config)
+    smooth, before, after = np.tensordot(weights, window, axes=1)
+    # Speed of the smoothed trajectory (so noise does not count as motion), face sizes / s.
+    velocity = (after - before) / (hi - lo)
     speed = np.linalg.norm(velocity, axis=-1, keepdims=True) * fps / max(face_size, 1e-6)
     keep_smooth = 1.0 / (1.0 + (speed / config.still_speed) ** 2)
     return (keep_smooth * smooth + (1 - keep_smooth) * window[centre]).astype(np.float32)
