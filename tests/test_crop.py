@@ -152,6 +152,11 @@ def test_a_shrunk_crop_shows_the_same_picture_as_shrinking_the_whole_image(astro
               else dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4))
     whole = cv2.warpAffine(small, m, (out, out), flags=cv2.INTER_LINEAR, **border).astype(float)
     crop = crop_image(image, square, out, fill=fill).astype(float)
-    # Averaging cells start where the part starts, not at the image's corner: under one cell of shift.
-    assert np.abs(crop - whole).mean() < 3
-    assert np.percentile(np.abs(crop - whole), 99) < 40
+    # Averaging cells start where the part starts, not at the image's corner: the same picture
+    # in the same place, sampled at another phase (under half an output pixel's worth of change).
+    inner = crop[2:-2, 2:-2]
+    offsets = {(dx, dy): np.abs(inner - whole[2 + dy : out - 2 + dy, 2 + dx : out - 2 + dx]).mean()
+               for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+    assert offsets[0, 0] <= min(offsets.values()) + 0.05  # lined up best as it is
+    one_pixel = np.mean([offsets[d] for d in ((1, 0), (-1, 0), (0, 1), (0, -1))])
+    assert offsets[0, 0] <= 0.6 * one_pixel + 0.5

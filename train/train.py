@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from vivid.training import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,27 +46,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the stage's YAML file, the tiny preset, then --set values, then
+    the flags given (a flag left out does not undo the same setting given with --set)."""
     import yaml
 
-    from vivid.training import ConfigError, DataError, InitError, ResumeError, TrainConfig, Trainer
+    from vivid.training import ConfigError, TrainConfig
 
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"train.py: error: --set needs KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
     flags = {k: getattr(args, k) for k in ("resolution", "max_steps", "seed", "save_every", "val_every",
                                             "batch_size", "learning_rate", "mixed_precision")}
     prefix = "mini-" if args.preset == "mini" else ""
     config_file = args.config or ROOT / "train" / "configs" / f"{prefix}stage{args.stage}.yaml"
+    given = {k: v for k, v in flags.items() if v is not None}
+    return TrainConfig.load(config_file, tiny=args.tiny, **{**overrides, **given, "stage": args.stage})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from vivid.training import ConfigError, DataError, InitError, ResumeError, Trainer
+
     try:
-        config = TrainConfig.load(config_file, tiny=args.tiny, **{**overrides, **flags, "stage": args.stage})
+        config = config_from(args)
         trainer = Trainer(config, args.data, args.output, init=args.init, resume=args.resume, val_data=args.val_data,
                           device=args.device)
     except (ConfigError, DataError, InitError, ResumeError) as exc:

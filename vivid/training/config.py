@@ -167,6 +167,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if values.get("mixed_precision") is False:  # YAML 1.1 reads a bare `no` as false
+            values["mixed_precision"] = "no"
         for key in ("part_scale", "face_scale", "adam_betas"):
             if key in values:
                 values[key] = tuple(values[key])

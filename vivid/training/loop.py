@@ -330,7 +330,9 @@ class Trainer:
             done = sorted((int(f.name[5:]), f) for f in paths.checkpoints.glob("step-*") if f.name[5:].isdigit())
             for _, old in done[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            export_model(self._unwrapped(nets), paths.model, self.config.stage, step, self.config)
+            lowered = self.config.stage == 2 and self.weight_dtype != torch.float32  # see `cast_frozen` above
+            export_model(self._unwrapped(nets), paths.model, self.config.stage, step, self.config,
+                         frozen_from=self.init if lowered else None)
         acc.wait_for_everyone()
 
     def _write_rank_checksum(self, step: int) -> None:

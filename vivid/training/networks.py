@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from torch import nn
 
 from ..models.builders import Parts, load_base_parts, mini_parts, scheduler_config, tiny_parts
 from .config import TrainConfig
-from .denoiser import Denoiser, freeze_for_stage
+from .denoiser import Denoiser, freeze_for_stage, temporal_parameter_names
 
 #: Written into every exported model folder: which stage made it, at which step, how.
 TRAINING_FILE = "training.json"
@@ -144,9 +144,31 @@ def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
     )
 
 
-def export_model(nets: Networks, folder: Path, stage: int, step: int, config: TrainConfig) -> None:
+def with_frozen_from(nets: Networks, init: Path) -> Networks:
+    """Stage 2's networks with every weight it never trains exactly as the stage 1 model
+    `init` holds it, the temporal layers as trained: training keeps the frozen ones in the
+    compute dtype (`cast_frozen`, the VAE and image encoder too), and a model written from
+    those would carry their rounding."""
+    from ..pipeline import VividPipeline
+
+    source = VividPipeline.from_pretrained(init, device="cpu", torch_dtype=torch.float32, disk_offload=False)
+    source.pose_injector.remove()
+    trained = nets.denoiser.unet.state_dict()
+    temporal = temporal_parameter_names(source.unet)
+    source.unet.load_state_dict({k: trained[k].float() for k in temporal}, strict=False)
+    return replace(nets, denoiser=Denoiser(source.reference_net, source.unet, source.pose_guider), vae=source.vae,
+                   image_encoder=source.image_encoder)
+
+
+def export_model(nets: Networks, folder: Path, stage: int, step: int, config: TrainConfig,
+                 frozen_from: Path | None = None) -> None:
     """Write the current model to `folder` as a VividPipeline folder (loadable by
-    `VividPipeline.from_pretrained`, the app's --weights and the CLI), atomically."""
+    `VividPipeline.from_pretrained`, the app's --weights and the CLI), atomically. Written in
+    the precision training holds the weights in; with `frozen_from` (the stage 1 model that
+    stage 2 started from, its frozen weights kept in a lower precision), in fp32 with those
+    weights exactly as they were (`with_frozen_from`)."""
+    if frozen_from is not None:
+        nets = with_frozen_from(nets, frozen_from)
     pipe = pipeline_of(nets, config.resolution)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
