@@ -130,13 +130,20 @@ def peak_memory_mb(clip: Path, reference: str, frames: int) -> float:
 
 def app_first_frame(portrait: str, clip: str, runs: int) -> list[float]:
     """Seconds from calling the app's Animate callback to its first live-view frame (after
-    one warm-up job: the server's first job also loads the face models)."""
+    one warm-up job: the server's first job also loads the face models). Each job gets a new
+    upload (one pixel differs), as a user's would: nothing is remembered from the job before."""
     import app
+    from PIL import Image
 
+    picture = np.array(Image.open(portrait).convert("RGB"))
+    folder = Path(tempfile.mkdtemp(prefix="vivid-bench-uploads-"))
     times = []
     for i in range(runs + 1):
+        picture[0, 0, 0] = i
+        upload = folder / f"portrait-{i}.png"
+        Image.fromarray(picture).save(upload)
         start = time.perf_counter()
-        job = app.animate(portrait, clip, None, app.PREVIEW_ENGINE, False, False, False, 25, 3.5, 0, 24, 4, True)
+        job = app.animate(str(upload), clip, None, app.PREVIEW_ENGINE, False, False, False, 25, 3.5, 0, 24, 4, True)
         for update in job:
             if update[0] is not None:
                 break

@@ -167,7 +167,7 @@ def test_palette_image_file(analyzer, astronaut, tmp_path):
     check_face(analyzer.analyze(load_image(path).rgb))
 
 
-def test_the_same_picture_twice_is_analysed_once_and_answers_alike(astronaut, grace_hopper, monkeypatch):
+def test_the_same_picture_twice_is_analysed_once_and_answers_alike(astronaut, big_face, grace_hopper, monkeypatch):
     """A job checks the portrait, then its engine prepares it: the second look is free, and
     what one caller does to its answer does not reach the next."""
     from vivid.face import FaceAnalyzer
@@ -176,7 +176,7 @@ def test_the_same_picture_twice_is_analysed_once_and_answers_alike(astronaut, gr
     finds = []
     find = FaceFinder.find
     monkeypatch.setattr(FaceFinder, "find", lambda self, rgb, every_face=True: finds.append(1) or find(self, rgb, every_face))
-    with FaceAnalyzer("mesh", segment=False) as analyzer:
+    with FaceAnalyzer("mesh", segment=False) as analyzer, FaceAnalyzer("mesh", segment=False) as fresh:
         first = analyzer.analyze(astronaut, "the portrait")
         first.labels[:] = 0
         first.notes.append("changed by its caller")
@@ -186,8 +186,19 @@ def test_the_same_picture_twice_is_analysed_once_and_answers_alike(astronaut, gr
         gray = np.asarray(Image.fromarray(astronaut).convert("L"))
         assert any("grayscale" in n for n in analyzer.analyze(gray).notes)  # another picture: looked at again
         assert len(finds) == 2
-        np.testing.assert_allclose(analyzer.analyze(grace_hopper).landmarks,
-                                   FaceAnalyzer("mesh", segment=False).analyze(grace_hopper).landmarks, atol=1e-4)
+        # Two faces: the note says so once, however often the picture is asked for.
+        canvas = np.full((512, 812, 3), 255, np.uint8)
+        canvas[:, :512] = big_face[0]
+        canvas[64:448, 512:] = np.asarray(Image.fromarray(grace_hopper).resize((300, 384)))
+        for _ in range(2):
+            assert sum("2 faces" in n for n in analyzer.analyze(canvas).notes) == 1
+        np.testing.assert_allclose(analyzer.analyze(grace_hopper).landmarks, fresh.analyze(grace_hopper).landmarks,
+                                   atol=1e-4)
+        # Asked for the person mask now: a new analysis, not the remembered one without it.
+        analyzer.segment = True
+        labels = analyzer.analyze(grace_hopper).labels
+        assert np.isin(labels, [LABEL_INDEX["hair"], LABEL_INDEX["body"]]).any()
+        assert len(finds) == 6
 
 
 def test_finds_face_says_whether_there_is_a_human_face(analyzer, astronaut):

@@ -285,18 +285,49 @@ def test_the_face_to_use_alone_skips_the_tiles_only_when_no_small_face_could_out
 
     monkeypatch.setattr(FaceDetectors, "detect", counted)
     # A close-up: the whole-image look settles it, no tile is looked through.
-    (alone,) = finder.find(astronaut, every_face=False)
+    side, centre = face_of(finder.find(astronaut)[0].points)
+    close_up = place(astronaut, side, 0.45, (512, 512), (0.5, 0.45), centre)[0]
+    windows.clear()
+    (alone,) = finder.find(close_up, every_face=False)
     assert min(windows) >= 512  # the whole image and the look around the face at its own scale (tiles: 205 px)
-    np.testing.assert_allclose(alone.points, finder.find(astronaut)[0].points, atol=1e-3)
+    np.testing.assert_allclose(alone.points, finder.find(close_up)[0].points, atol=1e-3)
     # Two people, both small: the tiles are needed, and the same face comes first either way.
-    a_side, a_centre = face_of(finder.find(astronaut)[0].points)
     g_side, g_centre = face_of(finder.find(grace_hopper)[0].points)
-    frame, *_ = place(astronaut, a_side, 0.07, FULL_HD, (0.75, 0.4), a_centre)
+    frame, *_ = place(astronaut, side, 0.07, FULL_HD, (0.75, 0.4), centre)
     frame, *_ = place(grace_hopper, g_side, 0.05, FULL_HD, (0.3, 0.5), g_centre, canvas=frame)
     windows.clear()
     first = finder.find(frame, every_face=False)[0]
     assert len(windows) > 10  # the tiles
     assert (first.box[0] + first.box[2]) / 2 > 0.6 * 1920  # the astronaut, the larger face
+
+
+@pytest.mark.parametrize("width", [10.0, 100.0, 300.0])
+def test_no_face_that_only_the_tiles_find_outweighs_a_settled_one(width):
+    """`_settled`'s bound, at its edge: a tile face's detection is under half a tile, and its
+    mesh box at most `MESH_OVER_DETECTION` times that, at the very centre."""
+    from vivid.face.finding import MESH_OVER_DETECTION, FoundFace, _settled
+    from vivid.face.regions import main_face
+
+    def face(cx: float, cy: float, side: float) -> FoundFace:
+        points = np.zeros((478, 3), np.float32)
+        points[:239, :2], points[239:, :2] = (cx - side / 2, cy - side / 2), (cx + side / 2, cy + side / 2)
+        return FoundFace(points, 1.0)
+
+    tile = 2 * width
+    w, h = 1920, 1080
+    worst = face(w / 2, h / 2, tile / 2 * MESH_OVER_DETECTION * 0.999)  # the largest a tile face can be
+    for corner in ((0.02 * w, 0.03 * h), (0.5 * w, 0.6 * h), (0.97 * w, 0.9 * h)):
+        for side in np.linspace(tile / 4, 3 * tile, 12):
+            found = face(*corner, side)
+            if _settled([found], tile, w, h):
+                assert main_face([found.box, worst.box], w, h) == 0
+
+
+def test_an_empty_region_gives_no_face_instead_of_stopping_the_program(finder, astronaut):
+    from vivid.face.regions import MeshRegion
+
+    points, presence = finder.mesh.run(astronaut, MeshRegion(200.0, 200.0, 0.0))
+    assert presence == 0.0 and not points.any()
 
 
 def test_no_face_in_a_blank_wide_frame(finder):

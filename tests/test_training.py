@@ -265,7 +265,8 @@ def test_stage2_trains_exactly_the_temporal_layers(stage1, data, tmp_path, preci
     assert temporal and all(torch.equal(a[k], b[k]) for k in a if k not in temporal)
     changed = [k for k in temporal if not torch.equal(a[k], b[k])]
     assert len(changed) > 0.5 * len(temporal)
-    assert json.loads((run / "model" / "training.json").read_text())["stage"] == 2
+    made = json.loads((run / "model" / "training.json").read_text())
+    assert made["stage"] == 2 and made["config"]["mixed_precision"] == precision
 
 
 @pytest.mark.slow

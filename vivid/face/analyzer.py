@@ -140,7 +140,7 @@ class FaceAnalyzer:
         """
         loaded = to_rgb(image, name)
         rgb = loaded.rgb
-        key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
+        key = (self.segment, rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
         with self._lock:
             if self._last is not None and self._last[0] == key:
                 analysis = copy.deepcopy(self._last[1])
@@ -261,7 +261,9 @@ class FaceAnalyzer:
         return list(self.iter_track(frames, config))
 
     def close(self) -> None:
-        """Free the native MediaPipe graphs now rather than at garbage collection."""
+        """Free the native MediaPipe graphs now rather than at garbage collection (and the
+        remembered analysis with them)."""
+        self._last = None
         if self._finder is not None:
             self._finder.close()
             self._finder = None

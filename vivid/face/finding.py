@@ -21,7 +21,7 @@ import numpy as np
 from .human_check import HumanCheck
 from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
 from .regions import (
-    DETECTION_TO_FACE, WINDOW_FACE, MeshRegion, box_side, face_weight, iou, landmark_box, main_face,
+    WINDOW_FACE, MeshRegion, box_side, face_weight, iou, landmark_box, main_face,
     region_from_detection, region_from_landmarks, same_face, tile_windows, whole_image_window, window_around,
 )
 
@@ -99,7 +99,8 @@ class FaceFinder:
 
     # -- every face of an image ---------------------------------------------------------------
     def find(self, rgb: np.ndarray, every_face: bool = True) -> list[FoundFace]:
-        """Every human face in `rgb`, the one to use (largest, most central) first.
+        """The human faces in `rgb` (all of them unless `every_face` is False), the one to use
+        (largest, most central) first.
 
         The detectors look at the whole image (both ranges), then through overlapping tiles
         for faces down to `smallest_face` (a wide shot, a group, a small face in a big photo);
@@ -173,13 +174,16 @@ class FaceFinder:
         self.close()
 
 
+#: How much larger than its detection box a face's mesh box can be (measured up to 1.18 on a
+#: tilted face; `DETECTION_TO_FACE` holds the medians): the margin `_settled` keeps.
+MESH_OVER_DETECTION = 1.5
+
+
 def _settled(faces: list[FoundFace], tile: float, width: int, height: int) -> bool:
-    """Whether the main face is already known. A face only the tiles find is smaller than half
-    a tile and than what the whole-image look finds reliably (`WINDOW_FACE` of the image), its
-    mesh box at most `DETECTION_TO_FACE` times that: none outweighs (`face_weight`) a face
-    found already that weighs more than such a face would at the image centre."""
-    smaller = min(tile / 2, WINDOW_FACE * max(width, height))
-    largest_tile_face = smaller * max(factor for factor, _ in DETECTION_TO_FACE.values())
+    """Whether the main face is already known: the tiles add only faces whose detection is
+    under half a tile, so none of them outweighs (`face_weight`) a face found already that
+    weighs more than such a face would at the image centre."""
+    largest_tile_face = tile / 2 * MESH_OVER_DETECTION
     return any(face_weight(f.box, width, height) > largest_tile_face for f in faces)
 
 
@@ -249,8 +253,10 @@ class FaceTracker:
         return self.finder.measure(rgb, regions[k], detection=around[k]) or face
 
     def _search(self, rgb: np.ndarray) -> FoundFace | None:
-        # Once a face is followed, only faces that could be it matter; at the start, the one to use.
-        faces = self.finder.find(rgb, every_face=False)
+        # At the start (or once the followed face is forgotten) the face to use is all that
+        # matters; a lost face may be a small one beside a larger person, so then look at all.
+        starting = self._last is None or self._lost_for > self.config.forget_after
+        faces = self.finder.find(rgb, every_face=not starting)
         self.faces_seen = max(self.faces_seen, len(faces))
         if not faces:
             return None

@@ -158,8 +158,9 @@ class _RegionMeshGraph(SolutionBase):
         super().__init__(graph_config=_MESH_GRAPH, side_inputs={"with_attention": True},
                          outputs=["landmarks", "presence"])
 
-    def landmarks(self, image: np.ndarray, roi: rect_pb2.NormalizedRect):
-        """The face's landmark list (normalised to `image`) and its presence score."""
+    def landmarks(self, image: np.ndarray, roi: rect_pb2.NormalizedRect) -> tuple[object | None, float]:
+        """The face's landmark list (normalised to `image`; None when the graph gave none, e.g.
+        for an empty region) and its presence score."""
         self._graph_outputs.clear()
         self._simulated_timestamp += 33333
         stamp = self._simulated_timestamp
@@ -167,8 +168,11 @@ class _RegionMeshGraph(SolutionBase):
         self._graph.add_packet_to_input_stream(stream="image", packet=frame.at(stamp))
         self._graph.add_packet_to_input_stream(stream="roi", packet=packet_creator.create_proto(roi).at(stamp))
         self._graph.wait_until_idle()
-        return (packet_getter.get_proto(self._graph_outputs["landmarks"]),
-                packet_getter.get_float(self._graph_outputs["presence"]))
+        # Reading an empty packet aborts the process inside MediaPipe: look first.
+        landmarks, presence = (self._graph_outputs.get(name) for name in ("landmarks", "presence"))
+        if landmarks is None or landmarks.is_empty() or presence is None or presence.is_empty():
+            return None, 0.0
+        return packet_getter.get_proto(landmarks), packet_getter.get_float(presence)
 
 
 class FaceMeshModel:
@@ -193,6 +197,8 @@ class FaceMeshModel:
         roi = rect_pb2.NormalizedRect(x_center=(region.cx - x0) / pw, y_center=(region.cy - y0) / ph,
                                       width=region.size / pw, height=region.size / ph, rotation=region.angle)
         landmarks, presence = self._graph.landmarks(part, roi)
+        if landmarks is None:
+            return np.zeros((478, 3), np.float32), 0.0
         points = _xyz(landmarks) * np.array([pw, ph, pw], np.float32) + np.array([x0, y0, 0], np.float32)
         return points, float(presence)
 

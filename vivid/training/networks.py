@@ -155,6 +155,9 @@ def with_frozen_from(nets: Networks, init: Path) -> Networks:
     source.pose_injector.remove()
     trained = nets.denoiser.unet.state_dict()
     temporal = temporal_parameter_names(source.unet)
+    frozen = source.unet.state_dict()
+    if any(not torch.equal(frozen[k].to(trained[k].dtype), trained[k].cpu()) for k in frozen if k not in temporal):
+        raise InitError(f"--init {init} changed while stage 2 ran: its weights are no longer the ones it started from")
     source.unet.load_state_dict({k: trained[k].float() for k in temporal}, strict=False)
     return replace(nets, denoiser=Denoiser(source.reference_net, source.unet, source.pose_guider), vae=source.vae,
                    image_encoder=source.image_encoder)
