@@ -37,6 +37,10 @@ class FinderConfig:
     """How faces are looked for (defaults measured on the sample portraits and clips)."""
 
     smallest_face: float = 0.05  # look for faces down to this fraction of the image's shorter side
+    # Faces under both of these are not kept: too few pixels to animate, and what the detector
+    # takes for a face at that size in a wide picture is mostly not one.
+    min_face_share: float = 0.025  # of the image's shorter side
+    min_face_px: float = 24.0
     min_detection: float = 0.5  # detector score to consider a face at all
     min_presence: float = 0.5  # the mesh model's face-presence score to keep a face
     max_faces: int = 8  # at most this many faces are measured in one image
@@ -128,13 +132,15 @@ class FaceFinder:
     def _add_faces(self, rgb: np.ndarray, detections: list[Detection], faces: list[FoundFace],
                    tried: list[Detection]) -> None:
         """Measure the detections that are new (not tried before, not on a face already
-        found) and add the human faces among them."""
+        found) and add the human faces among them that are not under both size floors."""
         fresh = [d for d in _distinct(detections, self.config.duplicate_iou)
                  if all(iou(d.box, t.box) < self.config.duplicate_iou for t in tried)
                  and not any(_inside(d.box, f.box) for f in faces)]
         tried += fresh
+        c = self.config
+        floor = min(c.min_face_px, c.min_face_share * min(rgb.shape[:2]))
         for face in self._measured(rgb, fresh):
-            if all(iou(face.box, f.box) < self.config.duplicate_iou for f in faces):
+            if face.size >= floor and all(iou(face.box, f.box) < c.duplicate_iou for f in faces):
                 faces.append(face)
 
     def _at_own_scale(self, rgb: np.ndarray, detections: list[Detection], window: float) -> list[Detection]:
