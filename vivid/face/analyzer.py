@@ -153,7 +153,8 @@ class FaceAnalyzer:
         return analysis
 
     def _analyze(self, rgb: np.ndarray, name: str) -> FaceAnalysis:
-        """`analyze` of an RGB picture, under the lock; `notes` say what the faces call for."""
+        """`analyze` of an RGB picture, under the lock; its notes are about the faces only (the
+        caller adds what converting the picture called for)."""
         faces = self._faces().find(rgb)
         if not faces:
             raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
