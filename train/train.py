@@ -59,11 +59,10 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
-    flags = {k: getattr(args, k) for k in ("resolution", "max_steps", "seed", "save_every", "val_every",
-                                            "batch_size", "learning_rate", "mixed_precision")}
+    given = {k: v for k in ("resolution", "max_steps", "seed", "save_every", "val_every", "batch_size",
+                            "learning_rate", "mixed_precision") if (v := getattr(args, k)) is not None}
     prefix = "mini-" if args.preset == "mini" else ""
     config_file = args.config or ROOT / "train" / "configs" / f"{prefix}stage{args.stage}.yaml"
-    given = {k: v for k, v in flags.items() if v is not None}
     return TrainConfig.load(config_file, tiny=args.tiny, **{**overrides, **given, "stage": args.stage})
 
 

@@ -111,6 +111,7 @@ class Trainer:
         self.entries = read_index(data)
         self.val_entries = read_index(val_data) if val_data else None
         self.init = check_init(init, config.stage)
+        self.frozen_from: Path | None = None  # stage 2 under mixed precision: the folder its frozen weights come from
         self.resume_from = None
         if resume:
             self.resume_from = latest_checkpoint(self.paths)
@@ -201,6 +202,7 @@ class Trainer:
             nets.denoiser.reference_net.to(self.weight_dtype)
             nets.denoiser.pose_guider.to(self.weight_dtype)
             cast_frozen(nets.denoiser.unet, self.weight_dtype)  # the spatial UNet; temporal layers stay fp32
+            self.frozen_from = self.init  # exports take those weights from there, unrounded
         if c.gradient_checkpointing:
             for m in (nets.denoiser.unet, nets.denoiser.reference_net):
                 if hasattr(m, "enable_gradient_checkpointing") and any(p.requires_grad for p in m.parameters()):
@@ -330,9 +332,8 @@ class Trainer:
             done = sorted((int(f.name[5:]), f) for f in paths.checkpoints.glob("step-*") if f.name[5:].isdigit())
             for _, old in done[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            lowered = self.config.stage == 2 and self.weight_dtype != torch.float32  # see `cast_frozen` above
             export_model(self._unwrapped(nets), paths.model, self.config.stage, step, self.config,
-                         frozen_from=self.init if lowered else None)
+                         frozen_from=self.frozen_from)
         acc.wait_for_everyone()
 
     def _write_rank_checksum(self, step: int) -> None:
