@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .face import FaceAnalysis, random_scale, render_motion_map
+from .face import FaceAnalysis, MotionMapStyle, random_scale, render_motion_map
 from .models.disk_streaming import run_device
 
 #: Colour that replaces the background in the foreground image (CLIP sees a studio shot).
@@ -55,13 +55,13 @@ class ScalingConfig:
 
 
 def motion_maps(analyses: Sequence[FaceAnalysis], scale_seed: int | None = None,
-                scaling: ScalingConfig = ScalingConfig()) -> np.ndarray:
+                scaling: ScalingConfig = ScalingConfig(), style: MotionMapStyle = MotionMapStyle()) -> np.ndarray:
     """(N, H, W, 3) uint8 motion maps of `analyses` (the frames of one clip). With
     `scale_seed`, randomly scaled as training does to keep identity out of the maps: the
     same factors for every frame, so a clip's face keeps one (altered) shape over time."""
     if scale_seed is not None:
         analyses = [random_scale(a, scale_seed, scaling.part_range, scaling.face_range) for a in analyses]
-    return np.stack([render_motion_map(a) for a in analyses])
+    return np.stack([render_motion_map(a, style) for a in analyses])
 
 
 # -- CLIP foreground / background ------------------------------------------------------------
@@ -177,11 +177,19 @@ def reference_features(reference_net, bank, latents: torch.Tensor, context: torc
 
 
 def predict_noise(unet, injector, sample: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                  pose: torch.Tensor) -> torch.Tensor:
+                  pose: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
     """The denoising UNet's noise prediction with the pose features added after its input
     conv. `sample` (B, C, H, W) for the image UNet or (B, C, F, H, W) for the motion UNet;
-    `context` (B, 1, D) is repeated for every frame; `pose` (B*F, C', H, W), frames inner."""
+    `context` (B, 1, D) is repeated for every frame; `pose` (B*F, C', H, W), frames inner.
+    `guide`, shaped like `sample`: the warped portrait's latents, which a warp-guided UNet
+    sees as input channels beside the noisy ones (`vivid.warp_guidance`)."""
     frames = sample.shape[2] if sample.ndim == 5 else 1
     ctx = context.repeat_interleave(frames, dim=0).to(unet.dtype)
+    if guide is not None:
+        sample = torch.cat([sample, guide.to(sample.dtype)], dim=1)
+    expected = getattr(getattr(unet, "config", None), "in_channels", sample.shape[1])
+    if sample.shape[1] != expected:
+        raise ValueError(f"the denoising UNet takes {expected} input channels, got {sample.shape[1]} "
+                         f"({'with' if guide is not None else 'without'} warp guidance latents)")
     with injector.inject(pose):
         return unet(sample.to(unet.dtype), t, encoder_hidden_states=ctx).sample

@@ -10,14 +10,14 @@ import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Generator, Iterable, Iterator
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
 
-from .face import CropConfig, FaceAnalyzer, MotionTrack, SquareBox, crop_image, face_square, paste_crop
+from .face import CropConfig, FaceAnalyzer, MotionMapStyle, MotionTrack, NoFaceError, SquareBox, crop_image, face_square, paste_crop
 from .media import checked_frames, to_rgb
 from .models.base_files import hub_snapshot
 from .models.builders import BaseModels, load_base_network, load_base_parts, stream_base_networks, tiny_components
@@ -34,6 +34,7 @@ from .models.disk_streaming import (
 from .models.weights import empty_network, load_network, load_strict
 from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
+from .warp_guidance import ReferenceWarp, WarpPaste
 from .windows import average_windows, context_windows
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ LATENT_RGB_FACTORS = torch.tensor(
 #: More frames per call is no faster on a CPU (0.78 vs 0.84 CPU s a frame at 128 px, 1 vs 8
 #: frames), but the decoder's activations grow with it (+90 vs +360 MB).
 DECODE_PIXELS = 128 * 128
+#: Warped frames encoded per call, in units of the decoder's chunk (encoding is the cheaper half).
+WARP_CHUNK_FRAMES = 8
 #: Components with weights, each saved in a subfolder of the same name.
 NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: `from_pretrained` keywords that say how to fetch a hub id.
@@ -152,8 +155,15 @@ class VividPipeline(DiffusionPipeline):
         separate_fg_bg: bool = True,
         base_models: dict | None = None,
         sampling_defaults: dict | None = None,
+        warp_guidance: bool = False,
+        eye_landmarks: bool = True,
     ):
         super().__init__()
+        latent = unet.config.out_channels
+        if unet.config.in_channels != latent * (2 if warp_guidance else 1):
+            raise ValueError(f"the denoising UNet takes {unet.config.in_channels} input channels for {latent} latent "
+                             f"channels: {'with' if warp_guidance else 'without'} warp guidance it needs "
+                             f"{latent * (2 if warp_guidance else 1)}")
         self.register_modules(
             vae=vae, image_encoder=image_encoder, feature_extractor=feature_extractor,
             reference_net=reference_net, unet=unet, pose_guider=pose_guider, scheduler=scheduler,
@@ -162,6 +172,8 @@ class VividPipeline(DiffusionPipeline):
             resolution=resolution, face_backend=face_backend, separate_fg_bg=separate_fg_bg,
             base_models=base_models or {},
             sampling_defaults=sampling_defaults or {},  # what the model recommends (vivid.options.SamplingDefaults)
+            warp_guidance=warp_guidance,  # the UNet also sees the portrait warped to each frame (vivid.warp_guidance)
+            eye_landmarks=eye_landmarks,  # eyelids and irises in the motion maps (off: the paper's ablation)
         )
         decoder_channels_last(vae)  # a no-op when the loaders did it already
         self.bank = ReferenceBank()
@@ -240,10 +252,12 @@ class VividPipeline(DiffusionPipeline):
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def tiny(cls, seed: int = 0, resolution: int = 64, dtype: str | torch.dtype | None = None) -> "VividPipeline":
+    def tiny(cls, seed: int = 0, resolution: int = 64, dtype: str | torch.dtype | None = None,
+             warp_guidance: bool = False) -> "VividPipeline":
         """Tiny random components on the CPU, same code paths as the full model; fp32
         unless `dtype` says ("auto", "bf16", ...: `to_precision`)."""
-        pipe = cls(**tiny_components(seed), resolution=resolution, face_backend="mesh")
+        pipe = cls(**tiny_components(seed, warp_guidance), resolution=resolution, face_backend="mesh",
+                   warp_guidance=warp_guidance)
         return pipe if dtype is None else pipe.to_precision(dtype)
 
     @classmethod
@@ -256,13 +270,15 @@ class VividPipeline(DiffusionPipeline):
         dtype: str | torch.dtype | None = "auto",
         resolution: int = 512,
         disk_offload: bool | None = None,
+        warp_guidance: bool = False,
     ) -> "VividPipeline":
         """Base components by Hugging Face id or local folder, plus our trained weights
         (`trained`: a folder with the files of TRAINED_FILES) loaded strictly. Every network
         is read straight into `dtype` ("auto": `vivid.precision.choose_precision`), tensor by
         tensor. `disk_offload` (default: when running on a CPU): CLIP and the ReferenceNet are
         streamed from disk (as after `offload_to_disk`) as they are built, from the base models' files
-        or the trained ReferenceNet's, so building never holds more than the pipeline keeps."""
+        or the trained ReferenceNet's, so building never holds more than the pipeline keeps.
+        `warp_guidance`: weights trained with it (the UNet's input is widened before they load)."""
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype, device)
         trained_files = {name: Path(trained, file) for name, file in TRAINED_FILES.items()} if trained is not None else {}
@@ -274,8 +290,8 @@ class VividPipeline(DiffusionPipeline):
         if _offloads(disk_offload, device):  # early: the others' memory is not held while these convert
             streamed = stream_base_networks(base, precision.dtype, device, trained_files.get("reference_net"))
         parts = load_base_parts(base, precision.dtype, {**built, **streamed})
-        pipe = cls(**parts.components(reference_net=streamed.get("reference_net")), resolution=resolution,
-                   base_models=base.to_dict())
+        pipe = cls(**parts.components(reference_net=streamed.get("reference_net"), warp_guidance=warp_guidance),
+                   resolution=resolution, base_models=base.to_dict(), warp_guidance=warp_guidance)
         del parts
         pipe._precision = precision
         for name, path in trained_files.items():
@@ -436,18 +452,26 @@ class VividPipeline(DiffusionPipeline):
         reference_features(self.reference_net, self.bank, latents, context)
         return emb
 
+    @property
+    def map_style(self) -> MotionMapStyle:
+        """How this model's motion maps are drawn (with or without eye landmarks)."""
+        return MotionMapStyle(eye_landmarks=self.config.eye_landmarks)
+
     def _predict_window(
         self, latents: torch.Tensor, frames: list[int], t: torch.Tensor, motion: MotionTrack,
-        context: torch.Tensor, guidance: float,
+        context: torch.Tensor, guidance: float, guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Guided noise prediction for the frames of one window: (1, C, len(frames), h, w)."""
         guided = guidance > 1.0
         sample = latents[:, :, frames]
         sample = torch.cat([sample, sample]) if guided else sample
         sample = self.scheduler.scale_model_input(sample, t)
-        pose = self.pose_guider(self._model_tensor(motion.motion_maps(frames), self.pose_guider.dtype))
+        if guide is not None:
+            guide = guide[:, :, frames]
+            guide = torch.cat([guide, guide]) if guided else guide  # the warp is kept in both branches
+        pose = self.pose_guider(self._model_tensor(motion.motion_maps(frames, self.map_style), self.pose_guider.dtype))
         pose = torch.cat([pose, pose]) if guided else pose  # (B*F, C, h, w), frames inner
-        noise = predict_noise(self.unet, self.pose_injector, sample, t, context, pose).float()
+        noise = predict_noise(self.unet, self.pose_injector, sample, t, context, pose, guide).float()
         if guided:
             uncond, cond = noise.chunk(2)
             noise = uncond + guidance * (cond - uncond)
@@ -465,6 +489,23 @@ class VividPipeline(DiffusionPipeline):
         rgb = torch.einsum("chw,cr->hwr", lat, LATENT_RGB_FACTORS)
         img = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
         return np.asarray(Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST))
+
+    @torch.no_grad()
+    def warp_latents(self, ref: PreparedReference, motion: MotionTrack, steps: int
+                     ) -> Generator[ProgressEvent, None, torch.Tensor]:
+        """Warp guidance: the reference crop warped to every frame's motion (`vivid.warp_guidance`,
+        as training warps it) and encoded, (1, C, F, h, w) fp32. Yields a progress event per
+        chunk (a chance to stop); returns the latents."""
+        if ref.points is None:
+            raise NoFaceError("warp guidance needs the face mesh of the reference")
+        warp = ReferenceWarp(ref.image, ref.points)
+        chunk = max(1, DECODE_PIXELS // self.config.resolution**2) * WARP_CHUNK_FRAMES
+        parts = []
+        for start in range(0, len(motion), chunk):
+            pictures = np.stack([warp.warp(p)[0] for p in motion.points[start : start + chunk]])
+            parts.append(encode_latents(self.vae, self._model_tensor(pictures, self.vae.dtype)).float())
+            yield ProgressEvent(0, steps, None, within=0.0)
+        return torch.cat(parts).permute(1, 0, 2, 3)[None].to(self._execution_device)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int | None = None) -> Iterator[np.ndarray]:
@@ -527,8 +568,11 @@ class VividPipeline(DiffusionPipeline):
                 context = torch.cat([unconditional(context), context])
             num_frames = len(motion)
             h = w = self.config.resolution // self.vae_scale_factor
+            guide = None
+            if self.config.warp_guidance:
+                guide = yield from self.warp_latents(ref, motion, steps)
             generator = torch.Generator("cpu").manual_seed(seed)
-            shape = (1, self.unet.config.in_channels, num_frames, h, w)
+            shape = (1, self.unet.config.out_channels, num_frames, h, w)
             # Latents, guidance and scheduler steps in fp32 whatever the networks run in: the
             # same noise for every dtype, and no rounding of the small per-step updates.
             latents = torch.randn(shape, generator=generator).to(device, torch.float32)
@@ -541,13 +585,19 @@ class VividPipeline(DiffusionPipeline):
                 windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic, wrap=wrap)
                 preds = []
                 for k, frames in enumerate(windows):
-                    preds.append(self._predict_window(latents, frames, t, motion, context, guidance))
+                    preds.append(self._predict_window(latents, frames, t, motion, context, guidance, guide))
                     if k + 1 < len(windows):  # between windows: a chance to stop, and finer progress
                         yield ProgressEvent(i, len(timesteps), None, within=(k + 1) / len(windows))
                 noise = average_windows(preds, windows, num_frames)
                 out = self.scheduler.step(noise.to(latents.device), t, latents, **step_kwargs)
                 latents = out.prev_sample
                 yield ProgressEvent(i + 1, len(timesteps), self._preview(getattr(out, "pred_original_sample", None), num_frames // 2))
+            if guide is not None:
+                paste = WarpPaste(ref.image, ref.points, ref.source, ref.square)
+                pairs = zip(self.decode(latents, decode_chunk), self.decode(guide, decode_chunk))
+                for index, (frame, warp_copy) in enumerate(pairs):
+                    yield FrameEvent(index, paste.frame(motion.points[index], frame, warp_copy, whole=paste_back))
+                return
             for index, frame in enumerate(self.decode(latents, decode_chunk)):
                 if paste_back and ref.source is not None and ref.square is not None:
                     frame = paste_crop(ref.source, frame, ref.square, self.crop)
@@ -580,7 +630,7 @@ class VividPipeline(DiffusionPipeline):
                                  steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative,
                                  paste_back=paste_back):
             if event.kind == "progress":
-                bar.update(0 if event.within else 1)
+                bar.update(event.step - bar.n)  # steps done (within a step, or before the first: no change)
             else:
                 frames.append(event.frame)
         bar.close()

@@ -101,12 +101,54 @@ def _inner_mouth(points: np.ndarray) -> np.ndarray:
     return points[list(mt.INNER_UPPER_LIP + mt.INNER_LOWER_LIP[-2:0:-1])]
 
 
+def prepare_crop(image: np.ndarray, square: SquareBox, crop: np.ndarray, points: np.ndarray,
+                 config: PreviewConfig = PreviewConfig()) -> PreparedReference:
+    """The warp's reference from a face crop whose mesh is known: `crop` (n, n, 3) cut from
+    `image` at `square`, `points` (478, 2) its mesh in crop pixels. The support rings (hair
+    and ears, then the stretching background) and still border points are triangulated with
+    the mesh. Training prepares its clip frames this way (`vivid.warp_guidance`)."""
+    c, size = config, crop.shape[0]
+    points = np.asarray(points, np.float64)
+    oval = points[list(mt.FACE_OVAL)]
+    centre = oval.mean(axis=0)
+    rings = (centre + c.head_ring * (oval - centre), centre + c.falloff_ring * (oval - centre))
+    # Hair and ears move with the face outline; the neck and shoulders much less.
+    up = points[mt.FOREHEAD_TOP] - points[mt.CHIN]
+    up /= max(np.linalg.norm(up), 1e-6)
+    mouth_level = points[list(mt.MOUTH_CORNERS)].mean(axis=0) @ up
+    chin_level = points[mt.CHIN] @ up
+
+    def follow(ring: np.ndarray, top: float) -> np.ndarray:
+        t = np.clip((ring @ up - chin_level) / max(mouth_level - chin_level, 1e-6), 0, 1)
+        return top * (c.neck_follow + (1 - c.neck_follow) * t)
+
+    ring_follow = (follow(rings[0], 1.0), follow(rings[1], c.falloff_follow))
+    k = np.linspace(0, size - 1, 9)
+    # Still points on the crop border, so the animated crop joins the image seamlessly.
+    border = np.r_[np.c_[k, np.zeros(9)], np.c_[k, np.full(9, size - 1)],
+                   np.c_[np.zeros(7), k[1:-1]], np.c_[np.full(7, size - 1), k[1:-1]]]
+    triangles = delaunay(np.concatenate([points, *rings, border]))
+    return PreparedReference(
+        image=image, square=square, crop=crop, points=points, rings=rings, ring_follow=ring_follow,
+        border=border, triangles=triangles, mouth_area=polygon_area(_inner_mouth(points)),
+        grid=np.mgrid[0:size, 0:size].astype(np.float32),
+    )
+
+
 class PreviewAnimator:
     """Warps a reference portrait with the motion of a driving video, frame by frame."""
 
     def __init__(self, config: PreviewConfig = PreviewConfig(), analyzer: FaceAnalyzer | None = None):
         self.config = config
-        self.analyzer = analyzer or FaceAnalyzer("mesh", segment=False)
+        self._analyzer = analyzer
+
+    @property
+    def analyzer(self) -> FaceAnalyzer:
+        """The face mesh that finds and tracks faces, made on first use (warping a crop whose
+        mesh is given needs none)."""
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer("mesh", segment=False)
+        return self._analyzer
 
     def prepare(self, reference: np.ndarray) -> PreparedReference:
         """Analyse and crop the reference and triangulate its mesh with the support rings."""
@@ -125,33 +167,8 @@ class PreviewAnimator:
             # exact copies, so the untouched parts of the face stay sharp.
             square = SquareBox(float(round(square.cx)), float(round(square.cy)), float(size))
         m = square.matrix(size)
-        points = apply(m, analysis.landmarks.astype(np.float64))
-        oval = points[list(mt.FACE_OVAL)]
-        centre = oval.mean(axis=0)
-        rings = (centre + c.head_ring * (oval - centre), centre + c.falloff_ring * (oval - centre))
-        # Hair and ears move with the face outline; the neck and shoulders much less.
-        up = points[mt.FOREHEAD_TOP] - points[mt.CHIN]
-        up /= np.linalg.norm(up)
-        mouth_level = points[list(mt.MOUTH_CORNERS)].mean(axis=0) @ up
-        chin_level = points[mt.CHIN] @ up
-
-        def follow(ring: np.ndarray, top: float) -> np.ndarray:
-            t = np.clip((ring @ up - chin_level) / max(mouth_level - chin_level, 1e-6), 0, 1)
-            return top * (c.neck_follow + (1 - c.neck_follow) * t)
-
-        ring_follow = (follow(rings[0], 1.0), follow(rings[1], c.falloff_follow))
-        k = np.linspace(0, size - 1, 9)
-        # Still points on the crop border, so the animated crop joins the image seamlessly.
-        border = np.r_[np.c_[k, np.zeros(9)], np.c_[k, np.full(9, size - 1)],
-                       np.c_[np.zeros(7), k[1:-1]], np.c_[np.full(7, size - 1), k[1:-1]]]
-        everything = np.concatenate([points, *rings, border])
-        triangles = delaunay(everything)
-        return PreparedReference(
-            image=rgb, square=square, crop=crop_image(rgb, square, size), points=points, rings=rings,
-            ring_follow=ring_follow,
-            border=border, triangles=triangles, mouth_area=polygon_area(_inner_mouth(points)),
-            grid=np.mgrid[0:size, 0:size].astype(np.float32),
-        )
+        return prepare_crop(rgb, square, crop_image(rgb, square, size), apply(m, analysis.landmarks.astype(np.float64)),
+                            c)
 
     # -- warping --------------------------------------------------------------------------
     def warp(self, ref: PreparedReference, goal: Target) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ class MotionMapStyle:
     iris_scale: float = 0.8  # drawn iris radius relative to the measured iris radius
     min_iris_radius: float = 1 / 80  # in face sizes, when the backend gives no radius
     box_margin: float = 0.15  # expression parts are searched this far outside the face box
+    eye_landmarks: bool = True  # draw eyelids and irises (off: the paper's ablation without eye landmarks)
 
 
 #: Lookup table label index -> RGB (OpenCV's layout); everything else stays black.
@@ -48,7 +49,7 @@ def render_motion_map(analysis: FaceAnalysis, style: MotionMapStyle = MotionMapS
         roi = labels[ry0:ry1, rx0:rx1]
         out[ry0:ry1, rx0:rx1] = cv2.applyColorMap(roi, _LUT)  # a plain 256-entry lookup
     width = eyelid_width_px(analysis, style)
-    for side, name in enumerate(("left_eye", "right_eye")):
+    for side, name in enumerate(("left_eye", "right_eye") if style.eye_landmarks else ()):
         contour = analysis.eye_contour(side)
         if len(contour) == 0:
             continue

@@ -13,7 +13,7 @@ from .analysis import FaceAnalysis, NoFaceError
 from .analyzer import FaceAnalyzer, TrackConfig
 from .crop import CropConfig, SquareBox, crop_analysis, face_square
 from .mesh_parsing import analysis_from_mesh
-from .motion_map import render_motion_map
+from .motion_map import MotionMapStyle, render_motion_map
 from .motion_transfer import transfer_motion
 from .part_warp import warp_parts
 
@@ -78,9 +78,9 @@ class MotionTrack:
         parsed = self.parses[index]
         return warp_parts(parsed.analysis(), parsed.mesh, self.points[index], shape)
 
-    def motion_maps(self, frames: Sequence[int]) -> np.ndarray:
+    def motion_maps(self, frames: Sequence[int], style: MotionMapStyle = MotionMapStyle()) -> np.ndarray:
         """(len(frames), res, res, 3) uint8 motion maps."""
-        return np.stack([render_motion_map(self.analysis(i)) for i in frames])
+        return np.stack([render_motion_map(self.analysis(i), style) for i in frames])
 
     @classmethod
     def from_frames(

@@ -59,18 +59,41 @@ class Parts:
     feature_extractor: CLIPImageProcessor
     pose_guider: PoseGuider
 
-    def components(self, reference_net: UNet2DConditionModel | None = None, unet2d: UNet2DConditionModel | None = None) -> dict:
+    def components(self, reference_net: UNet2DConditionModel | None = None, unet2d: UNet2DConditionModel | None = None,
+                   warp_guidance: bool = False, pretrained: bool = True) -> dict:
         """Pipeline components: ReferenceNet (a copy of the image UNet unless given), the
         denoising UNet with the adapter's temporal layers, and the rest. The denoising UNet
         is built around the image UNet's and the adapter's own tensors (`motion_unet`), so
-        it shares them: no second copy of the image UNet is ever made for it."""
+        it shares them: no second copy of the image UNet is ever made for it. With
+        `warp_guidance` its input takes the warped portrait's latents too (`widen_input`, from
+        zero for a `pretrained` image UNet; ReferenceNet keeps the plain input)."""
         unet2d = unet2d or self.unet2d
+        reference_net = reference_net if reference_net is not None else copy.deepcopy(unet2d)
+        if warp_guidance:
+            unet2d = widen_input(unet2d, self.vae.config.latent_channels, zero=pretrained)
         return dict(
             vae=self.vae, image_encoder=self.image_encoder, feature_extractor=self.feature_extractor,
-            reference_net=reference_net if reference_net is not None else copy.deepcopy(unet2d),
-            unet=motion_unet(unet2d, self.adapter), pose_guider=self.pose_guider,
+            reference_net=reference_net, unet=motion_unet(unet2d, self.adapter), pose_guider=self.pose_guider,
             scheduler=DDIMScheduler(**scheduler_config()),
         )
+
+
+def widen_input(unet: UNet2DConditionModel, extra: int, zero: bool) -> UNet2DConditionModel:
+    """`unet` with `extra` more input channels, in place: warp guidance's latents beside the
+    noisy ones (DESIGN.md). The new channels' weights start at zero (`zero`: a pretrained UNet
+    then starts out exactly as it was, as inpainting and InstructPix2Pix UNets are made) or
+    at the convolution's own random init (a UNet trained from scratch)."""
+    old = unet.conv_in
+    new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        if zero:
+            new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=old.in_channels + extra)
+    return unet
 
 
 def motion_unet(unet2d: UNet2DConditionModel, adapter: MotionAdapter) -> UNetMotionModel:
@@ -278,6 +301,6 @@ def sd15_sized_parts(seed: int = 0, dtype: torch.dtype = torch.float32) -> Parts
     )
 
 
-def tiny_components(seed: int = 0) -> dict:
+def tiny_components(seed: int = 0, warp_guidance: bool = False) -> dict:
     """Tiny random pipeline components, for tests and UI work (`tiny_parts`)."""
-    return tiny_parts(seed).components()
+    return tiny_parts(seed).components(warp_guidance=warp_guidance, pretrained=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..conditioning import ScalingConfig
 from ..models.builders import BaseModels
+from .views import MAX_VIEWS
 
 
 #: What `--tiny` sets on top of a stage's config: tiny random networks at 64 px, with the
@@ -48,6 +49,10 @@ class TrainConfig:
     val_share: float = 0.1  # share of clips held out for validation (at least one) without --val-data
     seen_share: float = 0.1  # share of each training clip's frames training never samples (seen-clip checks)
     reference_gap: int = 0  # stage 1: at least this many frames between reference and target
+    latent_views: int = 1  # copies of every clip to sample from: 1 itself; 2 + mirrored, colours changed; 3 + colours changed (training/views.py; cached with cache_latents)
+    # -- what the networks see ----------------------------------------------------------------
+    warp_guidance: bool = False  # the denoising UNet also sees the reference warped to the target (DESIGN.md; not in the paper)
+    eye_landmarks: bool = True  # eyelids and irises drawn into the motion maps (the paper; off: its ablation)
     # -- optimisation -------------------------------------------------------------------------
     learning_rate: float = 1e-5
     batch_size: int = 1  # per process
@@ -129,6 +134,8 @@ class TrainConfig:
             problems.append("tiny and mini are two model sizes: choose one")
         if self.cache_latents and self.augment:
             problems.append("cache_latents keeps the latents of the unaugmented frames: it cannot be used with augment")
+        if not 1 <= self.latent_views <= MAX_VIEWS:
+            problems.append(f"latent_views must be 1 to {MAX_VIEWS}, not {self.latent_views}")
         if self.lr_warmup_steps < 0:
             problems.append(f"lr_warmup_steps must be at least 0, not {self.lr_warmup_steps}")
         if problems:

@@ -26,14 +26,16 @@ class Denoiser(nn.Module):
     def forward(
         self, noisy: torch.Tensor, timesteps: torch.Tensor, reference_latents: torch.Tensor,
         reference_context: torch.Tensor, unet_context: torch.Tensor, motion: torch.Tensor,
+        guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """noisy (B, C, h, w) or (B, C, F, h, w); reference_latents (B, C, h, w); contexts
-        (B, 1, D); motion (B*F, 3, H, W) in [-1, 1], frames inner. The bank keeps the
+        (B, 1, D); motion (B*F, 3, H, W) in [-1, 1], frames inner; guide, shaped like noisy:
+        the warped reference's latents (warp-guided UNets only). The bank keeps the
         reference features until the next call: gradient checkpointing reads them again
         in the backward pass."""
         reference_features(self.reference_net, self.bank, reference_latents, reference_context)
         pose = self.pose_guider(motion.to(self.pose_guider.dtype))
-        return predict_noise(self.unet, self.injector, noisy, timesteps, unet_context, pose)
+        return predict_noise(self.unet, self.injector, noisy, timesteps, unet_context, pose, guide)
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

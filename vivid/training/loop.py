@@ -152,6 +152,7 @@ class Trainer:
             stage=c.stage, resolution=c.resolution, frames=1 if c.stage == 1 else c.clip_frames,
             separate_fg_bg=nets.separate_fg_bg, clip_size=clip_size(nets.feature_extractor),
             random_scaling=c.random_scaling, scaling=c.scaling, augment=c.augment, reference_gap=c.reference_gap,
+            warp_guidance=nets.warp_guidance, eye_landmarks=nets.eye_landmarks, views=c.latent_views,
         )
 
     # -- one step -----------------------------------------------------------------------------
@@ -182,7 +183,8 @@ class Trainer:
         spec = self._spec(nets)
         if c.cache_latents:
             with acc.main_process_first():  # the main process encodes, the others then find the files
-                tag = cache_latents(val_clips + train_clips, nets.vae, c.resolution, acc.is_local_main_process)
+                cache_latents(val_clips, nets.vae, c.resolution, acc.is_local_main_process)  # validation: the clips alone
+                tag = cache_latents(train_clips, nets.vae, c.resolution, acc.is_local_main_process, views=c.latent_views)
             spec = replace(spec, latent_tag=tag)
         train_ranges, held = split_frames(train_clips, c.seen_share, spec.frames)
         world = acc.num_processes
@@ -353,12 +355,15 @@ class StepInputs:
     reference_latents: torch.Tensor  # (B, C, h, w)
     embeddings: ReferenceEmbeddings  # CLIP (B, 1, D) each; the dropped samples' are `unconditional`
     motion: torch.Tensor  # (B*F, 3, H, W) in [-1, 1], frames inner
+    guide: torch.Tensor | None = None  # warped reference's latents, shaped like `latents` (warp guidance)
 
 
 def step_inputs(batch: dict, nets: Networks, config: TrainConfig, generator: torch.Generator, *, drop: bool,
                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> StepInputs:
     """Latents, embeddings and motion tensors of a batch (frozen networks, no grad); with
-    `drop`, each sample's image conditioning is dropped with probability `config.uncond_prob`."""
+    `drop`, each sample's image conditioning is dropped with probability `config.uncond_prob`.
+    Warped references (`warped`, warp guidance) are encoded here, every step: their pairs are
+    drawn at random, so there is nothing to cache."""
     b = batch["reference"].shape[0]
     frames = batch["target"].shape[1]
     with torch.no_grad():
@@ -370,17 +375,25 @@ def step_inputs(batch: dict, nets: Networks, config: TrainConfig, generator: tor
             latents = batch["target_latents"].flatten(0, 1).to(device)
         else:
             ref_latents = encode_latents(nets.vae, to_model_range(batch["reference"].numpy(), device, dtype))
-            # Targets are the posterior mean too: SD's VAE has a near-zero posterior spread, so
-            # this is what peers' `.sample()` gives there, while a random tiny VAE's spread
-            # (std ~1 against a mean of std ~0.17) would bury the signal in noise.
-            targets = batch["target"].flatten(0, 1).numpy()
-            latents = torch.cat([encode_latents(nets.vae, to_model_range(targets[i : i + VAE_CHUNK], device, dtype))
-                                 for i in range(0, len(targets), VAE_CHUNK)])  # (B*F, C, h, w)
+            latents = _encode_chunked(nets.vae, batch["target"].flatten(0, 1).numpy(), device, dtype)  # (B*F, C, h, w)
+        guide = None
+        if "warped" in batch:
+            guide = _encode_chunked(nets.vae, batch["warped"].flatten(0, 1).numpy(), device, dtype).float()
     latents = latents.float()
     if config.stage == 2:
         latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
+        guide = None if guide is None else guide.unflatten(0, (b, frames)).transpose(1, 2)
     motion = to_model_range(batch["motion"].flatten(0, 1).numpy(), device, dtype)
-    return StepInputs(latents, ref_latents, emb, motion)
+    return StepInputs(latents, ref_latents, emb, motion, guide)
+
+
+def _encode_chunked(vae, images, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Latents of (N, H, W, 3) uint8 images, VAE_CHUNK at a time. Targets are the posterior
+    mean too: SD's VAE has a near-zero posterior spread, so this is what peers' `.sample()`
+    gives there, while a random tiny VAE's spread (std ~1 against a mean of std ~0.17) would
+    bury the signal in noise."""
+    return torch.cat([encode_latents(vae, to_model_range(images[i : i + VAE_CHUNK], device, dtype))
+                      for i in range(0, len(images), VAE_CHUNK)])
 
 
 def step_loss(denoiser: torch.nn.Module, scheduler, inputs: StepInputs, generator: torch.Generator,
@@ -393,7 +406,7 @@ def step_loss(denoiser: torch.nn.Module, scheduler, inputs: StepInputs, generato
         t = torch.full_like(t, timestep)
         noisy = scheduler.add_noise(latents, noise, t)
     pred = denoiser(noisy, t, inputs.reference_latents, inputs.embeddings.reference_net, inputs.embeddings.unet,
-                    inputs.motion)
+                    inputs.motion, inputs.guide)
     target = denoising_target(scheduler, latents, noise, t)
     return denoising_loss(pred, target, scheduler, t, config.min_snr_gamma)
 
@@ -405,11 +418,13 @@ def _ranges_of(clips: list[PreparedClip]) -> list[FrameRange]:
 def probe_inputs(nets: Networks, frames: int = 1, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Small inputs of the right kinds (64 px), to find parameters that never get a gradient."""
     unet = nets.denoiser.unet
-    channels, dim = unet.config.in_channels, unet.config.cross_attention_dim
+    channels, dim = unet.config.out_channels, unet.config.cross_attention_dim
     noisy = torch.randn(1, channels, 8, 8) if frames == 1 else torch.randn(1, channels, frames, 8, 8)
     probe = dict(noisy=noisy, timesteps=torch.tensor([10]), reference_latents=torch.randn(1, channels, 8, 8),
                  reference_context=torch.randn(1, 1, dim), unet_context=torch.randn(1, 1, dim),
                  motion=torch.rand(frames, 3, 64, 64) * 2 - 1)
+    if nets.warp_guidance:
+        probe["guide"] = torch.randn_like(noisy)
     return {k: v.to(device) for k, v in probe.items()}
 
 

@@ -18,7 +18,7 @@ import torch
 from diffusers import MotionAdapter, UNetMotionModel
 from torch import nn
 
-from ..models.builders import Parts, load_base_parts, mini_parts, scheduler_config, tiny_parts
+from ..models.builders import Parts, load_base_parts, mini_parts, scheduler_config, tiny_parts, widen_input
 from .config import TrainConfig
 from .denoiser import Denoiser, freeze_for_stage, temporal_parameter_names
 
@@ -41,6 +41,8 @@ class Networks:
     adapter: MotionAdapter | None  # stage 1: the temporal layers its exported pipeline gets
     scheduler: dict  # the inference scheduler's config: training noises by it, the export samples with it
     separate_fg_bg: bool = True
+    warp_guidance: bool = False  # the denoising UNet also takes the warped reference's latents
+    eye_landmarks: bool = True  # eyelids and irises drawn into the motion maps
 
 
 def random_training_parts(seed: int, mini: bool = False) -> Parts:
@@ -78,13 +80,16 @@ def check_init(init: str | Path | None, stage: int) -> Path | None:
 def build_networks(config: TrainConfig, init: Path | None) -> Networks:
     """The networks of `config.stage`, in fp32 on the CPU (accelerate places them)."""
     if config.stage == 1:
-        if config.tiny or config.mini:
-            parts = random_training_parts(config.seed, mini=config.mini)
-        else:
-            parts = load_base_parts(config.base_models)
-        denoiser = Denoiser(copy.deepcopy(parts.unet2d), parts.unet2d, parts.pose_guider)
+        from_scratch = config.tiny or config.mini
+        parts = random_training_parts(config.seed, mini=config.mini) if from_scratch else load_base_parts(config.base_models)
+        reference_net = copy.deepcopy(parts.unet2d)  # ReferenceNet keeps the plain input
+        unet = parts.unet2d
+        if config.warp_guidance:
+            unet = widen_input(unet, parts.vae.config.latent_channels, zero=not from_scratch)
+        denoiser = Denoiser(reference_net, unet, parts.pose_guider)
         nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter,
-                        scheduler_config(config.prediction_type, config.zero_terminal_snr))
+                        scheduler_config(config.prediction_type, config.zero_terminal_snr),
+                        warp_guidance=config.warp_guidance, eye_landmarks=config.eye_landmarks)
     else:
         from ..pipeline import VividPipeline
 
@@ -96,10 +101,14 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
         if trained != (config.prediction_type, config.zero_terminal_snr):
             raise InitError(f"--init {init}: stage 1 trained with prediction_type {trained[0]}, zero_terminal_snr "
                             f"{trained[1]}; stage 2's settings say {config.prediction_type}, {config.zero_terminal_snr}")
+        guided = (pipe.config.warp_guidance, pipe.config.eye_landmarks)
+        if guided != (config.warp_guidance, config.eye_landmarks):
+            raise InitError(f"--init {init}: stage 1 trained with warp_guidance {guided[0]}, eye_landmarks {guided[1]}; "
+                            f"stage 2's settings say {config.warp_guidance}, {config.eye_landmarks}")
         pipe.pose_injector.remove()
         denoiser = Denoiser(pipe.reference_net, pipe.unet, pipe.pose_guider)
         nets = Networks(denoiser, pipe.vae, pipe.image_encoder, pipe.feature_extractor, None, schedule,
-                        pipe.config.separate_fg_bg)
+                        pipe.config.separate_fg_bg, *guided)
     freeze_for_stage(nets.denoiser, config.stage)
     nets.vae.requires_grad_(False)
     nets.image_encoder.requires_grad_(False)
@@ -140,7 +149,7 @@ def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
         vae=nets.vae, image_encoder=nets.image_encoder, feature_extractor=nets.feature_extractor,
         reference_net=fresh_copy(d.reference_net), unet=unet, pose_guider=fresh_copy(d.pose_guider),
         scheduler=DDIMScheduler.from_config(nets.scheduler), resolution=resolution, face_backend=face_backend,
-        separate_fg_bg=nets.separate_fg_bg,
+        separate_fg_bg=nets.separate_fg_bg, warp_guidance=nets.warp_guidance, eye_landmarks=nets.eye_landmarks,
     )
 
 

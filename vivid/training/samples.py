@@ -8,9 +8,13 @@ data loader's worker count.
 What a sample holds (numpy, uint8 unless noted), at the training resolution R:
   reference (R, R, 3), clip (k, S, S, 3) the reference as CLIP sees it (foreground then
   background, `conditioning.clip_inputs`), target (F, R, R, 3) the frames to denoise,
-  motion (F, R, R, 3) their motion maps (F = 1 in stage 1); with cached latents
-  (`SampleSpec.latent_tag`) also reference_latents (C, h, w) and target_latents
-  (F, C, h, w) float32.
+  motion (F, R, R, 3) their motion maps (F = 1 in stage 1); with warp guidance warped
+  (F, R, R, 3) the reference warped to each target's motion (`vivid.warp_guidance`, as
+  inference warps the portrait); with cached latents (`SampleSpec.latent_tag`) also
+  reference_latents (C, h, w) and target_latents (F, C, h, w) float32.
+
+Each sample shows one view of its clip (`views`: the clip itself, or a mirrored or
+colour-changed copy), drawn from its own (seed, index) stream.
 """
 from __future__ import annotations
 
@@ -22,8 +26,13 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..conditioning import ScalingConfig, clip_inputs, motion_maps
+from ..face import MotionMapStyle
 from ..face.mesh_parsing import analysis_from_mesh
+from ..warp_guidance import training_targets, warp_reference
 from .clips import PreparedClip
+from .latent_cache import load_latents
+from .resizing import resize_frames, resize_landmarks
+from .views import clip_views
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,9 @@ class SampleSpec:
     augment: bool = False
     reference_gap: int = 0
     latent_tag: str | None = None  # cached autoencoder latents to include (`latent_cache`)
+    warp_guidance: bool = False  # include the reference warped to each target (`warped`)
+    eye_landmarks: bool = True  # eyelids and irises in the motion maps
+    views: int = 1  # views of each clip samples are drawn from (`views.clip_views`)
 
 
 def split_frames(clips: Sequence[PreparedClip], seen_share: float, min_frames: int) -> tuple[list[FrameRange], list[FrameRange]]:
@@ -68,18 +80,6 @@ def split_frames(clips: Sequence[PreparedClip], seen_share: float, min_frames: i
         if tail:
             held.append(FrameRange(i, n - tail, n))
     return train, held
-
-
-def resize_landmarks(points: np.ndarray, source: int, target: int) -> np.ndarray:
-    """Landmarks of a `source`-pixel crop in the same crop resized to `target` pixels."""
-    return points * (target / source) + 0.5 * (target / source - 1)
-
-
-def resize_frames(images: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    if images.shape[-3] == size:
-        return images
-    flags = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if images.shape[-3] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=flags) for im in images])
 
 
 def _augment(images: list[np.ndarray], rng: np.random.Generator, masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -138,29 +138,44 @@ class TrainingSamples(Dataset):
             target = list(range(start, start + self.spec.frames))
         return r.clip, reference, target, int(rng.integers(2**31))
 
+    def view(self, index: int) -> int:
+        """Which view of its clip item `index` shows (its own stream: `choose` is unchanged by views)."""
+        return int(np.random.default_rng([self.seed, index, 2]).integers(self.spec.views))
+
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         clip_index, reference, target, seed = self.choose(index)
         return make_sample(self.clips[clip_index], reference, target, self.spec, seed if self.spec.random_scaling else None,
-                           np.random.default_rng([self.seed, index, 1]) if self.spec.augment else None)
+                           np.random.default_rng([self.seed, index, 1]) if self.spec.augment else None,
+                           view=self.view(index))
 
 
 def make_sample(
     clip: PreparedClip, reference: int, target: Sequence[int], spec: SampleSpec, scale_seed: int | None,
     augment: np.random.Generator | None = None, motion_clip: PreparedClip | None = None,
-    motion_frames: Sequence[int] | None = None,
+    motion_frames: Sequence[int] | None = None, view: int = 0,
 ) -> dict[str, np.ndarray]:
-    """One sample from explicit frames. `motion_clip`/`motion_frames` take the motion maps
-    from other frames (validation with the wrong motion); by default they are the targets'."""
+    """One sample from explicit frames of view `view` of `clip`. `motion_clip`/`motion_frames`
+    take the motion maps (and the warp's targets) from other frames (validation with the wrong
+    motion); by default they are the targets'."""
     res = spec.resolution
-    ref_image = resize_frames(clip.frame(reference)[None], res)[0]
-    person = resize_frames(clip.person(reference)[None].astype(np.uint8), res, nearest=True)[0]
-    targets = resize_frames(clip.frames(target), res)
+    shown = clip_views(clip.path.name, spec.views)[view]
+    ref_image = shown.images(resize_frames(clip.frame(reference)[None], res))[0]
+    person = shown.masks(resize_frames(clip.person(reference)[None].astype(np.uint8), res, nearest=True)[0])
+    targets = shown.images(resize_frames(clip.frames(target), res))
     source = motion_clip or clip
-    points = [resize_landmarks(source.landmarks[f], source.resolution, res) for f in (motion_frames or target)]
-    maps = motion_maps([analysis_from_mesh(p, (res, res)) for p in points], scale_seed, spec.scaling)
+    points = [shown.points(resize_landmarks(source.landmarks[f], source.resolution, res), res)
+              for f in (motion_frames or target)]
+    maps = motion_maps([analysis_from_mesh(p, (res, res)) for p in points], scale_seed, spec.scaling,
+                       MotionMapStyle(eye_landmarks=spec.eye_landmarks))
+    warped = None
+    if spec.warp_guidance:
+        ref_points = shown.points(resize_landmarks(clip.landmarks[reference], clip.resolution, res), res)
+        warped = warp_reference(ref_image, ref_points, training_targets(ref_points, points))
     if augment is not None:
-        photos, masks = _augment([ref_image, *targets], augment, [person, *maps])
-        ref_image, targets = photos[0], np.stack(photos[1:])
+        extra = [] if warped is None else list(warped)
+        photos, masks = _augment([ref_image, *targets, *extra], augment, [person, *maps])
+        ref_image, targets = photos[0], np.stack(photos[1 : 1 + len(targets)])
+        warped = None if warped is None else np.stack(photos[1 + len(targets):])
         person, maps = masks[0], np.stack(masks[1:])
     sample = {
         "reference": ref_image,
@@ -168,12 +183,12 @@ def make_sample(
         "target": targets,
         "motion": maps,
     }
+    if warped is not None:
+        sample["warped"] = warped
     if spec.latent_tag is not None:
         if augment is not None:
             raise ValueError("cached latents are of the unaugmented frames: augmentation cannot use them")
-        from .latent_cache import load_latents
-
-        latents = load_latents(clip, spec.latent_tag)
+        latents = load_latents(clip, spec.latent_tag, view)
         sample["reference_latents"] = np.array(latents[reference], np.float32)  # (C, h, w)
         sample["target_latents"] = np.array(latents[list(target)], np.float32)  # (F, C, h, w)
     return sample
