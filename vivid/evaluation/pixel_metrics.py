@@ -47,3 +47,15 @@ def flicker(previous: np.ndarray, current: np.ndarray, still: np.ndarray) -> flo
     if still.mean() < MIN_STILL_SHARE:
         return float("nan")
     return float(np.abs(grey(current) - grey(previous))[still].mean())
+
+
+def region_psnr(truth: np.ndarray, output: np.ndarray, polygon: np.ndarray) -> float:
+    """PSNR in dB of two RGB uint8 images over the pixels inside `polygon` ((N, 2) x, y);
+    NaN when it covers no pixel, inf when they agree there exactly."""
+    mask = np.zeros(truth.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+    inside = mask.astype(bool)
+    if not inside.any():
+        return float("nan")
+    mse = float(np.mean((truth[inside].astype(np.float64) - output[inside].astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

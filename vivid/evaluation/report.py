@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from .learned_metrics import ARCFACE, DEEP3D, QALIGN, Unavailable
-from .scoring import FRAME_COLUMNS, SUMMARY_COLUMNS
+from .scoring import FRAME_COLUMNS, OPEN_MOUTH, SUMMARY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ COLUMNS = (
     Column("Self expression err. (% face)", "self", "expression_error", False),
     Column("Self pose err. (°)", "self", "pose_error", False),
     Column("Self flicker", "self", "flicker", False),
+    Column("Self open-mouth PSNR (dB)", "self", "mouth_psnr", True, 2),
     Column("Self no-face frames", "self", "no_face", None),
     Column("Cross ID (dlib cos)", "cross", "id_dlib_cos", True, 3),
     Column("Cross ID leakage", "cross", "identity_leakage", False, 3),
@@ -64,6 +65,9 @@ saved videos with `vivid.evaluation.rescore(DIR)`):
   Self: output vs real frame; cross: change since the first frame, output vs driver.
 - Pose err.: mean of |yaw|, |pitch|, |roll| differences in degrees (head rotation read from
   the mesh); cross: as changes since the first frame.
+- Open-mouth PSNR: PSNR inside the real frame's inner-lip outline (face mesh), on the frames
+  whose real mouth opening is at least OPEN_MOUTH% of face size (teeth, tongue: what a warp cannot
+  show); per_clip.csv counts those frames (`open_mouth_frames`).
 - Flicker: mean absolute grey-level change between consecutive output frames where nothing
   should move (away from the head, and for self-reenactment where the real video is still).
 - ID (dlib cos): cosine between dlib's 128-D face embeddings (face_recognition_models) of
@@ -74,7 +78,7 @@ saved videos with `vivid.evaluation.rescore(DIR)`):
 - no-face frames: output frames where the face mesh found no face (left out of the face
   measures, counted here). fps: output frames per second of wall time inside each engine.
 - `n/a` without a reason: the measure had nothing to use (e.g. no face in any output frame).
-"""
+""".replace("OPEN_MOUTH", f"{OPEN_MOUTH:g}")
 
 
 def _fmt(value: float, digits: int) -> str:

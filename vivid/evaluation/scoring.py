@@ -13,7 +13,10 @@ exactly like the reference.
 Per frame (self-reenactment, real frame t vs output frame t, t >= 1):
   psnr, ssim (scikit-image), lpips (when its weights are there), face_found,
   expression_error (mean |difference| of the 7 mesh expression features, % of face size),
-  yaw/pitch/roll_error and pose_error (their mean), degrees; flicker (grey levels).
+  yaw/pitch/roll_error and pose_error (their mean), degrees; flicker (grey levels);
+  mouth_psnr, PSNR inside the real frame's inner-lip outline, on frames where the real mouth
+  is open (the mouth opening at least OPEN_MOUTH % of face size): teeth and tongue, what a warp
+  cannot show.
 Cross-reenactment has no ground truth: expression and pose are compared as changes since
 the first frame (the output starts from the portrait's own expression and pose, the driver
 from its own), identity as dlib-embedding cosine/distance to the portrait, and
@@ -30,9 +33,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from .face_geometry import FaceGeometry, MeshTracker, expression_features, identity_leakage, identity_shape, still_face
+from .face_geometry import (
+    EXPRESSION_FEATURES, FaceGeometry, MeshTracker, expression_features, identity_leakage, identity_shape, still_face,
+)
 from .learned_metrics import DlibIdentity, Lpips, MetricWeights, Unavailable, cosine, dlib_status, lpips_status
-from .pixel_metrics import STILL_THRESHOLD, flicker, grey, head_region, psnr, ssim
+from ..face import mesh_topology as mt
+from .pixel_metrics import STILL_THRESHOLD, flicker, grey, head_region, psnr, region_psnr, ssim
 from .protocol import EvaluationError
 from .videos import read_frames
 
@@ -40,12 +46,19 @@ from .videos import read_frames
 SUMMARY_COLUMNS = (
     "frames", "no_face_frames", "psnr", "ssim", "lpips", "expression_error", "pose_error",
     "yaw_error", "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist", "identity_leakage",
+    "mouth_psnr", "open_mouth_frames",
 )
 #: Per-frame columns, in CSV order (after engine, case, kind).
 FRAME_COLUMNS = (
     "frame", "face_found", "psnr", "ssim", "lpips", "expression_error", "pose_error", "yaw_error",
-    "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist",
+    "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist", "mouth_psnr",
 )
+#: A real mouth at least this open (lip gap, % of face size: `expression_features`) shows its
+#: inside, and the frame counts for mouth_psnr.
+OPEN_MOUTH = 10.0
+#: The inner-lip outline, around the mouth.
+INNER_LIP = tuple(mt.INNER_UPPER_LIP + mt.INNER_LOWER_LIP[-2:0:-1])
+_MOUTH_OPENING = EXPRESSION_FEATURES.index("mouth_opening")
 
 
 @dataclass
@@ -132,6 +145,8 @@ def score_self(truth: Path, output: Path, scorers: Scorers) -> CaseScores:
             if gf is not None and of is not None:
                 row["expression_error"] = float(np.abs(expression_features(of) - expression_features(gf)).mean())
                 row.update(_pose_errors(of.pose, gf.pose))
+            if gf is not None and expression_features(gf)[_MOUTH_OPENING] >= OPEN_MOUTH:
+                row["mouth_psnr"] = region_psnr(g, o, gf.points[list(INNER_LIP), :2])
             if prev is not None:
                 pg, po, pgf, pof = prev
                 still = ~head_region(g.shape[:2], _boxes(gf, of, pgf, pof)) & (np.abs(grey(g) - grey(pg)) < STILL_THRESHOLD)
@@ -199,6 +214,8 @@ def _summarise(rows: list[dict]) -> dict:
     for column in SUMMARY_COLUMNS[2:]:
         if any(column in r for r in rows):
             summary[column] = _mean(r.get(column) for r in rows)
+    if any("mouth_psnr" in r for r in rows):
+        summary["open_mouth_frames"] = sum("mouth_psnr" in r for r in rows)
     return summary
 
 
