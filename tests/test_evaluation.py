@@ -295,3 +295,19 @@ def test_open_mouth_psnr_sees_a_painted_mouth_that_whole_frame_psnr_hardly_notic
     assert np.mean([r["mouth_psnr"] for r in scored]) < 20 < np.mean([r["psnr"] for r in scored]) - 10
     same = score_self(gt, gt, Scorers()).summary
     assert same["open_mouth_frames"] == len(scored) and same["mouth_psnr"] == float("inf")
+
+
+def test_gaze_follows_the_iris_not_the_head(astronaut, astronaut_analysis):
+    """Turning the head leaves where the irises sit in their eyes unchanged; moving an iris
+    along its eye by a tenth of the eye's width moves its gaze figure by 10."""
+    from vivid.evaluation.face_geometry import FaceGeometry, gaze_features
+
+    faces = [still_face(f) for f in turning_head(astronaut, astronaut_analysis, frames=3, degrees=20)]
+    base = gaze_features(faces[0])
+    assert max(np.abs(gaze_features(f) - base).max() for f in faces[1:]) < 3
+    points = faces[0].points.copy()
+    corners = points[133] - points[33]
+    points[468:473] += 0.1 * corners  # the right iris, a tenth of its eye's width towards the inner corner
+    moved = gaze_features(FaceGeometry(points))
+    assert moved[0] - base[0] == pytest.approx(10, abs=0.5)
+    assert np.abs(moved[1:] - base[1:]).max() < 0.5

@@ -80,6 +80,26 @@ def expression_features(face: FaceGeometry) -> np.ndarray:
     ])
 
 
+#: Each eye as (outer corner, inner corner, iris centre) mesh points, subject's right eye first.
+_GAZE_POINTS = ((33, 133, 468), (263, 362, 473))
+
+
+def gaze_features(face: FaceGeometry) -> np.ndarray:
+    """Where each iris sits in its eye, in % of that eye's width on the frontalised mesh:
+    (right x, right y, left x, left y), x along the corner-to-corner line from its middle, y
+    across it. What the eye landmarks of the motion maps carry (the paper's ablation)."""
+    q = face.frontal()[:, :2]
+    out = []
+    for outer, inner, iris in _GAZE_POINTS:
+        axis = q[inner] - q[outer]
+        width = max(float(np.linalg.norm(axis)), 1e-6)
+        along = axis / width
+        across = np.array([-along[1], along[0]])
+        offset = q[iris] - (q[outer] + q[inner]) / 2
+        out += [offset @ along / width, offset @ across / width]
+    return 100 * np.array(out)
+
+
 def identity_shape(face: FaceGeometry) -> np.ndarray:
     """Frontalised, size-normalised positions of the points expression does not move, flat."""
     return face.frontal()[list(IDENTITY_POINTS)].ravel()

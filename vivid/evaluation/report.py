@@ -36,6 +36,7 @@ COLUMNS = (
     Column("Cross quality (Q-Align)", "cross", "qalign", True, paper=True, missing=QALIGN),
     Column("Self expression err. (% face)", "self", "expression_error", False),
     Column("Self pose err. (°)", "self", "pose_error", False),
+    Column("Self gaze err. (% eye)", "self", "gaze_error", False),
     Column("Self flicker", "self", "flicker", False),
     Column("Self open-mouth PSNR (dB)", "self", "mouth_psnr", True, 2),
     Column("Self no-face frames", "self", "no_face", None),
@@ -43,6 +44,7 @@ COLUMNS = (
     Column("Cross ID leakage", "cross", "identity_leakage", False, 3),
     Column("Cross expression err. (% face)", "cross", "expression_error", False),
     Column("Cross pose err. (°)", "cross", "pose_error", False),
+    Column("Cross gaze err. (% eye)", "cross", "gaze_error", False),
     Column("Cross flicker", "cross", "flicker", False),
     Column("Cross no-face frames", "cross", "no_face", None),
     Column("fps", "all", "fps", True, 1),
@@ -65,6 +67,9 @@ saved videos with `vivid.evaluation.rescore(DIR)`):
   Self: output vs real frame; cross: change since the first frame, output vs driver.
 - Pose err.: mean of |yaw|, |pitch|, |roll| differences in degrees (head rotation read from
   the mesh); cross: as changes since the first frame.
+- Gaze err.: mean absolute difference of where each iris sits in its eye (along and across
+  the line between the eye's corners, frontalised mesh), in % of the eye's width; cross: as
+  changes since the first frame.
 - Open-mouth PSNR: PSNR inside the real frame's inner-lip outline (face mesh), on the frames
   whose real mouth opening is at least OPEN_MOUTH% of face size (teeth, tongue: what a warp cannot
   show); per_clip.csv counts those frames (`open_mouth_frames`).

@@ -14,6 +14,7 @@ Per frame (self-reenactment, real frame t vs output frame t, t >= 1):
   psnr, ssim (scikit-image), lpips (when its weights are there), face_found,
   expression_error (mean |difference| of the 7 mesh expression features, % of face size),
   yaw/pitch/roll_error and pose_error (their mean), degrees; flicker (grey levels);
+  gaze_error, mean |difference| of where the irises sit in their eyes (% of eye width);
   mouth_psnr, PSNR inside the real frame's inner-lip outline, on frames where the real mouth
   is open (the mouth opening at least OPEN_MOUTH % of face size): teeth and tongue, what a warp
   cannot show.
@@ -34,7 +35,8 @@ import numpy as np
 from PIL import Image
 
 from .face_geometry import (
-    EXPRESSION_FEATURES, FaceGeometry, MeshTracker, expression_features, identity_leakage, identity_shape, still_face,
+    EXPRESSION_FEATURES, FaceGeometry, MeshTracker, expression_features, gaze_features, identity_leakage, identity_shape,
+    still_face,
 )
 from .learned_metrics import DlibIdentity, Lpips, MetricWeights, Unavailable, cosine, dlib_status, lpips_status
 from ..face import mesh_topology as mt
@@ -46,12 +48,12 @@ from .videos import read_frames
 SUMMARY_COLUMNS = (
     "frames", "no_face_frames", "psnr", "ssim", "lpips", "expression_error", "pose_error",
     "yaw_error", "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist", "identity_leakage",
-    "mouth_psnr", "open_mouth_frames",
+    "gaze_error", "mouth_psnr", "open_mouth_frames",
 )
 #: Per-frame columns, in CSV order (after engine, case, kind).
 FRAME_COLUMNS = (
     "frame", "face_found", "psnr", "ssim", "lpips", "expression_error", "pose_error", "yaw_error",
-    "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist", "mouth_psnr",
+    "pitch_error", "roll_error", "flicker", "id_dlib_cos", "id_dlib_dist", "gaze_error", "mouth_psnr",
 )
 #: A real mouth at least this open (lip gap, % of face size: `expression_features`) shows its
 #: inside, and the frame counts for mouth_psnr.
@@ -144,6 +146,7 @@ def score_self(truth: Path, output: Path, scorers: Scorers) -> CaseScores:
                 row["lpips"] = scorers.lpips(g, o)
             if gf is not None and of is not None:
                 row["expression_error"] = float(np.abs(expression_features(of) - expression_features(gf)).mean())
+                row["gaze_error"] = float(np.abs(gaze_features(of) - gaze_features(gf)).mean())
                 row.update(_pose_errors(of.pose, gf.pose))
             if gf is not None and expression_features(gf)[_MOUTH_OPENING] >= OPEN_MOUTH:
                 row["mouth_psnr"] = region_psnr(g, o, gf.points[list(INNER_LIP), :2])
@@ -194,10 +197,12 @@ def score_cross(reference: Path, driving: Path, output: Path, scorers: Scorers) 
     o0 = next((f for f in out_faces if f is not None), None)
     if d0 is not None and o0 is not None:
         ed0, eo0 = expression_features(d0), expression_features(o0)
+        gd0, go0 = gaze_features(d0), gaze_features(o0)
         for row, df, of in zip(rows, driver_faces, out_faces):
             if df is not None and of is not None:
                 change_out, change_drv = expression_features(of) - eo0, expression_features(df) - ed0
                 row["expression_error"] = float(np.abs(change_out - change_drv).mean())
+                row["gaze_error"] = float(np.abs((gaze_features(of) - go0) - (gaze_features(df) - gd0)).mean())
                 row.update(_pose_errors(of.pose - o0.pose, df.pose - d0.pose))
     summary = _summarise(rows)
     found_d = [identity_shape(f) for f in driver_faces if f is not None]
