@@ -17,7 +17,9 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
 
-from .face import CropConfig, FaceAnalyzer, MotionMapStyle, MotionTrack, NoFaceError, SquareBox, crop_image, face_square, paste_crop
+from .face import (
+    CropConfig, FaceAnalyzer, MotionMapStyle, MotionTrack, NoFaceError, SquareBox, crop_image, face_square, paste_crop,
+)
 from .media import checked_frames, to_rgb
 from .models.base_files import hub_snapshot
 from .models.builders import BaseModels, load_base_network, load_base_parts, stream_base_networks, tiny_components
