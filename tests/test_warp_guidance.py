@@ -186,3 +186,32 @@ def test_a_tiny_warp_guided_model_trains_saves_loads_and_animates_through_the_cl
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out.mp4").is_file()
+
+
+def test_a_residual_model_denoises_the_difference_from_the_warp(data, tiny_scene):
+    """Training's target is the frame's latents minus the warp's; the pipeline, which adds the
+    warp back, refuses the setting without warp guidance and animates with it."""
+    from vivid.training import TrainConfig
+    from vivid.training.loop import step_inputs
+    from vivid.training.networks import build_networks
+    from vivid.training.samples import TrainingSamples, split_frames
+
+    config = TrainConfig(tiny=True, resolution=64, warp_guidance=True, warp_residual=True, mixed_precision="no")
+    nets = build_networks(config, None)
+    clips = [PreparedClip(e["folder"]) for e in read_index(data)]
+    spec = SampleSpec(stage=1, resolution=64, warp_guidance=True, clip_size=32)
+    samples = TrainingSamples(clips, split_frames(clips, 0.1, 1)[0], spec, seed=0, length=2)
+    batch = torch.utils.data.default_collate([samples[0], samples[1]])
+    inputs = step_inputs(batch, nets, config, torch.Generator().manual_seed(0), drop=False)
+    from vivid.conditioning import encode_latents, to_model_range
+
+    with torch.no_grad():
+        target = encode_latents(nets.vae, to_model_range(batch["target"].flatten(0, 1).numpy())).float()
+    torch.testing.assert_close(inputs.latents + inputs.guide, target, rtol=0, atol=1e-5)
+
+    with pytest.raises(ValueError, match="needs warp_guidance"):
+        VividPipeline.tiny(warp_residual=True)
+    pipe = VividPipeline.tiny(warp_guidance=True, warp_residual=True)
+    ref, motion = tiny_scene
+    frames = [e.frame for e in pipe.generate(ref, motion, window=4, overlap=1, steps=1) if e.kind == "frame"]
+    assert len(frames) == len(motion)

@@ -159,8 +159,11 @@ class VividPipeline(DiffusionPipeline):
         sampling_defaults: dict | None = None,
         warp_guidance: bool = False,
         eye_landmarks: bool = True,
+        warp_residual: bool = False,
     ):
         super().__init__()
+        if warp_residual and not warp_guidance:
+            raise ValueError("warp_residual needs warp_guidance (it denoises the difference from the warp)")
         latent = unet.config.out_channels
         if unet.config.in_channels != latent * (2 if warp_guidance else 1):
             raise ValueError(f"the denoising UNet takes {unet.config.in_channels} input channels for {latent} latent "
@@ -176,6 +179,7 @@ class VividPipeline(DiffusionPipeline):
             sampling_defaults=sampling_defaults or {},  # what the model recommends (vivid.options.SamplingDefaults)
             warp_guidance=warp_guidance,  # the UNet also sees the portrait warped to each frame (vivid.warp_guidance)
             eye_landmarks=eye_landmarks,  # eyelids and irises in the motion maps (off: the paper's ablation)
+            warp_residual=warp_residual,  # the UNet denoises the frame's difference from the warp
         )
         decoder_channels_last(vae)  # a no-op when the loaders did it already
         self.bank = ReferenceBank()
@@ -255,11 +259,11 @@ class VividPipeline(DiffusionPipeline):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def tiny(cls, seed: int = 0, resolution: int = 64, dtype: str | torch.dtype | None = None,
-             warp_guidance: bool = False) -> "VividPipeline":
+             warp_guidance: bool = False, warp_residual: bool = False) -> "VividPipeline":
         """Tiny random components on the CPU, same code paths as the full model; fp32
         unless `dtype` says ("auto", "bf16", ...: `to_precision`)."""
         pipe = cls(**tiny_components(seed, warp_guidance), resolution=resolution, face_backend="mesh",
-                   warp_guidance=warp_guidance)
+                   warp_guidance=warp_guidance, warp_residual=warp_residual)
         return pipe if dtype is None else pipe.to_precision(dtype)
 
     @classmethod
@@ -593,7 +597,12 @@ class VividPipeline(DiffusionPipeline):
                 noise = average_windows(preds, windows, num_frames)
                 out = self.scheduler.step(noise.to(latents.device), t, latents, **step_kwargs)
                 latents = out.prev_sample
-                yield ProgressEvent(i + 1, len(timesteps), self._preview(getattr(out, "pred_original_sample", None), num_frames // 2))
+                estimate = getattr(out, "pred_original_sample", None)
+                if estimate is not None and self.config.warp_residual:
+                    estimate = estimate + guide
+                yield ProgressEvent(i + 1, len(timesteps), self._preview(estimate, num_frames // 2))
+            if self.config.warp_residual:  # the UNet denoised the difference from the warp
+                latents = latents + guide
             if guide is not None:
                 paste = WarpPaste(ref.image, ref.points, ref.source, ref.square)
                 pairs = zip(self.decode(latents, decode_chunk), self.decode(guide, decode_chunk))

@@ -52,6 +52,7 @@ class TrainConfig:
     latent_views: int = 1  # copies of every clip to sample from: 1 itself; 2 + mirrored, colours changed; 3 + colours changed (training/views.py; cached with cache_latents)
     # -- what the networks see ----------------------------------------------------------------
     warp_guidance: bool = False  # the denoising UNet also sees the reference warped to the target (DESIGN.md; not in the paper)
+    warp_residual: bool = False  # with warp_guidance: denoise the target's difference from the warp (what the warp cannot draw), not the target
     eye_landmarks: bool = True  # eyelids and irises drawn into the motion maps (the paper; off: its ablation)
     # -- optimisation -------------------------------------------------------------------------
     learning_rate: float = 1e-5
@@ -134,6 +135,8 @@ class TrainConfig:
             problems.append("tiny and mini are two model sizes: choose one")
         if self.cache_latents and self.augment:
             problems.append("cache_latents keeps the latents of the unaugmented frames: it cannot be used with augment")
+        if self.warp_residual and not self.warp_guidance:
+            problems.append("warp_residual needs warp_guidance (it denoises the difference from the warp)")
         if not 1 <= self.latent_views <= MAX_VIEWS:
             problems.append(f"latent_views must be 1 to {MAX_VIEWS}, not {self.latent_views}")
         if self.lr_warmup_steps < 0:

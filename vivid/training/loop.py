@@ -351,7 +351,8 @@ class Trainer:
 class StepInputs:
     """What one training step feeds the denoiser, from a batch of samples (`samples.py`)."""
 
-    latents: torch.Tensor  # targets' latents, scaled as the pipeline's: (B, C, h, w), stage 2 (B, C, F, h, w)
+    latents: torch.Tensor  # what is denoised: targets' latents, scaled as the pipeline's (B, C, h, w), stage 2
+    # (B, C, F, h, w); for a residual warp-guided model their difference from `guide`
     reference_latents: torch.Tensor  # (B, C, h, w)
     embeddings: ReferenceEmbeddings  # CLIP (B, 1, D) each; the dropped samples' are `unconditional`
     motion: torch.Tensor  # (B*F, 3, H, W) in [-1, 1], frames inner
@@ -380,6 +381,8 @@ def step_inputs(batch: dict, nets: Networks, config: TrainConfig, generator: tor
         if "warped" in batch:
             guide = _encode_chunked(nets.vae, batch["warped"].flatten(0, 1).numpy(), device, dtype).float()
     latents = latents.float()
+    if nets.warp_residual:  # what is denoised: the target's difference from the warp (the pipeline adds the warp back)
+        latents = latents - guide
     if config.stage == 2:
         latents = latents.unflatten(0, (b, frames)).transpose(1, 2)  # (B, C, F, h, w)
         guide = None if guide is None else guide.unflatten(0, (b, frames)).transpose(1, 2)

@@ -43,6 +43,7 @@ class Networks:
     separate_fg_bg: bool = True
     warp_guidance: bool = False  # the denoising UNet also takes the warped reference's latents
     eye_landmarks: bool = True  # eyelids and irises drawn into the motion maps
+    warp_residual: bool = False  # ... and denoises the target's difference from them
 
 
 def random_training_parts(seed: int, mini: bool = False) -> Parts:
@@ -89,7 +90,8 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
         denoiser = Denoiser(reference_net, unet, parts.pose_guider)
         nets = Networks(denoiser, parts.vae, parts.image_encoder, parts.feature_extractor, parts.adapter,
                         scheduler_config(config.prediction_type, config.zero_terminal_snr),
-                        warp_guidance=config.warp_guidance, eye_landmarks=config.eye_landmarks)
+                        warp_guidance=config.warp_guidance, eye_landmarks=config.eye_landmarks,
+                        warp_residual=config.warp_residual)
     else:
         from ..pipeline import VividPipeline
 
@@ -101,10 +103,12 @@ def build_networks(config: TrainConfig, init: Path | None) -> Networks:
         if trained != (config.prediction_type, config.zero_terminal_snr):
             raise InitError(f"--init {init}: stage 1 trained with prediction_type {trained[0]}, zero_terminal_snr "
                             f"{trained[1]}; stage 2's settings say {config.prediction_type}, {config.zero_terminal_snr}")
-        guided = (pipe.config.warp_guidance, pipe.config.eye_landmarks)
-        if guided != (config.warp_guidance, config.eye_landmarks):
-            raise InitError(f"--init {init}: stage 1 trained with warp_guidance {guided[0]}, eye_landmarks {guided[1]}; "
-                            f"stage 2's settings say {config.warp_guidance}, {config.eye_landmarks}")
+        names = ("warp_guidance", "eye_landmarks", "warp_residual")
+        guided = tuple(bool(pipe.config.get(name, False)) for name in names)
+        wanted = tuple(bool(getattr(config, name)) for name in names)
+        if guided != wanted:
+            raise InitError(f"--init {init}: stage 1 trained with " + ", ".join(f"{n} {g}" for n, g in zip(names, guided))
+                            + "; stage 2's settings say " + ", ".join(f"{n} {w}" for n, w in zip(names, wanted)))
         pipe.pose_injector.remove()
         denoiser = Denoiser(pipe.reference_net, pipe.unet, pipe.pose_guider)
         nets = Networks(denoiser, pipe.vae, pipe.image_encoder, pipe.feature_extractor, None, schedule,
@@ -150,6 +154,7 @@ def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
         reference_net=fresh_copy(d.reference_net), unet=unet, pose_guider=fresh_copy(d.pose_guider),
         scheduler=DDIMScheduler.from_config(nets.scheduler), resolution=resolution, face_backend=face_backend,
         separate_fg_bg=nets.separate_fg_bg, warp_guidance=nets.warp_guidance, eye_landmarks=nets.eye_landmarks,
+        warp_residual=nets.warp_residual,
     )
 
 
