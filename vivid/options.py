@@ -19,7 +19,7 @@ from .face.analyzer import PARSERS
 from .media import BROWSER_MAX_SIDE, MAX_VIDEO_FRAMES, MIN_SIDE
 from .models.saved import inspect_model
 from .models.shipped import model_available
-from .sampling import DEFAULT_MAX_WINDOW, DIFFUSION, Sampling, option
+from .sampling import DIFFUSION, Sampling, option
 
 #: Engines: "preview" warps the portrait on the CPU (no weights), "diffusion" runs the model,
 #: "still" repeats the portrait (evaluation's floor), "auto" is diffusion when a model is
@@ -99,15 +99,17 @@ class AnimateOptions(Sampling):
         choice("dtype", self.dtype, DTYPES)
         if self.parser is not None:
             choice("parser", self.parser, PARSERS)
-        source, saved = inspect_model(self.weights)  # a hub id is checked once fetched: no network here
-        if saved is not None and self.size is not None and self.size != saved.resolution:
-            raise OptionError(f"size: this model works at {saved.resolution} px; leave size out (got {self.size})",
-                              "size")
-        if source == "tiny" and self.size is not None and self.size % 8:
-            raise OptionError(f"size must be a multiple of 8 for the diffusion engine, got {self.size}", "size")
-        checked = self.checked(saved.max_window if saved is not None else DEFAULT_MAX_WINDOW)
         if self.disk_offload is not None:
             flag("disk_offload", self.disk_offload)
+        checked = self.checked()  # the settings alone first: no file read yet
+        source, saved = inspect_model(self.weights)  # a hub id is checked once fetched: no network here
+        if saved is not None:
+            if self.size is not None and self.size != saved.resolution:
+                raise OptionError(f"size: this model works at {saved.resolution} px; leave size out (got {self.size})",
+                                  "size")
+            checked = checked.checked(saved.max_window)  # the window against the model's temporal length
+        elif source == "tiny" and self.size is not None and self.size % 8:
+            raise OptionError(f"size must be a multiple of 8 for the diffusion engine, got {self.size}", "size")
         return checked._whole_numbers(("size", "max_frames", "max_side"), engine=engine, weights=source)
 
     def _whole_numbers(self, names: tuple[str, ...], **changes) -> "AnimateOptions":
