@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -40,7 +39,7 @@ from vivid.face.shared_analyzers import mesh_analyzer  # noqa: E402
 from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E402
 from vivid.face.template import TemplateError  # noqa: E402
 from vivid.job_folders import new_job_folder  # noqa: E402
-from vivid.media import BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, MediaLimits, check_image, load_image, probe_video  # noqa: E402
+from vivid.media import check_image, load_image, probe_video  # noqa: E402
 from vivid.memory import freeze_startup_objects, limit_heap_arenas, release_memory  # noqa: E402
 from vivid.model_host import ModelHost  # noqa: E402
 from vivid.models.shipped import model_available  # noqa: E402
@@ -48,6 +47,7 @@ from vivid.option_flags import add_option_flags, given_options  # noqa: E402
 from vivid.options import AnimateOptions  # noqa: E402
 from vivid.page_jobs import PageJobs  # noqa: E402
 from vivid.sampling import DEFAULT_MAX_WINDOW  # noqa: E402
+from vivid.server_limits import LIMIT_VARIABLES, AppLimits  # noqa: E402
 from vivid.windows import check_windows  # noqa: E402
 
 log = logging.getLogger("vivid.app")
@@ -74,51 +74,10 @@ CANCEL_SETTLE = 2.0
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "vivid_app"
 
 
-def _env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        raise SystemExit(f"app.py: error: ${name} must be a number, got {value!r}") from None
-
-
-@dataclass(frozen=True)
-class AppLimits:
-    """What one request may ask of a public server; each is set by the environment variable
-    in its comment (e.g. as a Hugging Face Space secret/variable). A request beyond a limit is
-    refused with a message before any processing."""
-
-    upload_mb: float = 50  # VIVID_MAX_UPLOAD_MB: largest uploaded file (checked by Gradio while receiving it)
-    video_seconds: float = 60  # VIVID_MAX_VIDEO_SECONDS: longest driving video or motion template
-    video_side: int = MAX_VIDEO_SIDE  # VIVID_MAX_VIDEO_SIDE: largest driving-video frame side, px
-    image_pixels: int = 25_000_000  # VIVID_MAX_IMAGE_PIXELS: largest portrait (read from its header: bombs too)
-    output_side: int = BROWSER_MAX_SIDE  # VIVID_MAX_OUTPUT_SIDE: larger portraits are animated scaled down to this
-    job_seconds: float = 600  # VIVID_JOB_SECONDS: a job running longer is stopped
-    media: MediaLimits = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "media", MediaLimits(
-            max_image_pixels=int(self.image_pixels), max_video_side=int(self.video_side),
-            max_video_frames=int(self.video_seconds * 120), max_video_seconds=self.video_seconds,
-        ))
-
-    @classmethod
-    def from_env(cls) -> "AppLimits":
-        """The limits, each overridden by its environment variable (LIMIT_VARIABLES) when set."""
-        d = cls()
-        values = {name: _env_number(var, getattr(d, name)) for name, var in LIMIT_VARIABLES.items()}
-        return cls(**{k: int(v) if isinstance(getattr(d, k), int) else v for k, v in values.items()})
-
-
-#: AppLimits field -> the environment variable that sets it.
-LIMIT_VARIABLES = {
-    "upload_mb": "VIVID_MAX_UPLOAD_MB", "video_seconds": "VIVID_MAX_VIDEO_SECONDS",
-    "video_side": "VIVID_MAX_VIDEO_SIDE", "image_pixels": "VIVID_MAX_IMAGE_PIXELS",
-    "output_side": "VIVID_MAX_OUTPUT_SIDE", "job_seconds": "VIVID_JOB_SECONDS",
-}
-
-
-LIMITS = AppLimits.from_env()
+try:
+    LIMITS = AppLimits.from_env()
+except OptionError as exc:
+    raise SystemExit(f"app.py: error: {exc}") from None
 PREVIEW_ENGINE, DIFFUSION_ENGINE = "Preview (fast, no model weights)", "Diffusion model"
 ENGINES = {PREVIEW_ENGINE: "preview", DIFFUSION_ENGINE: "diffusion"}
 #: Example pairs: (portrait, motion template), both in assets/.
@@ -197,7 +156,8 @@ def _analyse_upload(path: str | None):
         raise _error(exc) from None
 
 
-def _backend_text() -> str:
+def _parser_text() -> str:
+    """Which face parser the Parsing tab (and the app's diffusion model) uses, for visitors."""
     if HOST.analyzer().backend == "farl":
         return "farl (FaRL face parsing and WFLW eye landmarks, as in the paper)"
     return ("mesh (MediaPipe face mesh and selfie segmentation). The mesh knows the face's parts exactly but not "
@@ -206,7 +166,7 @@ def _backend_text() -> str:
 
 def parse_image(path: str | None):
     rgb, a = _analyse_upload(path)
-    info = f"Backend: {_backend_text()}"
+    info = f"Parser: {_parser_text()}"
     if a.notes:
         info += "\n" + "\n".join(f"- {visitor_text(n)}" for n in a.notes)
     motion = render_motion_map(a)
@@ -238,7 +198,7 @@ def parse_video(path: str | None, template: str | None = None, progress=gr.Progr
     finally:
         release_memory()
     source = ("a motion template (its face-mesh track, no pixels)" if driving.template is not None
-              else "backend: mesh (MediaPipe tracking)")
+              else f"parser: {HOST.analyzer().backend}")
     lines = [f"{n} frames at {driving.fps:g} fps, {source}, {'with' if driving.has_audio else 'no'} sound"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")

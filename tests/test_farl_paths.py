@@ -191,7 +191,7 @@ def test_the_apps_diffusion_engine_draws_with_the_models_own_parser(parser, farl
     Image.fromarray(small).save(tmp_path / "ref.png")
     write_video(tmp_path / "drv.mp4", iter(moving), fps=25)
     *_, info = app.parse_image(str(tmp_path / "ref.png"))
-    assert info.startswith(f"Backend: {parser}")
+    assert info.startswith(f"Parser: {parser}")
     updates = list(app.animate(str(tmp_path / "ref.png"), str(tmp_path / "drv.mp4"), None, app.DIFFUSION_ENGINE, True,
                                False, False, 1, 1.0, 0, 4, 1, True))
     assert updates[-1][3].startswith("done: 6 frames")
