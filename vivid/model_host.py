@@ -82,6 +82,7 @@ class ModelHost:
         self.weights, self.dtype, self.disk_offload = weights, dtype, disk_offload
         self.asked_parser, self.resolution = parser, resolution
         self._pipe: VividPipeline | None = None
+        self._folder_read: tuple[SavedModel | None] | None = None  # `_saved`, once read
         self._loading = threading.Lock()
         self._turn = threading.Lock()
         _HOSTS[id(self)] = self
@@ -110,13 +111,15 @@ class ModelHost:
         return self._pipe is not None
 
     def _saved(self) -> SavedModel | None:
-        """What the model's folder says, read without loading it (None where there is nothing
-        to read: a hub id not fetched yet, "tiny", no model, or a broken folder, which is
-        refused when a job loads it)."""
-        try:
-            return inspect_model(self.weights)[1]
-        except (OptionError, WeightsError):
-            return None
+        """What the model's folder says, read once without loading it (None where there is
+        nothing to read: a hub id not fetched yet, "tiny", no model, or a broken folder, which
+        is refused when a job loads it)."""
+        if self._folder_read is None:
+            try:
+                self._folder_read = (inspect_model(self.weights)[1],)
+            except (OptionError, WeightsError):
+                self._folder_read = (None,)
+        return self._folder_read[0]
 
     @property
     def parser(self) -> str:

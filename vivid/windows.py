@@ -41,7 +41,8 @@ def check_windows(window, overlap, cyclic: bool = False, wrap: bool = False, max
     overlap = whole("overlap", overlap, 0, None, " frames")
     if not overlap < window:
         raise OptionError(f"overlap must be smaller than the window ({window} frames), got {overlap}", "overlap")
-    if flag("wrap", wrap) and not flag("cyclic", cyclic):
+    wrap, cyclic = flag("wrap", wrap), flag("cyclic", cyclic)
+    if wrap and not cyclic:
         raise OptionError("wrap only applies to cyclic windows; turn cyclic on or wrap off", "wrap")
     return window, overlap
 

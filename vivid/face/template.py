@@ -143,8 +143,8 @@ class MotionTemplate:
             yield None if np.isnan(points).any() else points
 
     def motion_maps(self) -> Iterator[np.ndarray]:
-        """(h, w, 3) uint8 motion map of every frame (black where there is no face): the
-        template's preview."""
+        """(h, w, 3) uint8 motion map of every frame (black where there is no face): what a
+        template shows where a driving video would play."""
         blank = np.zeros((*self.frame_size, 3), np.uint8)
         for analysis in self.analyses():
             yield blank if analysis is None else render_motion_map(analysis)
