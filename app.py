@@ -1,23 +1,21 @@
 """VividPortraits in the browser. Widgets and callbacks only; the work happens in `vivid`:
-Animate runs `vivid.animation.AnimationJob` (as the command line does) and shows its events
-as the live view, the progress bar and the status line; Parsing reads portraits with
-`vivid.face` and driving videos or templates with `vivid.driving`."""
+Animate runs `vivid.animation.AnimationJob` (as the command line does) on the engine
+`vivid.engines.make_engine` builds, with the app's one diffusion model held by
+`vivid.model_host.ModelHost` and each page's job followed by `vivid.page_jobs.PageJobs`, and
+shows its events as the live view, the progress bar and the status line; Parsing reads
+portraits with `vivid.face` and driving videos or templates with `vivid.driving`."""
 from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
-import gc
 import html
 import logging
 import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -26,26 +24,31 @@ import gradio as gr
 import numpy as np
 from gradio.data_classes import ImageData
 
-from vivid.animation import AnimationJob, AnimationRequest, Cancelled, Notice, Progress, TimeLimitExceeded
-from vivid.driving import Driving, MotionMapVideo
-from vivid.engines import load_pipeline, make_engine, model_available, sampling_defaults
-from vivid.face import FaceAnalyzer, MotionTemplate, NoFaceError, colorize, render_motion_map
-from vivid.face.labels import LABELS, PARSING_PALETTE
-from vivid.face.template import TemplateError
-from vivid.media import BROWSER_MAX_SIDE, MAX_VIDEO_SIDE, InputError, MediaLimits, check_image, load_image, probe_video
-from vivid.options import AnimateOptions, GpuMemoryError, OptionError, SamplingDefaults, WeightsError, check_denoising
-
-# torch's idle OpenMP threads sleep instead of spinning (torch is not loaded yet): visitors'
-# jobs share the cores, and spinning threads wait for cores others hold (bench/RESULTS.md).
+# torch's idle OpenMP threads sleep instead of spinning (set before anything loads torch):
+# visitors' jobs share the cores, and spinning threads wait for cores others hold (bench/RESULTS.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-try:  # ZeroGPU on Hugging Face Spaces: the diffusion engine borrows a GPU per job
-    import spaces
-
-    gpu = spaces.GPU(duration=300)
-except ImportError:  # anywhere else: no-op
-    def gpu(fn):
-        return fn
+from vivid.animation import AnimationJob, AnimationRequest, Cancelled, Notice, TimeLimitExceeded  # noqa: E402
+from vivid.driving import Driving, MotionMapVideo, template_motion_video  # noqa: E402
+from vivid.engines import make_engine  # noqa: E402
+from vivid.errors import GpuMemoryError, InputError, OptionError, WeightsError  # noqa: E402
+from vivid.face import NoFaceError, render_motion_map  # noqa: E402
+from vivid.face.labels import LABELS, PARSING_PALETTE  # noqa: E402
+from vivid.face.pictures import eye_closeup, mask_picture, overlay  # noqa: E402
+from vivid.face.shared_analyzers import mesh_analyzer  # noqa: E402
+from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E402
+from vivid.face.template import TemplateError  # noqa: E402
+from vivid.job_folders import new_job_folder  # noqa: E402
+from vivid.media import check_image, load_image, probe_video  # noqa: E402
+from vivid.memory import freeze_startup_objects, limit_heap_arenas, release_memory  # noqa: E402
+from vivid.model_host import ModelHost  # noqa: E402
+from vivid.models.shipped import model_available  # noqa: E402
+from vivid.option_flags import add_option_flags, given_options  # noqa: E402
+from vivid.options import AnimateOptions  # noqa: E402
+from vivid.page_jobs import PageJobs  # noqa: E402
+from vivid.sampling import DEFAULT_MAX_WINDOW  # noqa: E402
+from vivid.server_limits import LIMIT_VARIABLES, AppLimits  # noqa: E402
+from vivid.windows import check_windows  # noqa: E402
 
 log = logging.getLogger("vivid.app")
 
@@ -53,10 +56,10 @@ ASSETS = Path(__file__).with_name("assets")
 #: Longest driving video the Parsing tab analyses (frames), to keep the page responsive.
 PARSE_VIDEO_MAX_FRAMES = 900
 #: How often the Animate tab refreshes its live view and progress while working (seconds).
-PREVIEW_INTERVAL = 0.25
+UPDATE_INTERVAL = 0.25
 #: Live-view frames are sent at most this large (px), so streaming them stays cheap.
 LIVE_VIEW_SIDE = 512
-#: JPEG quality of the live-view frames (they are previews; the result video is the product).
+#: JPEG quality of the live-view frames (quick looks; the result video is the product).
 LIVE_VIEW_QUALITY = 80
 #: Results and uploads older than this are deleted (seconds); checked every tenth of it.
 MAX_AGE = int(os.environ.get("VIVID_MAX_AGE", 3600))
@@ -71,51 +74,10 @@ CANCEL_SETTLE = 2.0
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "vivid_app"
 
 
-def _env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        raise SystemExit(f"app.py: error: ${name} must be a number, got {value!r}") from None
-
-
-@dataclass(frozen=True)
-class AppLimits:
-    """What one request may ask of a public server; each is set by the environment variable
-    in its comment (e.g. as a Hugging Face Space secret/variable). A request beyond a limit is
-    refused with a message before any processing."""
-
-    upload_mb: float = 50  # VIVID_MAX_UPLOAD_MB: largest uploaded file (checked by Gradio while receiving it)
-    video_seconds: float = 60  # VIVID_MAX_VIDEO_SECONDS: longest driving video or motion template
-    video_side: int = MAX_VIDEO_SIDE  # VIVID_MAX_VIDEO_SIDE: largest driving-video frame side, px
-    image_pixels: int = 25_000_000  # VIVID_MAX_IMAGE_PIXELS: largest portrait (read from its header: bombs too)
-    output_side: int = BROWSER_MAX_SIDE  # VIVID_MAX_OUTPUT_SIDE: larger portraits are animated scaled down to this
-    job_seconds: float = 600  # VIVID_JOB_SECONDS: a job running longer is stopped
-    media: MediaLimits = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "media", MediaLimits(
-            max_image_pixels=int(self.image_pixels), max_video_side=int(self.video_side),
-            max_video_frames=int(self.video_seconds * 120), max_video_seconds=self.video_seconds,
-        ))
-
-    @classmethod
-    def from_env(cls) -> "AppLimits":
-        """The limits, each overridden by its environment variable (LIMIT_VARIABLES) when set."""
-        d = cls()
-        values = {name: _env_number(var, getattr(d, name)) for name, var in LIMIT_VARIABLES.items()}
-        return cls(**{k: int(v) if isinstance(getattr(d, k), int) else v for k, v in values.items()})
-
-
-#: AppLimits field -> the environment variable that sets it.
-LIMIT_VARIABLES = {
-    "upload_mb": "VIVID_MAX_UPLOAD_MB", "video_seconds": "VIVID_MAX_VIDEO_SECONDS",
-    "video_side": "VIVID_MAX_VIDEO_SIDE", "image_pixels": "VIVID_MAX_IMAGE_PIXELS",
-    "output_side": "VIVID_MAX_OUTPUT_SIDE", "job_seconds": "VIVID_JOB_SECONDS",
-}
-
-
-LIMITS = AppLimits.from_env()
+try:
+    LIMITS = AppLimits.from_env()
+except OptionError as exc:
+    raise SystemExit(f"app.py: error: {exc}") from None
 PREVIEW_ENGINE, DIFFUSION_ENGINE = "Preview (fast, no model weights)", "Diffusion model"
 ENGINES = {PREVIEW_ENGINE: "preview", DIFFUSION_ENGINE: "diffusion"}
 #: Example pairs: (portrait, motion template), both in assets/.
@@ -142,65 +104,23 @@ LABEL_NOTES = {
             "so hair hanging that low too)",
 }
 
-_analyzer: FaceAnalyzer | None = None
-_preview_analyzer: FaceAnalyzer | None = None
-_analyzers_lock = threading.Lock()
-_weights: str | None = None  # saved folder, hub id or "mini", from --weights / $VIVID_WEIGHTS (None: the shipped model)
-_dtype: str = "auto"  # what the diffusion networks run in, from --dtype / $VIVID_DTYPE (vivid.precision)
-_disk_offload: bool | None = None  # CLIP and ReferenceNet read from disk per video (--[no-]disk-offload; None: on a CPU)
-_pipeline = None
-_pipeline_lock = threading.Lock()  # one diffusion job at a time
-
+#: The diffusion model every visitor's job runs (`main` sets it from --weights, --dtype and
+#: --[no-]disk-offload; here: the shipped model): loaded by the first diffusion job, its motion
+#: maps drawn with its own parser.
+HOST = ModelHost()
+#: Each page's running animation.
+PAGES = PageJobs()
+#: The options that choose the app's model (the rest are the Animate tab's controls).
+MODEL_OPTIONS = ("weights", "dtype", "disk_offload")
 
 #: What a visitor is told as it is: refusals of inputs, options and models.
 REFUSALS = (InputError, NoFaceError, TemplateError, OptionError, WeightsError, GpuMemoryError)
 
 
-@dataclass
-class _PageJob:
-    """A page's running animation; `quiet` is set once it sends no more progress."""
-    job: AnimationJob
-    quiet: threading.Event = field(default_factory=threading.Event)
-
-
-_jobs: dict[str, _PageJob] = {}  # session -> its running animation
-_jobs_lock = threading.Lock()
-
-
-def analyzer() -> FaceAnalyzer:
-    global _analyzer
-    with _analyzers_lock:
-        if _analyzer is None:
-            _analyzer = FaceAnalyzer("auto")
-    return _analyzer
-
-
-def preview_analyzer() -> FaceAnalyzer:
-    """The preview engine's face analyser (mesh only), shared by every job: one per job left
-    open keeps its MediaPipe models, ~40 MB of native memory, after the job (its `analyze` is
-    locked; each video's tracking makes and closes its own runner). Animate's fail-fast face
-    checks use it too: every backend finds faces with the same mesh, and without the person
-    segmentation they do not need a look takes 5 ms instead of 12-20 ms."""
-    global _preview_analyzer
-    with _analyzers_lock:
-        if _preview_analyzer is None:
-            _preview_analyzer = FaceAnalyzer("mesh", segment=False)
-    return _preview_analyzer
-
-
 def warm_up(portrait: Path = ASSETS / "grace_hopper.jpg") -> None:
-    """Build the face analysers and run each once, so the first visitor's click does not pay
-    for it: making the parsing analyser imports torch (~1.3 s here), and MediaPipe loads its
-    graphs on their first image. `launch` calls it before the server listens."""
-    t0 = time.monotonic()
-    try:
-        rgb = load_image(portrait).rgb
-        preview_analyzer().analyze(rgb, "the warm-up portrait")
-        analyzer().analyze(rgb, "the warm-up portrait")
-    except (OSError, InputError, NoFaceError) as exc:  # a missing or odd asset only costs the first visitor time
-        log.warning("warm-up skipped: %s", exc)
-        return
-    log.info("face analysers ready in %.1f s", time.monotonic() - t0)
+    """The face analysers built and run once before the server listens (`launch`), so the first
+    visitor's click does not pay for it."""
+    warm_up_analyzers(portrait, HOST.parser)
 
 
 def visitor_text(message: str) -> str:
@@ -213,20 +133,6 @@ def _error(exc: BaseException) -> gr.Error:
 
 
 # -- Parsing tab ----------------------------------------------------------------------------
-def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The parsing map blended over the photo, background left as it is."""
-    colour = colorize(labels).astype(np.float32)
-    mix = rgb.astype(np.float32) * (1 - alpha) + colour * alpha
-    out = np.where((labels > 0)[..., None], mix, rgb.astype(np.float32))
-    return out.round().astype(np.uint8)
-
-
-def mask_picture(rgb: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Foreground kept, background greyed out: what CLIP sees as the two halves."""
-    grey = np.full_like(rgb, 128)
-    return np.where(foreground[..., None], rgb, grey)
-
-
 def legend_html() -> str:
     """The parsing colours with what each label means."""
     rows = []
@@ -240,40 +146,19 @@ def legend_html() -> str:
             "and mouth, plus white eyelid lines and yellow irises):</p><ul>" + "".join(rows) + "</ul></div>")
 
 
-def eye_closeup(rgb: np.ndarray, analysis, motion: np.ndarray, width: int = 900) -> np.ndarray:
-    """Both eyes enlarged: the photo with the eyelid line and iris drawn, above the motion
-    map, so the eye landmarks can be checked at page scale."""
-    pts = analysis.eye_points
-    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-    pad_x, pad_y = 0.25 * (x1 - x0), max(0.9 * (y1 - y0), 0.12 * (x1 - x0))
-    h, w = rgb.shape[:2]
-    ix0, iy0 = int(max(x0 - pad_x, 0)), int(max(y0 - pad_y, 0))
-    ix1, iy1 = int(min(x1 + pad_x, w)), int(min(y1 + pad_y, h))
-    scale = width / max(ix1 - ix0, 1)
-    size = (width, max(1, int(round((iy1 - iy0) * scale))))
-    photo = cv2.resize(rgb[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_CUBIC)
-    for side in (0, 1):
-        contour = (analysis.eye_contour(side) - (ix0, iy0)) * scale
-        cv2.polylines(photo, [np.round(contour * 4).astype(np.int32)], True, (255, 255, 255), 2, cv2.LINE_AA, 2)
-        centre = (analysis.iris[side] - (ix0, iy0)) * scale
-        radius = max(float(analysis.iris_radius[side]) * scale, 3.0)
-        cv2.circle(photo, tuple(np.round(centre * 4).astype(int)), int(radius * 4), (255, 255, 0), 2, cv2.LINE_AA, 2)
-    maps = cv2.resize(motion[iy0:iy1, ix0:ix1], size, interpolation=cv2.INTER_NEAREST)
-    return np.concatenate([photo, np.full((6, width, 3), 255, np.uint8), maps])
-
-
 def _analyse_upload(path: str | None):
     if not path:
         raise gr.Error("Upload a portrait first.")
     try:
         rgb = load_image(path, LIMITS.media).rgb
-        return rgb, analyzer().analyze(rgb, "the portrait")
+        return rgb, HOST.analyzer().analyze(rgb, "the portrait")
     except (InputError, NoFaceError) as exc:
         raise _error(exc) from None
 
 
-def _backend_text() -> str:
-    if analyzer().backend == "farl":
+def _parser_text() -> str:
+    """Which face parser the Parsing tab (and the app's diffusion model) uses, for visitors."""
+    if HOST.analyzer().backend == "farl":
         return "farl (FaRL face parsing and WFLW eye landmarks, as in the paper)"
     return ("mesh (MediaPipe face mesh and selfie segmentation). The mesh knows the face's parts exactly but not "
             "where hair ends: hair and body are split from the person mask by position (see the legend).")
@@ -281,7 +166,7 @@ def _backend_text() -> str:
 
 def parse_image(path: str | None):
     rgb, a = _analyse_upload(path)
-    info = f"Backend: {_backend_text()}"
+    info = f"Parser: {_parser_text()}"
     if a.notes:
         info += "\n" + "\n".join(f"- {visitor_text(n)}" for n in a.notes)
     motion = render_motion_map(a)
@@ -304,16 +189,16 @@ def parse_video(path: str | None, template: str | None = None, progress=gr.Progr
         raise gr.Error("Upload a driving video or a motion template first.")
     try:
         driving = Driving.open(template or path, LIMITS.media, PARSE_VIDEO_MAX_FRAMES)
-        tracked = progress.tqdm(driving.analyses(analyzer()), total=driving.total, desc="Tracking")
+        tracked = progress.tqdm(driving.analyses(HOST.analyzer()), total=driving.total, desc="Tracking")
         record, maps = MotionMapVideo.of(tracked, driving.size)
-        out = _job_dir("parse") / "motion_maps.mp4"
+        out = new_job_folder(OUTPUT_DIR, "parse", MAX_AGE) / "motion_maps.mp4"
         n = driving.write(out, maps)
     except REFUSALS as exc:
         raise _error(exc) from None
     finally:
         release_memory()
     source = ("a motion template (its face-mesh track, no pixels)" if driving.template is not None
-              else "backend: mesh (MediaPipe tracking)")
+              else f"parser: {HOST.analyzer().backend}")
     lines = [f"{n} frames at {driving.fps:g} fps, {source}, {'with' if driving.has_audio else 'no'} sound"]
     if n >= PARSE_VIDEO_MAX_FRAMES:
         lines.append(f"only the first {PARSE_VIDEO_MAX_FRAMES} frames were analysed")
@@ -323,65 +208,10 @@ def parse_video(path: str | None, template: str | None = None, progress=gr.Progr
     return str(out), "\n".join(lines)
 
 
-# -- housekeeping ---------------------------------------------------------------------------
-def sweep_outputs(max_age: float = MAX_AGE, folder: Path = OUTPUT_DIR) -> int:
-    """Delete job folders older than `max_age` seconds; returns how many went."""
-    if not folder.is_dir():
-        return 0
-    cutoff, removed = time.time() - max_age, 0
-    for job in folder.iterdir():
-        try:
-            if job.stat().st_mtime < cutoff:
-                shutil.rmtree(job, ignore_errors=True) if job.is_dir() else job.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-def _job_dir(kind: str) -> Path:
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    sweep_outputs()
-    return Path(tempfile.mkdtemp(prefix=f"{kind}_", dir=OUTPUT_DIR))
-
-
-def limit_heap_arenas(count: int = 2) -> None:
-    """glibc gives each thread that allocates at the same time its own heap arena (up to 8 per
-    core) and keeps their pages; with jobs on several threads the server's memory then settles
-    well above its baseline. Two arenas keep it within a few MB (bench/app_load.py)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, count)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def release_memory() -> None:
-    """After a job: collect what it left and hand freed heap pages back to the system (glibc
-    keeps them otherwise), so the server's resident memory returns to its baseline. `launch`
-    freezes the start-up objects, so the full collection only walks what jobs made (a few ms
-    instead of ~0.5 s); without that only the young generations are collected."""
-    gc.collect() if gc.get_freeze_count() else gc.collect(1)
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the collector's work is all we can do
-        pass
-
-
 # -- Animate tab ----------------------------------------------------------------------------
-def template_preview(path: str | Path) -> str:
-    """The motion-map video of a template (what a template shows as its driving preview),
-    rendered once per template file and kept next to the app's other outputs."""
-    path = Path(path)
-    stat = path.stat()
-    folder = OUTPUT_DIR.parent / "vivid_templates"
-    folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.mp4"
-    if not out.is_file():
-        template = MotionTemplate.load(path)
-        partial = out.with_suffix(".part.mp4")
-        template.write_video(partial, template.motion_maps())
-        partial.replace(out)
-    return str(out)
+def template_video(path: str | Path) -> str:
+    """The motion-map video a template shows in the driving-video slot (rendered once per file)."""
+    return str(template_motion_video(path, OUTPUT_DIR.parent / "vivid_templates"))
 
 
 def show_template(path: str | None):
@@ -389,47 +219,26 @@ def show_template(path: str | None):
     if not path:
         return gr.update()
     try:
-        return template_preview(path)
+        return template_video(path)
     except (TemplateError, InputError) as exc:
         raise _error(exc) from None
 
 
 def check_settings(engine: str, window: float, overlap: float):
-    """Inline check of the diffusion settings: message, and whether Animate may be pressed."""
-    if ENGINES.get(engine) == "diffusion" and int(overlap) >= int(window):
-        message = f"Overlap ({int(overlap)} frames) must be smaller than the window ({int(window)} frames)."
-        return gr.update(value=f"⚠️ {message}", visible=True), gr.update(interactive=False)
+    """Inline check of the window settings (`vivid.windows.check_windows`, as every job checks
+    them): message, and whether Animate may be pressed."""
+    if ENGINES.get(engine) == "diffusion":
+        try:
+            check_windows(window, overlap)
+        except OptionError as exc:
+            message = str(exc)[0].upper() + str(exc)[1:]
+            return gr.update(value=f"⚠️ {message}.", visible=True), gr.update(interactive=False)
     return gr.update(value="", visible=False), gr.update(interactive=True)
 
 
 def engine_changed(engine: str, window: float, overlap: float):
     """Diffusion-only settings are shown only for the diffusion engine."""
     return (gr.update(visible=ENGINES.get(engine) == "diffusion"), *check_settings(engine, window, overlap))
-
-
-def _pipeline_or_error():
-    """The diffusion model, loaded once for the whole app (a message when it cannot be)."""
-    global _pipeline
-    if _pipeline is None:
-        try:
-            _pipeline = load_pipeline(_weights, dtype=_dtype, disk_offload=_disk_offload)
-        except OptionError as exc:  # no model here
-            raise _error(exc) from None
-        except Exception as exc:  # missing files, no network for a hub id, wrong format
-            log.exception("could not load the diffusion weights %s", _weights)
-            reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) and str(exc) else "see the server log"
-            raise gr.Error(f"The diffusion model could not be loaded ({visitor_text(reason)}); "
-                           "use the preview engine.") from None
-        log.info("diffusion engine in %s", _pipeline.precision)
-        _pipeline.analyzer = analyzer()  # one parser for the app: the Parsing tab shows what drives the model
-    return _pipeline
-
-
-@gpu
-def _diffusion_events(reference: np.ndarray, driving, **options) -> Iterator:
-    """The diffusion engine's events. On Spaces with ZeroGPU this runs in a worker with a
-    borrowed GPU, so the model is reached as a global, never passed (it would be copied)."""
-    yield from _pipeline_or_error().stream(reference, driving, **options)
 
 
 def _fit(frame: np.ndarray, side: int) -> np.ndarray:
@@ -452,34 +261,14 @@ def _progress_html(fraction: float | None, eta: float | None, label: str) -> str
             f"<span>{html.escape(text)}</span></div>")
 
 
-def _register_job(request: gr.Request | None, job: AnimationJob) -> _PageJob:
-    page = _PageJob(job)
-    key = getattr(request, "session_hash", None)
-    if key:
-        with _jobs_lock:
-            old = _jobs.get(key)
-            if old is not None:
-                old.job.stop()  # a new job from the same page replaces the old one
-            _jobs[key] = page
-    return page
-
-
-def _unregister_job(request: gr.Request | None, page: _PageJob) -> None:
-    key = getattr(request, "session_hash", None)
-    with _jobs_lock:
-        if key and _jobs.get(key) is page:
-            _jobs.pop(key, None)
-
-
 def cancel(request: gr.Request = None) -> str:
-    """Cancel button and tab close: stop this page's running job."""
-    key = getattr(request, "session_hash", None)
-    with _jobs_lock:
-        page = _jobs.pop(key, None) if key else None
-    if page is not None:
-        page.job.stop()
-        page.quiet.wait(CANCEL_SETTLE)  # so this answer is the last word on the page
+    """Cancel button and tab close: stop this page's running job (its last update goes out first)."""
+    PAGES.cancel(_page(request), CANCEL_SETTLE)
     return "cancelled"
+
+
+def _page(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
 
 
 def tab_closed(request: gr.Request = None) -> None:
@@ -504,7 +293,7 @@ def check_request(reference: str | None, driving: str | None, template: str | No
     def check(name: str, fn) -> None:
         try:
             fn()
-        except (InputError, TemplateError, OptionError) as exc:
+        except (InputError, TemplateError, OptionError, WeightsError) as exc:
             problems[getattr(exc, "option", None) or name] = visitor_text(str(exc))
 
     if reference:
@@ -513,9 +302,17 @@ def check_request(reference: str | None, driving: str | None, template: str | No
         check("template", lambda: Driving.open(template, LIMITS.media))
     elif driving:
         check("driving", lambda: probe_video(driving, LIMITS.media))
-    if ENGINES.get(engine, engine) == "diffusion":
-        check("steps", lambda: check_denoising(window, overlap, bool(cyclic), False, steps, guidance, seed))
+    check("engine", lambda: _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic).check())
     return [gr.validate(name not in problems, problems.get(name, "")) for name in ANIMATE_INPUTS]
+
+
+def _options(engine: str, crop_only: bool, absolute: bool, steps: float, guidance: float, seed: float, window: float,
+             overlap: float, cyclic: bool) -> AnimateOptions:
+    """The Animate controls as options, with the app's model and output limit."""
+    return AnimateOptions(engine=ENGINES.get(engine, engine), crop_only=bool(crop_only), relative=not absolute,
+                          steps=steps, guidance=guidance, seed=seed, window=window, overlap=overlap,
+                          cyclic=bool(cyclic), max_side=LIMITS.output_side, weights=HOST.weights, dtype=HOST.dtype,
+                          disk_offload=HOST.disk_offload)
 
 
 def animate(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
@@ -526,53 +323,53 @@ def animate(reference: str | None, driving: str | None, template: str | None, en
     The work is `vivid.animation.AnimationJob`, as on the command line."""
     if not reference or not (driving or template):
         raise gr.Error("Upload a portrait and a driving video (or pick an example) first.")
-    folder = _job_dir("animate")
-    options = AnimateOptions(engine=ENGINES.get(engine, engine), crop_only=bool(crop_only), relative=not absolute,
-                             weights=_weights, steps=steps, guidance=guidance, seed=seed, window=window,
-                             overlap=overlap, cyclic=bool(cyclic), max_side=LIMITS.output_side, dtype=_dtype,
-                             disk_offload=_disk_offload)
+    folder = new_job_folder(OUTPUT_DIR, "animate", MAX_AGE)
+    options = _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic)
     request_ = AnimationRequest(Path(reference), Path(template or driving), folder / "animation.mp4", options,
                                 folder / "side_by_side.mp4" if want_side else None, LIMITS.job_seconds, LIMITS.media)
-    job = AnimationJob(request_, on_event=_show_notice, faces=preview_analyzer())
+    job = AnimationJob(request_, on_event=_show_notice, faces=mesh_analyzer())
     try:  # every check first, then the model loads (or is refused), all before the job starts
         job.prepare()
-        engine_ = make_engine(job.options, analyzer=preview_analyzer(), load=_pipeline_or_error, run=_diffusion_events)
+        loaded = HOST.loaded
+        engine_ = make_engine(job.options, host=HOST)
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise (_error(exc) if isinstance(exc, REFUSALS) else exc) from None
-    yield from _follow(job, engine_, _register_job(request, job), request, folder)
+        raise _refusal(exc) from None
+    if engine_.description and not loaded:
+        log.info("%s", engine_.description)
+    yield from _follow(job, engine_, PAGES.add(_page(request), job), folder)
     yield _finished(job, folder)
 
 
-def _show_notice(event: Notice | Progress) -> None:
+def _refusal(exc: BaseException) -> BaseException:
+    """What a visitor is told when a job cannot start: a refusal as it is; a model that did not
+    load (missing files, no network for a hub id) in one line, the details in the server log."""
+    if isinstance(exc, REFUSALS):
+        return _error(exc)
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not the visitor's business
+        return exc
+    log.exception("could not load the diffusion weights %s", HOST.weights, exc_info=exc)
+    reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) and str(exc) else "see the server log"
+    return gr.Error(f"The diffusion model could not be loaded ({visitor_text(reason)}); use the preview engine.")
+
+
+def _show_notice(event) -> None:
     """The job's notices as the page's messages (a portrait scaled down is news, not a problem)."""
     if isinstance(event, Notice):
         show = gr.Info if event.code == "scaled_down" else gr.Warning
         show(visitor_text(event.text[0].upper() + event.text[1:]) + ".")
 
 
-def _follow(job: AnimationJob, engine, page: _PageJob, request: gr.Request | None, folder: Path) -> Iterator[tuple]:
+def _follow(job: AnimationJob, engine, page, folder: Path) -> Iterator[tuple]:
     """Updates while the job waits for the model and runs; whatever ends it (Cancel, the tab
-    closed, the end), the job is stopped, the model freed for the next and the page let go."""
-    locked = False
+    closed, the end), the page lets it go (`PageJobs.finish`) and a stopped job's files go."""
     try:
-        if engine.exclusive:  # one diffusion job at a time; others wait here, cancellable
-            while not (locked := _pipeline_lock.acquire(timeout=PREVIEW_INTERVAL)):
-                if job.stopping:
-                    return
-                yield None, None, None, "waiting: the diffusion model is busy with another job", _progress_html(None, None, "waiting")
         job.start(engine)
-        for p in job.updates(PREVIEW_INTERVAL, STALL_TIMEOUT):
+        for p in job.updates(UPDATE_INTERVAL, STALL_TIMEOUT):
             yield _live(p.picture), None, None, p.status, _progress_html(p.fraction, p.eta, p.status)
     finally:  # also when Gradio closes this generator (Cancel, tab closed)
-        page.quiet.set()
-        if job.running:  # closed mid-job: stop it and drop what it wrote
-            job.close()
+        if PAGES.finish(page):  # closed mid-job: drop what it wrote
             shutil.rmtree(folder, ignore_errors=True)
-        if locked:
-            _pipeline_lock.release()
-        _unregister_job(request, page)
-        release_memory()
 
 
 def _finished(job: AnimationJob, folder: Path) -> tuple:
@@ -690,22 +487,13 @@ def portrait_input(**kwargs) -> gr.Image:
     return component
 
 
-def _sampling_defaults() -> SamplingDefaults:
-    """The diffusion controls' starting values: what the model recommends (a broken weights
-    folder is reported when a job loads it, not here)."""
-    try:
-        return sampling_defaults(_weights)
-    except WeightsError:
-        return SamplingDefaults()
-
-
 def build() -> gr.Blocks:
     portraits = sorted(str(p) for p in ASSETS.glob("*.jpg"))
-    examples = [[str(ASSETS / p), template_preview(ASSETS / "templates" / t), str(ASSETS / "templates" / t)]
+    examples = [[str(ASSETS / p), template_video(ASSETS / "templates" / t), str(ASSETS / "templates" / t)]
                 for p, t in EXAMPLES if (ASSETS / p).is_file() and (ASSETS / "templates" / t).is_file()]
-    diffusion = model_available(_weights)  # weights given, or the shipped model
+    diffusion = model_available(HOST.weights)  # weights given, or the shipped model
     engines = list(ENGINES) if diffusion else [PREVIEW_ENGINE]
-    sampling = _sampling_defaults()
+    recommended, default = HOST.sampling_defaults, AnimateOptions()  # the controls start at these
     engine_info = ("Preview warps the portrait on the CPU in about real time; the diffusion model paints every frame "
                    "and is much slower." if diffusion else
                    "This server runs the fast preview engine, which warps the portrait on the CPU in about real time. "
@@ -731,19 +519,20 @@ def build() -> gr.Blocks:
                                  example_labels=[f"{Path(e[0]).stem.replace('_', ' ')} × {Path(e[2]).stem}" for e in examples])
             with gr.Row():
                 engine = gr.Radio(engines, value=PREVIEW_ENGINE, label="Engine", info=engine_info, elem_id="animate-engine")
-                crop_only = gr.Checkbox(False, label="Face crop only")
-                absolute = gr.Checkbox(False, label="Copy the driver's face shape too")
+                crop_only = gr.Checkbox(default.crop_only, label="Face crop only")
+                absolute = gr.Checkbox(not default.relative, label="Copy the driver's face shape too")
                 want_side = gr.Checkbox(False, label="Also make a side-by-side video", elem_id="animate-side-by-side")
             with gr.Group(visible=False, elem_id="animate-diffusion-settings") as diffusion_settings:
                 with gr.Row():
-                    steps = gr.Slider(1, 50, sampling.steps, step=1, label="Denoising steps", elem_id="animate-steps")
-                    guidance = gr.Slider(1.0, 7.0, sampling.guidance, step=0.5, label="Guidance",
+                    steps = gr.Slider(1, 50, recommended.steps, step=1, label="Denoising steps", elem_id="animate-steps")
+                    guidance = gr.Slider(1.0, 7.0, recommended.guidance, step=0.5, label="Guidance",
                                          elem_id="animate-guidance")
-                    seed = gr.Number(0, precision=0, label="Seed", elem_id="animate-seed")
+                    seed = gr.Number(default.seed, precision=0, label="Seed", elem_id="animate-seed")
                 with gr.Row():
-                    window = gr.Slider(4, 32, 24, step=1, label="Window (frames)", elem_id="animate-window")
-                    overlap = gr.Slider(0, 16, 4, step=1, label="Overlap (frames)", elem_id="animate-overlap")
-                    cyclic = gr.Checkbox(True, label="Cyclic overlap", elem_id="animate-cyclic")
+                    window = gr.Slider(4, DEFAULT_MAX_WINDOW, default.window, step=1, label="Window (frames)",
+                                       elem_id="animate-window")
+                    overlap = gr.Slider(0, 16, default.overlap, step=1, label="Overlap (frames)", elem_id="animate-overlap")
+                    cyclic = gr.Checkbox(default.cyclic, label="Cyclic overlap", elem_id="animate-cyclic")
                 settings_error = gr.Markdown(visible=False, elem_id="animate-settings-error")
             with gr.Row():
                 go = gr.Button("Animate", variant="primary", elem_id="animate-button")
@@ -835,8 +624,7 @@ def launch(demo: gr.Blocks, **kwargs) -> None:
     Image.MAX_IMAGE_PIXELS = LIMITS.image_pixels  # PIL's own guard, for images Gradio decodes (webcam frames)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     warm_up()  # before the freeze: what it imports and builds lives as long as the server
-    gc.collect()
-    gc.freeze()  # start-up objects live as long as the server: keep them out of every later collection
+    freeze_startup_objects()
     demo.launch(css=CSS, **kwargs)
 
 
@@ -846,22 +634,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument("--weights", default=os.environ.get("VIVID_WEIGHTS"),
-                        help="saved VividPipeline folder or Hugging Face hub id for the diffusion engine "
-                             "(default: $VIVID_WEIGHTS, else the shipped VividPortraits-mini when there is one; "
-                             "'tiny' = random tiny model for testing)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=os.environ.get("VIVID_DTYPE", "auto"),
-                        help="number format of the diffusion networks (default $VIVID_DTYPE or auto: bf16 on CPUs and "
-                             "GPUs that compute it natively, fp16 on other GPUs, fp32 on other CPUs)")
-    parser.add_argument("--disk-offload", action=argparse.BooleanOptionalAction, default=None,
-                        help="read CLIP and the ReferenceNet from the weights files layer by layer for each video "
-                             "instead of holding them in memory (default: on when running on a CPU)")
+    model = parser.add_argument_group("the diffusion model (as `python -m vivid animate` takes it)")
+    add_option_flags(model, AnimateOptions, MODEL_OPTIONS, env={"weights": "VIVID_WEIGHTS", "dtype": "VIVID_DTYPE"})
     parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' own messages too")
     parser.epilog = "Limits per request, set by environment variables: " + ", ".join(
         f"{var}={getattr(LIMITS, name):.10g}" for name, var in LIMIT_VARIABLES.items())
     args = parser.parse_args()
-    global _weights, _dtype, _disk_offload
-    _weights, _dtype, _disk_offload = args.weights, args.dtype, args.disk_offload
+    global HOST
+    HOST = ModelHost(**given_options(args, AnimateOptions))
     limit_heap_arenas()
     from vivid.terminal import configure
 

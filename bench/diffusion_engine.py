@@ -233,7 +233,7 @@ def previous_from_base_models(base, dtype: str, resolution: int):
                                                                     torch_dtype=dt),
         feature_extractor=CLIPImageProcessor.from_pretrained(base.image_encoder, subfolder="feature_extractor"),
         pose_guider=PoseGuider(out_channels=unet2d.config.block_out_channels[0]).to(dt))
-    pipe = VividPipeline(**parts.components(), resolution=resolution, face_backend="mesh")
+    pipe = VividPipeline(**parts.components(), resolution=resolution, parser="mesh")
     pipe._precision = precision
     return pipe.offload_to_disk()
 
@@ -259,7 +259,7 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
             return previous_from_base_models(base, dtype, resolution)
         pipe = VividPipeline.from_base_models(base, trained, device="cpu", dtype=dtype, resolution=resolution,
                                               disk_offload=offload)
-        pipe.register_to_config(face_backend="mesh")  # as every other row, wherever FaRL's weights are
+        pipe.register_to_config(parser="mesh")  # as every other row, wherever FaRL's weights are
         return pipe
     if load is not None:
         return VividPipeline.from_pretrained(load, device="cpu", dtype=dtype, disk_offload=offload)
@@ -272,9 +272,9 @@ def build(model: str, resolution: int, dtype: str, legacy: bool = False, load: s
         components = parts.components()
         components["unet"] = UNetMotionModel.from_unet2d(parts.unet2d, parts.adapter)
         del parts
-        return VividPipeline(**components, resolution=resolution, face_backend="mesh")
+        return VividPipeline(**components, resolution=resolution, parser="mesh")
     precision = choose_precision(dtype, "cpu")
-    pipe = VividPipeline(**sd15_sized_parts(0, precision.dtype).components(), resolution=resolution, face_backend="mesh")
+    pipe = VividPipeline(**sd15_sized_parts(0, precision.dtype).components(), resolution=resolution, parser="mesh")
     pipe.to_precision(dtype)  # already in that dtype: records the choice, copies nothing
     # As from_pretrained does on a CPU, except that random weights have no files: written first.
     return pipe.offload_to_disk() if offload is not False else pipe
@@ -362,7 +362,7 @@ def save_models(folder: str) -> dict:
     parts.vae.save_pretrained(folder / "base" / "vae")
     parts.image_encoder.save_pretrained(folder / "base" / "clip" / "image_encoder")
     parts.feature_extractor.save_pretrained(folder / "base" / "clip" / "feature_extractor")
-    VividPipeline(**parts.components(), resolution=128, face_backend="mesh").save_pretrained(folder / "saved")
+    VividPipeline(**parts.components(), resolution=128, parser="mesh").save_pretrained(folder / "saved")
     from vivid.pipeline import TRAINED_FILES
 
     (folder / "trained").mkdir()

@@ -51,7 +51,8 @@ def main() -> None:
         start = time.perf_counter()
         extra = []
         if args.before:
-            from vivid.engines import DiffusionEngine, load_pipeline
+            from vivid.engines import DiffusionEngine
+            from vivid.model_host import load_pipeline
 
             before = DiffusionEngine(load_pipeline(args.before))
             before.name = "mini-before"

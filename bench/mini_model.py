@@ -59,7 +59,7 @@ def main() -> None:
 
     from vivid.media import probe_video
     from vivid.models.shipped import PROJECT_MINI_MODEL_DIR
-    from vivid.options import check_weights_folder
+    from vivid.models.saved import check_weights_folder
 
     defaults = check_weights_folder(PROJECT_MINI_MODEL_DIR).sampling
     with tempfile.TemporaryDirectory() as tmp:

@@ -331,7 +331,7 @@ def child_sd15(stage: int, device: str, data: str, work: str, steps: int, frames
                 held["checkpointed_temporal"] = checkpoint_motion_modules(unet)
             return cls(vae=parts.vae, image_encoder=parts.image_encoder, feature_extractor=parts.feature_extractor,
                        reference_net=parts.unet2d, unet=unet, pose_guider=parts.pose_guider,
-                       scheduler=DDIMScheduler(**scheduler_config()), resolution=resolution, face_backend="mesh")
+                       scheduler=DDIMScheduler(**scheduler_config()), resolution=resolution, parser="mesh")
 
         _patch(VividPipeline, "from_pretrained", classmethod(from_pretrained))
         init = Path(work) / "stage1-marker"  # what check_init looks for; the weights come from the patch
@@ -402,7 +402,7 @@ def child_infer(device: str, frames: int, steps: int, resolution: int, window: i
 
     torch.set_num_threads(2)
     dtype = torch.float16 if device == "cuda" else torch.float32
-    pipe = VividPipeline(**sd15_sized_parts(0).components(), resolution=resolution, face_backend="mesh")
+    pipe = VividPipeline(**sd15_sized_parts(0).components(), resolution=resolution, parser="mesh")
     pipe.to(device, dtype)
     portrait = load_image(ROOT / "assets" / "astronaut.jpg").rgb
     ref = pipe.prepare_reference(portrait)

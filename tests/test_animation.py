@@ -22,13 +22,14 @@ import app
 from conftest import ROOT
 from test_cli import make_clip
 from vivid.animation import AnimationJob, AnimationRequest, Cancelled, TimeLimitExceeded
-from vivid.engines import (
-    DiffusionEngine, DiffusionOptions, choose_engine, load_pipeline, make_engine, model_available, resolve_weights,
-    sampling_defaults,
-)
+from vivid.engines import DiffusionEngine, make_engine
+from vivid.errors import OptionError, flag_message
 from vivid.face import MotionTemplate
 from vivid.media import probe_video, read_video
-from vivid.options import AnimateOptions, OptionError, flag_message
+from vivid.model_host import ModelHost, load_pipeline
+from vivid.models.shipped import model_available, resolve_weights
+from vivid.options import AnimateOptions, choose_engine
+from vivid.sampling import Sampling
 
 PREVIEW, DIFFUSION = app.PREVIEW_ENGINE, app.DIFFUSION_ENGINE
 
@@ -55,7 +56,7 @@ def inputs(tmp_path_factory, astronaut, grace_hopper):
 @pytest.fixture
 def web(monkeypatch, tmp_path):
     monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "app_out")
-    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "HOST", ModelHost())  # a fresh host: nothing loaded yet
     return app
 
 
@@ -90,7 +91,7 @@ def shipped(monkeypatch, mini_folder):
 # -- one job, every front end ----------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ["preview", "diffusion"])
 def test_the_cli_and_the_app_make_the_same_frames(engine, inputs, web, monkeypatch, tmp_path):
-    monkeypatch.setattr(web, "_weights", "tiny")
+    monkeypatch.setattr(web, "HOST", ModelHost("tiny"))
     settings = dict(steps=2, guidance=3.5, seed=0, window=4, overlap=1)
     flags = ["--engine", "diffusion", "--weights", "tiny"] + [f"--{k}={v}" for k, v in settings.items()] \
         if engine == "diffusion" else []
@@ -166,7 +167,7 @@ def test_a_stop_from_another_thread_ends_a_diffusion_job_within_a_second(inputs,
             started.set()
 
     job = AnimationJob(AnimationRequest(inputs / "portrait.png", inputs / "long.mp4", out, options), on_event=seen)
-    engine = DiffusionEngine(VividPipeline.tiny(), DiffusionOptions(steps=500, window=4, overlap=1))
+    engine = DiffusionEngine(VividPipeline.tiny(), Sampling(steps=500, window=4, overlap=1))
     error, took = _stop_midway(job, started, engine)
     assert isinstance(error, Cancelled) and took < 1.0 and len(steps) < 500
     assert not out.exists() and not list(tmp_path.iterdir())
@@ -194,7 +195,7 @@ def test_refusals_read_the_same_in_the_cli_the_app_and_python(inputs, web, no_sh
     cli = vivid("animate", inputs / "portrait.png", inputs / "short.mp4", "-o", inputs / "o.mp4", "--engine",
                 "diffusion")
     assert cli.stderr.strip() == f"vivid: error: {flag_message(python.value)}" and "needs --weights" in cli.stderr
-    assert web._weights is None
+    assert web.HOST.weights is None
     with pytest.raises(gr.Error) as shown:
         list(web.animate(str(inputs / "portrait.png"), str(inputs / "short.mp4"), None, DIFFUSION, False, False, False,
                          25, 3.5, 0, 24, 4, True))
@@ -208,7 +209,7 @@ def test_without_a_shipped_model_the_diffusion_engine_needs_weights(no_shipped_m
         resolve_weights(None)
     with pytest.raises(OptionError, match="shipped model .*mini.* is not installed"):
         resolve_weights("mini")
-    assert sampling_defaults(None).steps == 25
+    assert ModelHost().sampling_defaults.steps == 25
 
 
 def test_the_shipped_model_is_the_default_with_its_own_sampling_settings(shipped, tmp_path):
@@ -216,20 +217,22 @@ def test_the_shipped_model_is_the_default_with_its_own_sampling_settings(shipped
     assert resolve_weights(None) == resolve_weights("mini") == resolve_weights("VividPortraits-mini") == str(shipped)
     options = AnimateOptions(engine="diffusion").check()
     assert options.weights == str(shipped) and options.steps is None
-    recommended = sampling_defaults(None)
+    recommended = ModelHost().sampling_defaults  # read from the folder, before the model loads
     assert (recommended.steps, recommended.guidance, recommended.scheduler) == (3, 2.0, "EulerDiscreteScheduler")
     engine = make_engine(options)
-    assert (engine.steps, engine.guidance) == (3, 2.0)  # what the model recommends ...
     assert type(engine.pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+    settings = engine.pipeline.check_inputs(engine.sampling)
+    assert (settings.steps, settings.guidance) == (3, 2.0)  # what the model recommends ...
     given = make_engine(AnimateOptions(engine="diffusion", weights="mini", steps=2, guidance=1.0).check(),
-                        load=lambda: engine.pipeline)
-    assert (given.steps, given.guidance) == (2, 1.0)  # ... unless the user says
+                        host=engine.host)
+    settings = given.pipeline.check_inputs(given.sampling)
+    assert (settings.steps, settings.guidance) == (2, 1.0)  # ... unless the user says
     plain = load_pipeline("tiny")
-    assert (DiffusionEngine(plain).steps, DiffusionEngine(plain).guidance) == (25, 3.5)  # a model that says nothing
+    settings = plain.check_inputs(DiffusionEngine(plain).sampling)
+    assert (settings.steps, settings.guidance) == (25, 3.5)  # a model that says nothing
 
 
 def test_the_app_offers_the_diffusion_engine_with_the_shipped_model(shipped, web, monkeypatch):
-    monkeypatch.setattr(web, "_weights", None)
     demo = web.build()
     radio = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "animate-engine")
     assert [c[0] for c in radio.choices] == [PREVIEW, DIFFUSION]
@@ -239,7 +242,6 @@ def test_the_app_offers_the_diffusion_engine_with_the_shipped_model(shipped, web
 
 
 def test_the_app_offers_only_the_preview_without_a_model(no_shipped_model, web, monkeypatch):
-    monkeypatch.setattr(web, "_weights", None)
     radio = next(b for b in web.build().blocks.values() if getattr(b, "elem_id", None) == "animate-engine")
     assert [c[0] for c in radio.choices] == [PREVIEW]
 
@@ -247,7 +249,8 @@ def test_the_app_offers_only_the_preview_without_a_model(no_shipped_model, web, 
 def test_a_bad_sampling_defaults_entry_is_refused_naming_the_file(tmp_path, mini_folder):
     import shutil
 
-    from vivid.options import WeightsError, check_weights_folder
+    from vivid.errors import WeightsError
+    from vivid.models.saved import check_weights_folder
 
     folder = tmp_path / "model"
     shutil.copytree(mini_folder, folder)
@@ -263,9 +266,9 @@ def test_evaluate_takes_the_shipped_model_by_default(shipped):
 
     assert diffusion_problem(None) is None
     skipped: dict[str, str] = {}
-    engines = build_engines(["still", "preview", "diffusion"], None, DiffusionOptions(), skipped)
+    engines = build_engines(["still", "preview", "diffusion"], None, Sampling(), skipped)
     assert [e.name for e in engines] == ["still", "preview", "diffusion"] and not skipped
-    assert engines[2].steps == 3
+    assert engines[2].pipeline.check_inputs(engines[2].sampling).steps == 3
 
 
 # -- the Parsing tab takes motion templates --------------------------------------------------------------

@@ -13,6 +13,7 @@ from PIL import Image
 import app
 from conftest import ROOT, shared_file
 from vivid.media import probe_video, write_video
+from vivid.model_host import ModelHost
 
 
 def test_parse_image_gives_three_pictures_and_the_backend(tmp_path, astronaut):
@@ -95,8 +96,7 @@ def test_animate_errors_are_messages(tmp_path, astronaut):
 
 
 def test_animate_with_the_diffusion_engine(tmp_path, astronaut, grace_hopper, monkeypatch):
-    monkeypatch.setattr(app, "_weights", "tiny")  # random tiny model: exercises the wiring only
-    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "HOST", ModelHost("tiny"))  # random tiny model: exercises the wiring only
     ref = tmp_path / "ref.png"
     Image.fromarray(grace_hopper).save(ref)
     src = tmp_path / "driving.mp4"
@@ -192,8 +192,8 @@ def test_every_example_pair_is_shipped_and_runs_as_it_is():
         assert (ROOT / "assets" / portrait).is_file()
         t = MotionTemplate.load(ROOT / "assets" / "templates" / template)
         assert len(t) >= 50 and t.found.all()
-        preview = app.template_preview(ROOT / "assets" / "templates" / template)
-        assert probe_video(preview).frames == len(t)
+        video = app.template_video(ROOT / "assets" / "templates" / template)
+        assert probe_video(video).frames == len(t)
 
 
 def test_faceless_start_fails_fast(tmp_path, astronaut):
@@ -219,7 +219,7 @@ def test_one_frame_driving_video_warns(tmp_path, astronaut, monkeypatch):
 
 
 def test_overlap_must_be_smaller_than_the_window(tmp_path, astronaut, monkeypatch):
-    monkeypatch.setattr(app, "_weights", "tiny")
+    monkeypatch.setattr(app, "HOST", ModelHost("tiny"))
     message, button = app.check_settings("Diffusion model", 8, 8)
     assert message["visible"] and "smaller than the window" in message["value"] and button["interactive"] is False
     message, button = app.check_settings("Diffusion model", 8, 4)
@@ -240,12 +240,15 @@ def test_visitor_text_hides_server_paths():
     assert app.visitor_text("frame 3 of 10 (25 fps)") == "frame 3 of 10 (25 fps)"
 
 
-def test_old_outputs_are_swept(tmp_path):
+def test_old_outputs_are_swept(tmp_path, monkeypatch, astronaut):
     old, new = tmp_path / "animate_old", tmp_path / "animate_new"
     old.mkdir(), new.mkdir()
     (old / "animation.mp4").write_bytes(b"x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert app.sweep_outputs(3600, tmp_path) == 1
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path)
+    monkeypatch.setattr(app, "MAX_AGE", 3600)
+    write_video(tmp_path.parent / "one.mp4", iter([astronaut]), fps=25)
+    app.parse_video(str(tmp_path.parent / "one.mp4"), progress=NoProgress())  # a job sweeps before it writes
     assert not old.exists() and new.exists()
 
 
@@ -290,11 +293,12 @@ def test_live_view_frames_travel_inline_as_jpeg(grace_hopper, tmp_path):
 
 
 def test_warm_up_builds_the_face_analysers_before_the_first_click(monkeypatch, tmp_path):
-    monkeypatch.setattr(app, "_analyzer", None)
-    monkeypatch.setattr(app, "_preview_analyzer", None)
+    from vivid.face import shared_analyzers
+
+    monkeypatch.setattr(shared_analyzers, "_analyzers", {})
     app.warm_up(tmp_path / "missing.jpg")  # a missing asset costs the first visitor time, it does not stop the server
     app.warm_up()
-    assert app._analyzer is not None and app._preview_analyzer is not None
+    assert set(shared_analyzers._analyzers) == {("mesh", False), (app.HOST.parser, True)}
 
 
 def test_build_has_the_stable_elem_ids():
@@ -338,11 +342,11 @@ def test_face_crop_only_on_a_tight_portrait_has_no_smeared_border(tmp_path, grac
 
 
 def test_cancel_stops_the_diffusion_engine_within_a_denoising_step(tmp_path, monkeypatch, astronaut, grace_hopper):
-    monkeypatch.setattr(app, "_weights", "tiny")
-    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "HOST", ModelHost("tiny"))
     monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
     steps_run = []
-    real = app._diffusion_events
+    pipe = app.HOST.pipeline()
+    real = pipe.stream
 
     def counting(*args, **kwargs):
         for event in real(*args, **kwargs):
@@ -350,7 +354,7 @@ def test_cancel_stops_the_diffusion_engine_within_a_denoising_step(tmp_path, mon
                 steps_run.append(event.step)
             yield event
 
-    monkeypatch.setattr(app, "_diffusion_events", counting)
+    monkeypatch.setattr(pipe, "stream", counting)
     ref = tmp_path / "ref.png"
     Image.fromarray(grace_hopper).save(ref)
     src = tmp_path / "driving.mp4"
@@ -363,14 +367,12 @@ def test_cancel_stops_the_diffusion_engine_within_a_denoising_step(tmp_path, mon
     job.close()
     assert len(steps_run) <= seen + 1  # at most the step under way finishes
     assert not any(t.name == "vivid-animate" for t in threading.enumerate())
-    assert app._pipeline_lock.acquire(blocking=False)  # the next diffusion job can start at once
-    app._pipeline_lock.release()
+    assert not app.HOST.busy  # the next diffusion job can start at once
     assert not list((tmp_path / "out").rglob("*.mp4"))
 
 
 def test_diffusion_engine_with_an_example_template(tmp_path, monkeypatch, grace_hopper):
-    monkeypatch.setattr(app, "_weights", "tiny")
-    monkeypatch.setattr(app, "_pipeline", None)
+    monkeypatch.setattr(app, "HOST", ModelHost("tiny"))
     monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
     ref = tmp_path / "ref.png"
     Image.fromarray(grace_hopper).save(ref)

@@ -268,7 +268,7 @@ def test_the_parsing_tab_shows_the_legend_and_lossless_maps(page):
         assert page.locator("#parse-legend li").count() == 12
         assert page.locator("#parse-legend").get_by_text("inner mouth").is_visible()
         info = page.locator("#parse-image-info textarea").input_value()
-        assert "Backend" in info and "/root" not in info and "/tmp" not in info
+        assert "Parser" in info and "/root" not in info and "/tmp" not in info
         if os.environ.get("VIVID_SCREENSHOTS"):
             page.screenshot(path=os.environ["VIVID_SCREENSHOTS"], full_page=True)
 

@@ -20,7 +20,7 @@ from vivid import VividPipeline
 from vivid.models.builders import BaseModels, Parts, motion_unet, tiny_parts
 from vivid.models.disk_streaming import ONCE_PER_VIDEO
 from vivid.models.pose_guider import PoseGuider
-from vivid.options import WeightsError
+from vivid.errors import WeightsError
 
 
 def save_base(parts: Parts, root: Path) -> BaseModels:

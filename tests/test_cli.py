@@ -127,7 +127,7 @@ def test_a_hub_id_that_cannot_be_fetched_is_one_line_naming_it(clip, portrait, t
 
 
 def test_what_counts_as_a_hub_id(tmp_path, monkeypatch):
-    from vivid.options import is_hub_id
+    from vivid.models.saved import is_hub_id
 
     monkeypatch.chdir(tmp_path)
     assert is_hub_id("someone/vivid-model") and is_hub_id("org.name/model_v1.5")

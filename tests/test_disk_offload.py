@@ -78,7 +78,7 @@ def test_files_in_another_dtype_are_converted_once_and_read_in_the_run_dtype(sav
 
 
 def test_a_killed_process_s_offload_folder_is_removed_and_a_running_one_s_kept(tmp_path, monkeypatch):
-    from vivid.media import owner_tag
+    from vivid.paths import owner_tag
     from vivid.models.disk_streaming import new_offload_folder
 
     monkeypatch.setenv("VIVID_OFFLOAD_DIR", str(tmp_path))

@@ -5,6 +5,7 @@ smoothing, random scaling)."""
 from __future__ import annotations
 
 import os
+import json
 from pathlib import Path
 
 import numpy as np
@@ -154,23 +155,49 @@ def test_auto_picks_farl_for_the_pipeline_when_weights_and_a_gpu_are_there(farl_
     assert pipe.analyzer.backend == "farl" and len(frames) == 3
 
 
-def test_app_callbacks_with_the_farl_parser(farl, small, moving, tmp_path, monkeypatch):
-    """The Parsing tab and the diffusion engine of the app share one parser (FaRL here)."""
+@pytest.fixture
+def farl_everywhere(farl_models, tmp_path, monkeypatch):
+    """FaRL's weights "on disk" and a GPU "there": `FaceAnalyzer("auto")` picks FaRL (stand-ins),
+    with the process's shared analysers made afresh."""
+    from vivid.face import farl_backend, shared_analyzers
+
+    monkeypatch.setenv("VIVID_FARL_DIR", str(tmp_path))
+    for name in (farl_backend.PARSER_FILES["lapa/448"], farl_backend.ALIGNER_FILE):
+        (tmp_path / name).write_bytes(b"stand-in")
+    monkeypatch.setattr(FarlModels, "load", classmethod(lambda cls, **kw: farl_models))
+    monkeypatch.setattr("vivid.face.analyzer._cuda_available", lambda: True)  # the model itself stays on the CPU
+    monkeypatch.setattr(shared_analyzers, "_analyzers", {})
+    assert FaceAnalyzer("auto", segment=False).backend == "farl"
+
+
+@pytest.mark.parametrize("parser", ["mesh", "farl"])
+def test_the_apps_diffusion_engine_draws_with_the_models_own_parser(parser, farl_everywhere, small, moving, tmp_path,
+                                                                    monkeypatch):
+    """A model trained on mesh maps is driven with mesh maps even where the app's "auto" would
+    take FaRL (and one that says farl with FaRL); the Parsing tab shows that same parser."""
     from PIL import Image
 
     import app
+    from vivid.model_host import ModelHost
 
-    monkeypatch.setattr(app, "_analyzer", farl)
-    monkeypatch.setattr(app, "_weights", "tiny")
-    monkeypatch.setattr(app, "_pipeline", None)
+    model = tmp_path / "model"
+    VividPipeline.tiny(seed=0).save_pretrained(model)
+    index = model / "model_index.json"
+    old = json.loads(index.read_text())
+    assert old["parser"] == "mesh"  # saved under the setting's one name
+    index.write_text(json.dumps({**{k: v for k, v in old.items() if k != "parser"}, "face_backend": parser}))  # as before
+    monkeypatch.setattr(app, "HOST", ModelHost(str(model)))
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
     Image.fromarray(small).save(tmp_path / "ref.png")
     write_video(tmp_path / "drv.mp4", iter(moving), fps=25)
-    parsed = app.parse_image(str(tmp_path / "ref.png"))
-    assert any(isinstance(x, str) and "farl" in x.lower() for x in parsed)
+    *_, info = app.parse_image(str(tmp_path / "ref.png"))
+    assert info.startswith(f"Parser: {parser}")
     updates = list(app.animate(str(tmp_path / "ref.png"), str(tmp_path / "drv.mp4"), None, app.DIFFUSION_ENGINE, True,
                                False, False, 1, 1.0, 0, 4, 1, True))
-    assert app._pipeline.analyzer is farl
-    assert any(isinstance(u, tuple) and any(isinstance(x, str) and x.endswith(".mp4") for x in u) for u in updates)
+    assert updates[-1][3].startswith("done: 6 frames")
+    pipe = app.HOST.pipeline()
+    assert pipe.parser == parser and pipe.analyzer.backend == parser
+    assert pipe.analyzer is app.HOST.analyzer()  # one analyser for the model and the Parsing tab
 
 
 @pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/somewhere/th"}, {"XDG_CACHE_HOME": "/xdg"}])

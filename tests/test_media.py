@@ -134,7 +134,7 @@ def test_leftovers_of_a_killed_run_go_with_the_next_write_and_nothing_else_does(
     import subprocess
     import sys
 
-    from vivid.media import owner_tag
+    from vivid.paths import owner_tag
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(gone.stdout)

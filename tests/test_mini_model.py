@@ -149,7 +149,7 @@ def test_from_pretrained_without_a_path_loads_the_shipped_model(tmp_path, monkey
     vae = TinyAutoencoder(latent_channels=4, block_out_channels=(8, 8, 8, 8), encoder_blocks=(1, 1, 1, 1),
                           decoder_blocks=(1, 1, 1, 1))
     parts = Parts(tiny.unet2d, tiny.adapter, vae, tiny.image_encoder, tiny.feature_extractor, tiny.pose_guider)
-    VividPipeline(**parts.components(), resolution=64, face_backend="mesh").save_pretrained(tmp_path / "mini")
+    VividPipeline(**parts.components(), resolution=64, parser="mesh").save_pretrained(tmp_path / "mini")
     monkeypatch.setattr(shipped, "MINI_MODEL_DIR", tmp_path / "mini")
     for name in (None, "mini"):
         pipe = VividPipeline.from_pretrained(name, device="cpu", dtype="fp32", disk_offload=False)

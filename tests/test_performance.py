@@ -130,7 +130,7 @@ def test_a_hub_id_is_fetched_first_then_read_like_a_folder(tmp_path, monkeypatch
     and safetensors files are fetched; a failed fetch is one line naming the id."""
     import huggingface_hub
 
-    from vivid.options import WeightsError
+    from vivid.errors import WeightsError
 
     VividPipeline.tiny().save_pretrained(tmp_path / "model")
     asked = {}

@@ -446,7 +446,7 @@ def test_save_and_load_round_trip(pipe, prepared, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     assert list((tmp_path / "model" / "unet").glob("*.safetensors"))
     loaded = VividPipeline.from_pretrained(tmp_path / "model", torch_dtype=torch.float32)  # the saved precision
-    assert loaded.config.resolution == 64 and loaded.config.face_backend == "mesh"
+    assert loaded.config.resolution == 64 and loaded.config.parser == "mesh"
     assert np.array_equal(run(pipe, prepared), run(loaded, prepared))
 
 

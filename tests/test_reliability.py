@@ -21,10 +21,11 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from vivid.media import (
-    InputError, atomic_output, check_video, load_image, probe_video, read_video, to_rgb, write_video,
-)
-from vivid.options import AnimateOptions, OptionError, WeightsError, check_weights_folder
+from vivid.errors import InputError, OptionError, WeightsError
+from vivid.media import check_video, load_image, probe_video, read_video, to_rgb, write_video
+from vivid.models.saved import check_weights_folder
+from vivid.options import AnimateOptions
+from vivid.paths import atomic_output
 
 sys.path.insert(0, str(ROOT))
 from bench.app_load import huge_png  # noqa: E402  (a PNG header declaring a huge image)
@@ -141,7 +142,7 @@ _SWALLOWED_INTERRUPT = """
 import os, signal, sys
 from pathlib import Path
 from vivid.interrupts import stop_on_signals
-from vivid.media import atomic_output
+from vivid.paths import atomic_output
 stop_on_signals()
 class Finaliser:
     def __del__(self):  # Python prints and drops an exception raised in here
@@ -707,7 +708,7 @@ def test_app_refuses_requests_beyond_its_limits_before_processing(web, files, tm
     def no_work(*args, **kwargs):
         raise AssertionError("processing began before the request was checked")
 
-    monkeypatch.setattr(web, "analyzer", no_work)
+    monkeypatch.setattr("vivid.face.FaceAnalyzer.analyze", no_work)
     template = ROOT / "assets" / "templates" / "talking.npz"
     cases = [
         (dict(video_side=200), dict(driving=files / "driving.mp4"), "256x256; the limit is 200 px"),
@@ -732,8 +733,10 @@ def test_app_refuses_requests_beyond_its_limits_before_processing(web, files, tm
 def test_app_checks_diffusion_settings_like_the_cli(web, files, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setattr(web, "_weights", "tiny")
-    monkeypatch.setattr(web, "_pipeline_or_error", lambda: pytest.fail("the model loaded before the settings were checked"))
+    from vivid.model_host import ModelHost
+
+    monkeypatch.setattr(web, "HOST", ModelHost("tiny"))
+    monkeypatch.setattr(web.HOST, "pipeline", lambda: pytest.fail("the model loaded before the settings were checked"))
     template = ROOT / "assets" / "templates" / "talking.npz"
     for settings, needle in ((dict(seed=-5), "seed must be between 0"), (dict(steps=0), "steps must be between 1"),
                              (dict(guidance=float("nan")), "guidance must be between 0 and 30"),

@@ -232,7 +232,7 @@ class Oracle(torch.nn.Module):
         super().__init__()
         self.inference, self.error, self.timesteps = inference, error, []
 
-    def forward(self, noisy, t, reference_latents, reference_context, unet_context, motion):
+    def forward(self, noisy, t, reference_latents, reference_context, unet_context, motion, guide=None):
         self.timesteps.append(t.clone())
         clean = reference_latents.float()
         if noisy.ndim == 5:

@@ -4,8 +4,9 @@ model_index.json, and the training record kept beside it.
 
     python train/ship_model.py RUN2/model -o assets/mini --steps 10 --guidance 2.0 --scheduler DDIMScheduler
 
-The app, the CLI and `evaluate` take the recommended settings whenever the user gives none
-(`vivid.options.SamplingDefaults`).
+The model takes its recommended settings whenever the user gives none (`VividPipeline.from_pretrained`
+installs the scheduler, `VividPipeline.check_inputs` fills steps and guidance;
+`vivid.models.saved.SamplingDefaults`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from vivid import VividPipeline
-    from vivid.options import OptionError, SamplingDefaults, WeightsError, check_weights_folder
+    from vivid.errors import OptionError, WeightsError
+    from vivid.models.saved import SamplingDefaults, check_weights_folder
 
     try:
         check_weights_folder(args.model)

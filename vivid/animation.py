@@ -1,8 +1,8 @@
 """The animation job: portrait + driving video (or motion template) → engine → mp4 with the
 driving sound. The one way the command line and the app run an animation.
 
-Layers (DESIGN.md): face → conditioning/models → pipeline/preview → engines → **animation
-job** → CLI / app / evaluate.
+Layers (README "What is here"): face → conditioning/models → pipeline/preview → engines →
+**animation job** → CLI / app / evaluate.
 
     job = AnimationJob(AnimationRequest(portrait, driving, output, options), on_event=show)
     job.prepare()        # every check before any work; refusals are exceptions
@@ -15,11 +15,12 @@ job** → CLI / app / evaluate.
   (OptionError, InputError, NoFaceError, TemplateError) whose message is the one line to show.
   What a user should know but that does not stop the job comes out as `Notice` events.
 - `run` builds the engine unless given one (`vivid.engines.make_engine`: models load only
-  after every check), streams its frames into the mp4 (complete or absent, never half
-  written), carries the driving sound over, and writes the optional side-by-side video
-  (driving | portrait | result). `Progress` events say frames done, the total, the share of
-  the job done, the time left and a status line, with the latest picture (a frame, or the
-  diffusion engine's preview). Returns `Done`.
+  after every check), waits its turn when the engine serves one job at a time (a shared
+  model; `Progress` says it is waiting), streams its frames into the mp4 (complete or absent,
+  never half written), carries the driving sound over, and writes the optional side-by-side
+  video (driving | portrait | result). `Progress` events say frames done, the total, the share
+  of the job done, the time left and a status line, with the latest picture (a frame, or the
+  diffusion engine's estimate). Returns `Done`.
 - `stop()`, from any thread, ends the work at the next frame or denoising step (within a
   second for the preview engine and small models) with `Cancelled`; the request's
   `time_limit` ends it with `TimeLimitExceeded`, whose message every front end shows as is.
@@ -40,10 +41,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .driving import Driving
-from .engines import Engine, make_engine, mesh_analyzer
+from .engines import Engine, make_engine
+from .errors import OptionError
 from .face import FaceAnalyzer
-from .media import DEFAULT_LIMITS, MediaLimits, existing_file, fit_within, load_image, read_video, same_file
-from .options import AnimateOptions, OptionError, check_output
+from .face.shared_analyzers import mesh_analyzer
+from .media import DEFAULT_LIMITS, MediaLimits, fit_within, load_image, read_video
+from .options import AnimateOptions
+from .paths import check_output, existing_file, same_file
 
 #: Share of the progress bar for the work before the first frame, when an engine reports it
 #: (the diffusion engine's denoising; decoding the frames takes the rest).
@@ -95,8 +99,9 @@ class Notice:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where the job is. `stage` is "starting", "denoising" (steps), "animating" or "decoding"
-    (output frames), or "side by side"; `done` of `total` counts its steps or frames."""
+    """Where the job is. `stage` is "waiting" (for a shared model), "starting", "denoising"
+    (steps), "animating" or "decoding" (output frames), or "side by side"; `done` of `total`
+    counts its steps or frames."""
 
     stage: str
     done: int
@@ -105,7 +110,7 @@ class Progress:
     fraction: float | None  # share of the whole job done (None: the length is unknown)
     eta: float | None  # seconds left (None: not known yet)
     status: str  # one line for a status bar, e.g. "frame 12 of 120"
-    picture: np.ndarray | None  # the latest output frame or engine preview (None: none yet)
+    picture: np.ndarray | None  # the latest output frame or the engine's estimate (None: none yet)
 
 
 @dataclass(frozen=True)
@@ -199,14 +204,22 @@ class AnimationJob:
             self.prepare()
         engine = engine or make_engine(self.options, analyzer=self.faces)
         r = self.request
-        self._clock.start = time.monotonic()
-        self._clock.deadline = None if r.time_limit is None else self._clock.start + r.time_limit
-        self._progress("starting", 0, None, "frame", 0.0, "analysing the driving motion…")
-        frames = self.driving.write(r.output, self._frames(engine), engine.encoding)
-        if r.side_by_side is not None:
-            self.driving.write(r.side_by_side, self._side_by_side(frames), engine.encoding)
+        with engine.turn(self._waiting):
+            self._clock.start = time.monotonic()
+            self._clock.deadline = None if r.time_limit is None else self._clock.start + r.time_limit
+            self._progress("starting", 0, None, "frame", 0.0, "analysing the driving motion…")
+            frames = self.driving.write(r.output, self._frames(engine), engine.encoding)
+            if r.side_by_side is not None:
+                self.driving.write(r.side_by_side, self._side_by_side(frames), engine.encoding)
         return Done(r.output, r.side_by_side, frames, self.driving.fps, self.driving.has_audio,
                     self.driving.template is not None, time.monotonic() - self._clock.start)
+
+    def _waiting(self) -> None:
+        """While another job holds the engine's model: say so, and end the wait on a stop (or
+        when nobody watches any more)."""
+        if self.latest is None or self.latest.stage != "waiting":
+            self._progress("waiting", 0, None, "frame", None, "waiting: the diffusion model is busy with another job")
+        self._check()
 
     def stop(self) -> None:
         """Ask the job to stop (any thread): it raises `Cancelled` at its next frame or step."""
@@ -241,7 +254,7 @@ class AnimationJob:
                     status = (f"denoising step {event.step + 1}/{event.total}, {within:.0%}" if within
                               else f"denoising step {event.step}/{event.total}") + (f" ({engine.note})" if engine.note else "")
                     self._progress("denoising", event.step, event.total, "step",
-                                   STEPS_SHARE * (event.step + within) / max(event.total, 1), status, event.preview)
+                                   STEPS_SHARE * (event.step + within) / max(event.total, 1), status, event.estimate)
                     continue
                 frames += 1
                 share = frames / total if total else None

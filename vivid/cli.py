@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterator, NoReturn, Sequence
 
@@ -22,19 +23,20 @@ import numpy as np
 
 from .animation import AnimationJob, AnimationRequest, Notice, Progress, Stopped
 from .driving import Driving, MotionMapVideo
-from .engines import choose_engine, make_engine
+from .engines import make_engine
+from .errors import GpuMemoryError, flag_message
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
+from .face.analyzer import PARSERS
 from .face.template import is_template_file
-from .media import (
-    BROWSER_MAX_SIDE, atomic_output, existing_file, load_image, probe_video, read_video, same_file,
-)
 from .interrupts import stop_on_signals, stop_signal
-from .options import ENGINES, AnimateOptions, GpuMemoryError, check_output, check_output_folder, flag_message
+from .media import load_image, probe_video, read_video
+from .option_flags import add_option_flags, flag_name, given_options
+from .options import ANIMATE, DIFFUSION, AnimateOptions, choose_engine, option_names
+from .paths import atomic_output, check_output, check_output_folder, existing_file, same_file
 
 log = logging.getLogger("vivid.cli")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-DIFFUSION_ONLY = ("weights", "window", "overlap", "no_cyclic", "wrap", "steps", "guidance", "seed", "parser", "dtype", "disk_offload")
 
 
 class UsageError(ValueError):
@@ -58,48 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("reference", help="portrait image")
     a.add_argument("driving", help="driving video, or a motion template (.npz from `parse VIDEO --template`)")
     a.add_argument("-o", "--output", required=True, help="output .mp4")
-    a.add_argument("--engine", choices=ENGINES, default="preview",
-                   help="preview: fast warping, no weights (default); diffusion: the model; still: the portrait "
-                        "unchanged; auto: diffusion when a model is available (--weights or the shipped one), "
-                        "else preview")
-    a.add_argument("--size", type=int, default=None, help="side of the animated face crop in px (preview default: the portrait's own scale; diffusion: the model's)")
-    a.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
-    a.add_argument("--crop-only", action="store_true", help="output the animated face crop, not the whole portrait")
-    a.add_argument("--absolute", action="store_true", help="copy the driving face's shape, not only its motion")
     a.add_argument("--side-by-side", metavar="OUT.mp4", help="also write driving | portrait | result to this video")
     a.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop the animation if it takes longer than this (default: no limit)")
-    a.add_argument("--max-side", type=int, default=BROWSER_MAX_SIDE, metavar="PX",
-                   help=f"a larger portrait is scaled down to this longest side, so the video plays in every browser "
-                        f"(default {BROWSER_MAX_SIDE}; 0 keeps the full size, which browsers may not play)")
-    d = a.add_argument_group("diffusion engine")
-    d.add_argument("--weights", help="folder saved by VividPipeline.save_pretrained, a Hugging Face hub id "
-                   "(owner/name, fetched once into the hub cache), 'mini' (the shipped VividPortraits-mini, also the "
-                   "default when there is one) or 'tiny' (random, for testing)")
-    d.add_argument("--window", type=int, default=None, help="frames per context window (default 24)")
-    d.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default 4)")
-    d.add_argument("--no-cyclic", action="store_true", default=None, help="fixed windows instead of cyclic overlap")
-    d.add_argument("--wrap", action="store_true", default=None,
-                   help="cyclic windows run past the last frame into the first (for looping clips)")
-    d.add_argument("--parser", choices=["auto", "mesh", "farl"], default=None,
-                   help="face parser for the motion maps: mesh (MediaPipe, offline), farl (the paper's FaRL), "
-                        "auto (default: the model's setting, farl when its weights are on disk)")
-    d.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25 unless it says)")
-    d.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's, "
-                   "3.5 unless it says; 1 or less: no guidance, half the UNet work, as in diffusers)")
-    d.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    d.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                   help="number format the networks run in (default auto: bf16 on CPUs and GPUs that compute it "
-                        "natively, fp16 on other GPUs, fp32 on other CPUs)")
-    d.add_argument("--disk-offload", action=argparse.BooleanOptionalAction, default=None,
-                   help="read CLIP and the ReferenceNet, which run once per video, from the weights files layer by "
-                        "layer instead of holding them in memory (default: on when running on a CPU; at bf16 it "
-                        "saves about 2.3 GB for the SD1.5-sized model, for a re-read of those weights per video)")
+    add_option_flags(a, AnimateOptions, option_names(ANIMATE))
+    add_option_flags(a.add_argument_group(DIFFUSION), AnimateOptions, option_names(DIFFUSION))
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
     p.add_argument("input", help="image, video or motion template (.npz)")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
-    p.add_argument("--parser", "--backend", dest="backend", choices=["auto", "mesh", "farl"], default="auto",
-                   help="face parser: mesh (MediaPipe, offline), farl (the paper's FaRL), auto: farl when its weights are on disk")
+    p.add_argument("--parser", "--backend", dest="parser", choices=PARSERS, default="auto",
+                   help="face parser: mesh (MediaPipe, offline), farl (the paper's FaRL), auto (default): farl when "
+                        "its weights are on disk and a GPU runs it")
     p.add_argument("--template", metavar="OUT.npz",
                    help="video only: save its motion template (smoothed face-mesh track, fps and sound; no pixels)")
     p.add_argument("--no-audio", action="store_true", help="with --template: leave the video's sound out")
@@ -112,30 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_engine_options(args: argparse.Namespace) -> None:
-    engine = choose_engine(args.engine, args.weights)
-    given = [name for name in DIFFUSION_ONLY if getattr(args, name) is not None] if engine != "diffusion" else []
-    if given:
-        flags = ", ".join("--" + n.replace("_", "-") for n in given)
-        raise UsageError(f"{flags} only apply to the diffusion engine")
-    if args.wrap and args.no_cyclic:
-        raise UsageError("--wrap only applies to cyclic windows; drop --no-cyclic or --wrap")
-    if args.max_side is not None and args.max_side < 0:
-        raise UsageError(f"--max-side must be a side in px (0: no cap), got {args.max_side}")
+def _check_engine_options(args: argparse.Namespace, options: AnimateOptions) -> None:
+    """Flags that the chosen engine would silently ignore are refused (the options check
+    itself runs in the job, as in every front end)."""
+    if choose_engine(options.engine, options.weights) != "diffusion":
+        by_name = {f.name: f for f in fields(AnimateOptions)}
+        given = [flag_name(by_name[name]) for name in option_names(DIFFUSION) if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to the diffusion engine")
     if args.time_limit is not None and not args.time_limit > 0:
         raise UsageError(f"--time-limit must be a number of seconds above 0, got {args.time_limit:g}")
-
-
-def _options(args: argparse.Namespace) -> AnimateOptions:
-    """The animate flags as options (flags left out keep the documented defaults)."""
-    given = {
-        "engine": args.engine, "size": args.size, "max_frames": args.max_frames, "crop_only": args.crop_only,
-        "relative": not args.absolute, "weights": args.weights, "window": args.window, "overlap": args.overlap,
-        "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "parser": args.parser,
-        "dtype": args.dtype, "disk_offload": args.disk_offload,
-        "cyclic": None if args.no_cyclic is None else not args.no_cyclic, "wrap": args.wrap,
-    }
-    return AnimateOptions(**{k: v for k, v in given.items() if v is not None}, max_side=args.max_side or None)
 
 
 def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterator[np.ndarray]:
@@ -146,8 +103,9 @@ def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterato
 
 def animate(args: argparse.Namespace) -> None:
     """Check everything, load the engine, run the job with a progress bar per stage."""
-    _check_engine_options(args)
-    request = AnimationRequest(Path(args.reference), Path(args.driving), Path(args.output), _options(args),
+    options = AnimateOptions(**given_options(args, AnimateOptions))  # flags left out keep the fields' defaults
+    _check_engine_options(args, options)
+    request = AnimationRequest(Path(args.reference), Path(args.driving), Path(args.output), options,
                                side_by_side=args.side_by_side and Path(args.side_by_side), time_limit=args.time_limit)
     view = _TerminalView()
     job = AnimationJob(request, on_event=view)
@@ -226,7 +184,7 @@ def parse(args: argparse.Namespace) -> None:
         _save_template(args, src)
     if args.output is None:
         return
-    analyzer = FaceAnalyzer(args.backend)
+    analyzer = FaceAnalyzer(args.parser)
     if image:
         rgb = load_image(src).rgb
         a = analyzer.analyze(rgb, src.name)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .face import FaceAnalysis, FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, render_motion_map
 from .face.template import is_template_file
-from .media import DEFAULT_LIMITS, Encoding, InputError, MediaLimits, VideoInfo, check_video, read_video, scratch_prefix, write_video
+from .media import DEFAULT_LIMITS, Encoding, InputError, MediaLimits, VideoInfo, check_video, read_video, write_video
+from .paths import scratch_prefix
 
 #: The first seconds of a driving clip must show a face, checked before any other work.
 FIRST_SECONDS = 3.0
@@ -138,3 +139,16 @@ class MotionMapVideo:
     def without_face(self) -> list[int]:
         """Every frame whose face was not found in it (missing or filled in), in order."""
         return sorted(self.missing + self.filled)
+
+
+def template_motion_video(path: str | Path, folder: str | Path) -> Path:
+    """A motion template's motion maps as a video with its sound (what a template shows where a
+    driving video would play), written once per template file into `folder` and reused."""
+    path, folder = Path(path), Path(folder)
+    stat = path.stat()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.mp4"
+    if not out.is_file():
+        template = MotionTemplate.load(path)
+        template.write_video(out, template.motion_maps())  # complete or absent (`vivid.paths.atomic_output`)
+    return out

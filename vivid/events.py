@@ -12,15 +12,21 @@ import numpy as np
 
 @dataclass
 class ProgressEvent:
-    """Step `step` of `total` finished (a denoising step); `preview` is a small RGB of the estimate.
-    `within` > 0: the next step is that share done (a long video's step runs many windows, and a
-    stop request or a progress bar should not wait a whole step)."""
+    """Step `step` of `total` finished (a denoising step); `estimate` is a small RGB picture of
+    the current estimate of the result (None: none at this point). `within` > 0: the next step
+    is that share done (a long video's step runs many windows, and a stop request or a progress
+    bar should not wait a whole step)."""
 
     step: int
     total: int
-    preview: np.ndarray | None
+    estimate: np.ndarray | None
     kind: Literal["progress"] = "progress"
     within: float = 0.0
+
+    @property
+    def preview(self) -> np.ndarray | None:
+        """`estimate` under its earlier name ("preview" now means the CPU engine only)."""
+        return self.estimate
 
 
 @dataclass

@@ -1,22 +1,14 @@
-"""Read and validate images and videos; write mp4.
+"""Read and validate images and videos; write mp4 with the driving sound.
 
 Everything that enters the program as pixels goes through `load_image` / `to_rgb`,
 `read_video` or `checked_frames`, so the rest of the code can assume (H, W, 3) uint8 RGB of
-a sane size. Everything that leaves it as a file goes through `atomic_output`: written
-beside the target under a temporary name and renamed into place only when complete, so a
-failed or cancelled run never leaves a half-written file or destroys an existing one.
+a sane size. Videos are written through `vivid.paths.atomic_output` (complete or absent).
 """
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import re
-import secrets
-import shutil
-import socket
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +17,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .interrupts import check_not_stopped
+from .errors import InputError
+from .paths import atomic_output, existing_file, same_file, scratch_prefix
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +37,6 @@ MIN_USABLE_SHARE = 0.5
 BROWSER_MAX_SIDE = 2048
 
 
-class InputError(ValueError):
-    """An input file or array that the program cannot use; the message says why."""
-
-
 @dataclass(frozen=True)
 class MediaLimits:
     """How large an input may be. The defaults suit a local run; a public server (app.py)
@@ -60,97 +49,6 @@ class MediaLimits:
 
 
 DEFAULT_LIMITS = MediaLimits()
-
-
-def existing_file(path: str | Path, what: str = "file") -> Path:
-    """`path` as a Path if it names a readable file; an InputError that says what it is otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not {what}; give the file itself")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path} is not a regular file (a device or pipe?); give {what}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: permission denied (cannot read it)")
-    return path
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name the same file (also through links), without needing `b` to exist."""
-    a, b = Path(a), Path(b)
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write the output to. When the block ends normally
-    the file is renamed to `path` (replacing any earlier file in one step); when it fails or
-    is interrupted the temporary file is removed and an existing `path` is left untouched."""
-    path = Path(path)
-    remove_stale_leftovers(path)
-    tmp = path.with_name(f".{path.name}.{owner_tag()}-{secrets.token_hex(4)}.partial{path.suffix}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise InputError(f"nothing was written for {path.name}")
-        check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def host_tag() -> str:
-    """This machine's name as written in the names of partial files and scratch folders."""
-    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
-
-
-def owner_tag(pid: int | None = None) -> str:
-    """Host and process that own a partial file or scratch folder, as written in its name."""
-    return f"{host_tag()}-{os.getpid() if pid is None else pid}"
-
-
-def scratch_prefix(path: Path) -> str:
-    """Name start of this process's scratch folders beside `path` (hidden, with our host and
-    PID, so a later run can tell a killed run's leftovers from a running one's)."""
-    return f".{path.name}.vivid-{owner_tag()}-"
-
-
-def remove_stale_leftovers(path: Path) -> None:
-    """Delete what earlier runs on this machine writing `path` left when they were killed
-    outright (SIGKILL, power loss: no clean-up code runs): partial files and scratch folders,
-    recognised by their whole name, whose process is gone. A living process's files, other
-    machines' files (a shared folder) and anything else are left alone."""
-    name, host = re.escape(path.name), re.escape(host_tag())
-    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}"
-                      rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
-    for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        found = ours.fullmatch(old.name)
-        if not found or process_alive(int(found.group(1) or found.group(2))):
-            continue
-        try:
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        except OSError:  # gone already, or not ours to delete
-            continue
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` may still run (when in doubt: yes, so its files are kept)."""
-    if os.name != "posix":  # on Windows signal 0 is CTRL_C_EVENT: never send it; keep the files
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # someone else's process (or cannot tell): keep its files
-    return True
 
 
 @dataclass

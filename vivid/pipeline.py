@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
 
+from .errors import GpuMemoryError, WeightsError
 from .face import (
     CropConfig, FaceAnalyzer, MotionMapStyle, MotionTrack, NoFaceError, SquareBox, crop_image, face_square, paste_crop,
 )
@@ -33,15 +34,19 @@ from .models.reference_attention import ReferenceBank, install_reference_attenti
 from .models.disk_streaming import (
     ONCE_PER_VIDEO, is_streamed, return_freed_memory, set_run_device, stream_from_files, stream_from_memory,
 )
+from .models.saved import (
+    NETWORKS, OLD_PARSER_KEY, PARSER_KEY, SamplingDefaults, check_weights_folder, inspect_model, load_failure,
+    parser_setting, vae_class_name,
+)
 from .models.weights import empty_network, load_network, load_strict
-from .options import GpuMemoryError, WeightsError, check_denoising, check_weights_folder, load_failure
 from .precision import Precision, choose_precision
+from .sampling import Sampling
 from .warp_guidance import ReferenceWarp, WarpPaste
 from .windows import average_windows, context_windows
 
 log = logging.getLogger(__name__)
 
-#: Approximate linear map from SD 1.5 latents to RGB, for cheap previews of the estimate.
+#: Approximate linear map from SD 1.5 latents to RGB, for a cheap picture of the estimate.
 LATENT_RGB_FACTORS = torch.tensor(
     [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
 )
@@ -51,8 +56,6 @@ LATENT_RGB_FACTORS = torch.tensor(
 DECODE_PIXELS = 128 * 128
 #: Warped frames encoded per call, in units of the decoder's chunk (encoding is the cheaper half).
 WARP_CHUNK_FRAMES = 8
-#: Components with weights, each saved in a subfolder of the same name.
-NETWORKS = ("vae", "image_encoder", "reference_net", "unet", "pose_guider")
 #: `from_pretrained` keywords that say how to fetch a hub id.
 HUB_DOWNLOAD_OPTIONS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
 #: What a saved VividPipeline consists of on the hub: configs and safetensors weights only.
@@ -119,12 +122,16 @@ def gpu_memory_advice(resolution: int, window: int, overlap: int, dtype: torch.d
     return f"out of GPU memory at {resolution} px with a {window}-frame window: {advice}"
 
 
-def vae_class_name(folder: str | Path) -> str | None:
-    """The VAE class a saved pipeline folder's model_index.json names."""
-    import json
+def recommended_scheduler(folder: Path, name: str):
+    """The scheduler class `name` (a model's recommendation) made from the saved scheduler's
+    config, so it keeps the schedule the model was trained with (betas, prediction type)."""
+    import diffusers
 
-    entry = json.loads((Path(folder) / "model_index.json").read_text()).get("vae")
-    return entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+    kind = getattr(diffusers, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, diffusers.SchedulerMixin)):
+        raise WeightsError(f"{folder / 'model_index.json'}: sampling_defaults names the scheduler {name}, "
+                           "which diffusers does not have")
+    return kind.from_pretrained(folder, subfolder="scheduler")
 
 
 def fetch_from_hub(repo_id: str, **options) -> Path:
@@ -153,13 +160,14 @@ class VividPipeline(DiffusionPipeline):
         pose_guider,
         scheduler,
         resolution: int = 512,
-        face_backend: str = "auto",
+        parser: str | None = None,
         separate_fg_bg: bool = True,
         base_models: dict | None = None,
         sampling_defaults: dict | None = None,
         warp_guidance: bool = False,
         eye_landmarks: bool = True,
         warp_residual: bool = False,
+        face_backend: str | None = None,
     ):
         super().__init__()
         if warp_residual and not warp_guidance:
@@ -174,9 +182,13 @@ class VividPipeline(DiffusionPipeline):
             reference_net=reference_net, unet=unet, pose_guider=pose_guider, scheduler=scheduler,
         )
         self.register_to_config(
-            resolution=resolution, face_backend=face_backend, separate_fg_bg=separate_fg_bg,
+            resolution=resolution,
+            # the face parser of the motion maps ("auto", "mesh", "farl"); `face_backend` is its
+            # name in folders saved before it had one name
+            parser=parser_setting({PARSER_KEY: parser, OLD_PARSER_KEY: face_backend}),
+            separate_fg_bg=separate_fg_bg,
             base_models=base_models or {},
-            sampling_defaults=sampling_defaults or {},  # what the model recommends (vivid.options.SamplingDefaults)
+            sampling_defaults=sampling_defaults or {},  # what the model recommends (`sampling_defaults`)
             warp_guidance=warp_guidance,  # the UNet also sees the portrait warped to each frame (vivid.warp_guidance)
             eye_landmarks=eye_landmarks,  # eyelids and irises in the motion maps (off: the paper's ablation)
             warp_residual=warp_residual,  # the UNet denoises the frame's difference from the warp
@@ -188,6 +200,24 @@ class VividPipeline(DiffusionPipeline):
         self._analyzer: FaceAnalyzer | None = None
         self.crop = CropConfig()
         self._precision: Precision | None = None
+
+    def register_to_config(self, **kwargs) -> None:
+        """diffusers' `register_to_config`; the face parser setting's old name (`face_backend`)
+        sets it under its one name (`parser`)."""
+        if OLD_PARSER_KEY in kwargs:
+            kwargs[PARSER_KEY] = kwargs.pop(OLD_PARSER_KEY)
+        super().register_to_config(**kwargs)
+
+    @property
+    def parser(self) -> str:
+        """The face parser this model's motion maps are drawn with ("auto", "mesh" or "farl")."""
+        return self.config.parser
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """What this model recommends sampling with (its config's `sampling_defaults`, over
+        25 steps at guidance 3.5 for a model that says nothing)."""
+        return SamplingDefaults.from_config(self.config.get("sampling_defaults"), "the model's model_index.json")
 
     @property
     def precision(self) -> Precision:
@@ -262,7 +292,7 @@ class VividPipeline(DiffusionPipeline):
              warp_guidance: bool = False, warp_residual: bool = False) -> "VividPipeline":
         """Tiny random components on the CPU, same code paths as the full model; fp32
         unless `dtype` says ("auto", "bf16", ...: `to_precision`)."""
-        pipe = cls(**tiny_components(seed, warp_guidance), resolution=resolution, face_backend="mesh",
+        pipe = cls(**tiny_components(seed, warp_guidance), resolution=resolution, parser="mesh",
                    warp_guidance=warp_guidance, warp_residual=warp_residual)
         return pipe if dtype is None else pipe.to_precision(dtype)
 
@@ -319,20 +349,21 @@ class VividPipeline(DiffusionPipeline):
         copy alongside. `disk_offload` (default: when running on a CPU): CLIP and the
         ReferenceNet are not loaded but read from the folder's files layer by layer when a
         reference is encoded (`offload_to_disk`, without writing anything). With no path (or
-        "mini"), the model shipped in `assets/mini` (VividPortraits-mini)."""
-        from .engines import resolve_weights
-
-        pretrained_model_name_or_path = resolve_weights(pretrained_model_name_or_path)
+        "mini"), the model shipped in `assets/mini` (VividPortraits-mini). The scheduler the
+        model recommends (`sampling_defaults`) replaces the saved one unless `scheduler` is given."""
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"give dtype or torch_dtype, not both (got {dtype} and {torch_dtype})")
         device = torch.device(device) if device else _auto_device()
         precision = choose_precision(dtype if dtype is not None else torch_dtype, device)
         kwargs.setdefault("use_safetensors", True)  # never the pickle-based .bin files
-        folder = Path(pretrained_model_name_or_path)
-        if not folder.is_dir():  # a hub id: fetched (or found in the cache) first, then read like a folder
-            folder = fetch_from_hub(str(pretrained_model_name_or_path), **{k: kwargs.pop(k) for k in HUB_DOWNLOAD_OPTIONS
-                                                                              if k in kwargs})
-        check_weights_folder(folder)  # layout, configs and complete safetensors files, before loading anything
+        # Layout, configs and complete safetensors files checked before anything loads.
+        source, saved = inspect_model(pretrained_model_name_or_path)
+        if saved is None:  # a hub id: fetched (or found in the cache) first, then checked like a folder
+            fetched = fetch_from_hub(source, **{k: kwargs.pop(k) for k in HUB_DOWNLOAD_OPTIONS if k in kwargs})
+            saved = check_weights_folder(fetched)
+        folder = saved.folder
+        if "scheduler" not in kwargs and saved.sampling.scheduler is not None:
+            kwargs["scheduler"] = recommended_scheduler(folder, saved.sampling.scheduler)
         try:
             # Each network read tensor by tensor: memory never holds a second copy in the files' dtype.
             for name, network_class in cls.network_classes(folder).items():
@@ -391,10 +422,9 @@ class VividPipeline(DiffusionPipeline):
     # -- faces ----------------------------------------------------------------------------
     @property
     def analyzer(self) -> FaceAnalyzer:
-        """The face analyser of reference and driving video; its backend is the parser of
-        the motion maps (`face_backend`: "auto", "mesh" or "farl")."""
+        """The face analyser of reference and driving video, with this model's parser (`parser`)."""
         if self._analyzer is None:
-            self._analyzer = FaceAnalyzer(self.config.face_backend)
+            self._analyzer = FaceAnalyzer(self.parser)
         return self._analyzer
 
     @analyzer.setter
@@ -434,12 +464,15 @@ class VividPipeline(DiffusionPipeline):
         return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative)
 
     # -- the diffusion steps --------------------------------------------------------------
-    def check_inputs(self, window: int, overlap: int, steps: int, guidance: float, cyclic: bool = True,
-                     wrap: bool = False, seed: int = 0) -> None:
-        """The sampling options, checked as the CLI and the app check them (`vivid.options`):
-        an OptionError (a ValueError) quoting the bad value."""
-        check_denoising(window, overlap, cyclic, wrap, steps, guidance, seed,
-                        max_window=self.unet.config.motion_max_seq_length)
+    def check_inputs(self, sampling: Sampling) -> Sampling:
+        """The settings a run samples with: steps and guidance left unset (None) take what this
+        model recommends (`sampling_defaults`), then everything is checked as the CLI and the
+        app check it (`Sampling.checked`, against this model's temporal length): an OptionError
+        (a ValueError) quoting the bad value. Runs once, first, in `stream` and `generate`."""
+        recommended = self.sampling_defaults
+        sampling = replace(sampling, steps=recommended.steps if sampling.steps is None else sampling.steps,
+                           guidance=recommended.guidance if sampling.guidance is None else sampling.guidance)
+        return sampling.checked(max_window=self.unet.config.motion_max_seq_length)
 
     def _model_tensor(self, images: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         return to_model_range(images, self._execution_device, dtype or self.unet.dtype)
@@ -483,7 +516,7 @@ class VividPipeline(DiffusionPipeline):
             noise = uncond + guidance * (cond - uncond)
         return noise
 
-    def _preview(self, x0: torch.Tensor | None, frame: int) -> np.ndarray | None:
+    def _estimate_picture(self, x0: torch.Tensor | None, frame: int) -> np.ndarray | None:
         """The current estimate of one frame: SD latents mapped straight to colours (no VAE),
         4x upscaled; other latent spaces (the mini model's tiny autoencoder, which decodes a
         frame in a tenth of a second on a CPU) through the decoder."""
@@ -528,44 +561,51 @@ class VividPipeline(DiffusionPipeline):
         reference: np.ndarray,
         driving_frames: Iterable[np.ndarray],
         *,
-        window: int = 24,
-        overlap: int = 4,
-        cyclic: bool = True,
-        wrap: bool = False,
-        steps: int = 25,
-        guidance: float = 3.5,
-        seed: int = 0,
+        window: int = Sampling.window,
+        overlap: int = Sampling.overlap,
+        cyclic: bool = Sampling.cyclic,
+        wrap: bool = Sampling.wrap,
+        steps: int | None = Sampling.steps,
+        guidance: float | None = Sampling.guidance,
+        seed: int = Sampling.seed,
         fps: float = 25.0,
         relative: bool = True,
         paste_back: bool = False,
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """Animate `reference` with `driving_frames`: progress events during denoising, then
-        the frames one by one. Closing the generator stops the work. `relative=False` draws
-        the driver's own face shape into the motion maps instead of the reference's;
-        `paste_back=True` returns whole reference-sized frames instead of the face crop.
-        `cyclic` moves the windows one frame per step; `wrap` lets them run past the end of
-        the video into its start (for looping clips; see `vivid.windows`). Driving frames of
-        different sizes, an empty sequence and float images outside [0, 1] are refused
-        (`vivid.media.InputError`) before any work."""
-        self.check_inputs(window, overlap, steps, guidance, cyclic, wrap, seed)
+        the frames one by one. Closing the generator stops the work. The sampling settings are
+        `vivid.sampling.Sampling`'s; `steps` and `guidance` left as None take what the model
+        recommends (`check_inputs`). `relative=False` draws the driver's own face shape into
+        the motion maps instead of the reference's; `paste_back=True` returns whole
+        reference-sized frames instead of the face crop. `cyclic` moves the windows one frame
+        per step; `wrap` lets them run past the end of the video into its start (for looping
+        clips; see `vivid.windows`). Bad settings, driving frames of different sizes, an empty
+        sequence and float images outside [0, 1] are refused (`OptionError`,
+        `vivid.media.InputError`) before any work."""
+        sampling = self.check_inputs(Sampling(window=window, overlap=overlap, cyclic=cyclic, wrap=wrap, steps=steps,
+                                              guidance=guidance, seed=seed))
         if not hasattr(driving_frames, "analyses"):  # frames, not a motion template
             driving_frames = checked_frames(driving_frames)
             driving_frames = _started(driving_frames)  # an empty iterator is refused here, before any work
         ref = self.prepare_reference(reference)
         motion = self.prepare_driving(driving_frames, fps, ref, relative)
-        yield from self.generate(ref, motion, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap, steps=steps,
-                                 guidance=guidance, seed=seed, paste_back=paste_back)
+        yield from self._generate(ref, motion, sampling, paste_back=paste_back)
+
+    def generate(self, ref: PreparedReference, motion: MotionTrack, *, decode_chunk: int | None = None,
+                 paste_back: bool = False, **sampling) -> Iterator[ProgressEvent | FrameEvent]:
+        """The engine on prepared inputs (reference crop + driving motion); `sampling` holds
+        `stream`'s sampling keywords (window, overlap, cyclic, wrap, steps, guidance, seed).
+        `paste_back` blends each generated crop into the whole reference image."""
+        return self._generate(ref, motion, self.check_inputs(Sampling(**sampling)), decode_chunk, paste_back)
 
     @torch.no_grad()
-    def generate(
-        self, ref: PreparedReference, motion: MotionTrack, *, window: int = 24, overlap: int = 4,
-        cyclic: bool = True, wrap: bool = False, steps: int = 25, guidance: float = 3.5, seed: int = 0, decode_chunk: int | None = None,
+    def _generate(
+        self, ref: PreparedReference, motion: MotionTrack, sampling: Sampling, decode_chunk: int | None = None,
         paste_back: bool = False,
     ) -> Iterator[ProgressEvent | FrameEvent]:
-        """The engine on prepared inputs (reference crop + driving motion). `paste_back`
-        blends each generated crop into the whole reference image."""
-        self.check_inputs(window, overlap, steps, guidance, cyclic, wrap, seed)
-        guided = guidance > 1.0
+        """Encode the reference, prepare the latents, denoise window by window, decode: the
+        paper's steps, with `sampling` as `check_inputs` returned it."""
+        guided = sampling.guidance > 1.0
         device = self._execution_device
         try:
             emb = self.encode_reference(ref, guided)
@@ -576,22 +616,23 @@ class VividPipeline(DiffusionPipeline):
             h = w = self.config.resolution // self.vae_scale_factor
             guide = None
             if self.config.warp_guidance:
-                guide = yield from self.warp_latents(ref, motion, steps)
-            generator = torch.Generator("cpu").manual_seed(seed)
+                guide = yield from self.warp_latents(ref, motion, sampling.steps)
+            generator = torch.Generator("cpu").manual_seed(sampling.seed)
             shape = (1, self.unet.config.out_channels, num_frames, h, w)
             # Latents, guidance and scheduler steps in fp32 whatever the networks run in: the
             # same noise for every dtype, and no rounding of the small per-step updates.
             latents = torch.randn(shape, generator=generator).to(device, torch.float32)
-            self.scheduler.set_timesteps(steps, device=device)
+            self.scheduler.set_timesteps(sampling.steps, device=device)
             latents = latents * self.scheduler.init_noise_sigma
             timesteps = self.scheduler.timesteps
             # Stochastic schedulers (Euler ancestral, DDPM, ...) draw noise: from our generator.
             step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
             for i, t in enumerate(timesteps):
-                windows = context_windows(num_frames, window, overlap, step=i, cyclic=cyclic, wrap=wrap)
+                windows = context_windows(num_frames, sampling.window, sampling.overlap, step=i, cyclic=sampling.cyclic,
+                                          wrap=sampling.wrap)
                 preds = []
                 for k, frames in enumerate(windows):
-                    preds.append(self._predict_window(latents, frames, t, motion, context, guidance, guide))
+                    preds.append(self._predict_window(latents, frames, t, motion, context, sampling.guidance, guide))
                     if k + 1 < len(windows):  # between windows: a chance to stop, and finer progress
                         yield ProgressEvent(i, len(timesteps), None, within=(k + 1) / len(windows))
                 noise = average_windows(preds, windows, num_frames)
@@ -600,7 +641,7 @@ class VividPipeline(DiffusionPipeline):
                 estimate = getattr(out, "pred_original_sample", None)
                 if estimate is not None and self.config.warp_residual:
                     estimate = estimate + guide
-                yield ProgressEvent(i + 1, len(timesteps), self._preview(estimate, num_frames // 2))
+                yield ProgressEvent(i + 1, len(timesteps), self._estimate_picture(estimate, num_frames // 2))
             if self.config.warp_residual:  # the UNet denoised the difference from the warp
                 latents = latents + guide
             if guide is not None:
@@ -614,35 +655,22 @@ class VividPipeline(DiffusionPipeline):
                     frame = paste_crop(ref.source, frame, ref.square, self.crop)
                 yield FrameEvent(index, frame)
         except torch.OutOfMemoryError as exc:  # CUDA's (and other accelerators') allocator
-            raise GpuMemoryError(gpu_memory_advice(self.config.resolution, window, overlap, self.precision.dtype)) from exc
+            raise GpuMemoryError(gpu_memory_advice(self.config.resolution, sampling.window, sampling.overlap,
+                                                   self.precision.dtype)) from exc
         finally:
             self.bank.clear()
 
-    def __call__(
-        self,
-        reference: np.ndarray,
-        driving_frames: Iterable[np.ndarray],
-        *,
-        window: int = 24,
-        overlap: int = 4,
-        cyclic: bool = True,
-        wrap: bool = False,
-        steps: int = 25,
-        guidance: float = 3.5,
-        seed: int = 0,
-        fps: float = 25.0,
-        relative: bool = True,
-        paste_back: bool = False,
-    ) -> list[np.ndarray]:
-        """All output frames (RGB uint8, the model's resolution), with a progress bar."""
+    def __call__(self, reference: np.ndarray, driving_frames: Iterable[np.ndarray], **options) -> list[np.ndarray]:
+        """All output frames (RGB uint8, the model's resolution, or the reference's size with
+        `paste_back`), with a progress bar; `options` are `stream`'s keywords."""
         frames: list[np.ndarray] = []
-        bar = self.progress_bar(total=steps)
-        for event in self.stream(reference, driving_frames, window=window, overlap=overlap, cyclic=cyclic, wrap=wrap,
-                                 steps=steps, guidance=guidance, seed=seed, fps=fps, relative=relative,
-                                 paste_back=paste_back):
+        bar = None
+        for event in self.stream(reference, driving_frames, **options):
             if event.kind == "progress":
+                bar = bar or self.progress_bar(total=event.total)
                 bar.update(event.step - bar.n)  # steps done (within a step, or before the first: no change)
             else:
                 frames.append(event.frame)
-        bar.close()
+        if bar is not None:
+            bar.close()
         return frames

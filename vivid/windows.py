@@ -22,18 +22,36 @@ with overlaps of at least `overlap` reaches more (tests/test_windows.py checks i
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+from .checks import flag, whole
+from .errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def check_windows(window, overlap, cyclic: bool = False, wrap: bool = False, max_window: int | None = None
+                  ) -> tuple[int, int]:
+    """The one rule of the window options, wherever they come from (the CLI, the app, the
+    Python API, the pipeline): a window of 1 to `max_window` frames (the temporal layers'
+    length), an overlap of 0 or more frames smaller than the window, and `wrap` only with
+    `cyclic`. Returns (window, overlap) as ints; an OptionError quoting the bad value."""
+    window = whole("window", window, 1, max_window, " frames")
+    overlap = whole("overlap", overlap, 0, None, " frames")
+    if not overlap < window:
+        raise OptionError(f"overlap must be smaller than the window ({window} frames), got {overlap}", "overlap")
+    wrap, cyclic = flag("wrap", wrap), flag("cyclic", cyclic)
+    if wrap and not cyclic:
+        raise OptionError("wrap only applies to cyclic windows; turn cyclic on or wrap off", "wrap")
+    return window, overlap
 
 
 def _check(num_frames: int, window: int, overlap: int) -> None:
+    """A schedule's arguments (`wrap` without `cyclic` is simply not used by a schedule)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    if window < 1:
-        raise ValueError(f"window must be at least 1 frame, got {window}")
-    if not 0 <= overlap < window:
-        raise ValueError(f"overlap must be in [0, window) = [0, {window}), got {overlap}")
+    check_windows(window, overlap)
 
 
 def context_windows(
@@ -127,6 +145,8 @@ def grid_windows(num_frames: int, window: int, overlap: int, step: int) -> list[
 
 def coverage(windows: Sequence[Sequence[int]], num_frames: int) -> torch.Tensor:
     """How many windows contain each frame (the divisor of the average)."""
+    import torch
+
     counts = torch.zeros(num_frames)
     for w in windows:
         counts[list(w)] += 1
@@ -141,6 +161,8 @@ def average_windows(
     `predictions[i]` holds window i's frames along `frame_dim`; the result holds all
     `num_frames` frames. Every frame must be covered by at least one window.
     """
+    import torch
+
     first = predictions[0]
     shape = list(first.shape)
     shape[frame_dim] = num_frames

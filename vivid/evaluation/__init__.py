@@ -20,7 +20,7 @@ import importlib
 #: Public names and the module each lives in (imported on first use, so building the CLI's
 #: parser does not load scikit-image, torch or MediaPipe).
 _EXPORTS = {
-    "ENGINE_NAMES": "engines", "DiffusionOptions": "engines", "Engine": "engines", "FunctionEngine": "engines",
+    "ENGINE_NAMES": "engines", "Sampling": "engines", "Engine": "engines", "FunctionEngine": "engines",
     "EvaluationConfig": "harness", "evaluate": "harness", "MetricWeights": "learned_metrics",
     "EvaluationError": "protocol", "CaseScores": "scoring", "Scorers": "scoring", "rescore": "scoring",
     "score_saved_videos": "scoring",

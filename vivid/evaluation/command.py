@@ -21,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--weights", help="diffusion engine: folder saved by VividPipeline.save_pretrained, a hub id, "
                    "'mini' (the shipped model, also the default when there is one) or 'tiny'")
     e.add_argument("--steps", type=int, default=None,
-                   help="diffusion denoising steps (default: the model's, 25 unless it says)")
+                   help="diffusion denoising steps (default: what the model recommends)")
     e.add_argument("--frames", type=int, default=None, help="use at most N frames of each clip")
     e.add_argument("--resolution", type=int, default=512, help="side of the scoring face crop in px (default 512)")
     e.add_argument("--lpips-backbone", type=Path, default=None,
@@ -35,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     """Run `evaluate` from parsed arguments and say where the results are."""
-    from ..engines import DiffusionOptions
+    from ..sampling import Sampling
     from .harness import EvaluationConfig, evaluate
     from .learned_metrics import MetricWeights
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
         weights=args.weights,
         frames=args.frames,
         resolution=args.resolution,
-        diffusion=DiffusionOptions(steps=args.steps),
+        diffusion=Sampling(steps=args.steps),
         metric_weights=MetricWeights(args.lpips_backbone, args.download_metric_weights),
         side_by_side=not args.no_side_by_side,
     )

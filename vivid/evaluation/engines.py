@@ -14,13 +14,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..engines import (
-    ENGINE_NAMES, DiffusionEngine, DiffusionOptions, Engine, PreviewEngine, StillEngine, load_pipeline, resolve_weights,
-)
+from ..engines import ENGINE_NAMES, DiffusionEngine, Engine, PreviewEngine, StillEngine
+from ..errors import OptionError, WeightsError, flag_message
 from ..events import FrameEvent
-from ..options import OptionError, WeightsError, check_weights_folder, flag_message, is_hub_id
+from ..model_host import load_pipeline
+from ..models.saved import inspect_model
+from ..sampling import Sampling
 
-__all__ = ["ENGINE_NAMES", "DiffusionOptions", "Engine", "FunctionEngine", "Timed", "build_engines", "diffusion_problem"]
+__all__ = ["ENGINE_NAMES", "Engine", "FunctionEngine", "Sampling", "Timed", "build_engines", "diffusion_problem"]
 
 
 class FunctionEngine(Engine):
@@ -38,15 +39,13 @@ def diffusion_problem(weights: str | None) -> str | None:
     """Why the diffusion engine cannot run with `weights` (None: it can), as a command-line
     user reads it: no model given and none shipped, or a folder that is not a saved model."""
     try:
-        source = resolve_weights(weights)
-        if source != "tiny" and not is_hub_id(source):
-            check_weights_folder(source)
+        inspect_model(weights)
     except (OptionError, WeightsError) as exc:
         return flag_message(exc)
     return None
 
 
-def build_engines(names: Iterable[str], weights: str | None, options: DiffusionOptions,
+def build_engines(names: Iterable[str], weights: str | None, options: Sampling,
                   skipped: dict[str, str]) -> list[Engine]:
     """The named engines, in order; a diffusion engine that cannot run goes into `skipped`
     with the reason (its table row says so) instead."""

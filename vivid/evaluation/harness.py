@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from ..face import NoFaceError
 from ..media import InputError, read_video, write_video
-from ..options import SamplingDefaults, check_denoising, is_inside
-from .engines import ENGINE_NAMES, DiffusionOptions, Engine, Timed, build_engines, diffusion_problem
+from ..paths import is_inside
+from .engines import ENGINE_NAMES, Engine, Sampling, Timed, build_engines, diffusion_problem
 from .learned_metrics import MetricWeights
 from .protocol import EvaluationError, PreparedCase, crop, plan_cases, prepare
 from .report import PER_CLIP_COLUMNS, PER_FRAME_COLUMNS, plot_case, plot_table, table_cells, write_csv, write_table
@@ -41,7 +41,7 @@ class EvaluationConfig:
     weights: str | None = None  # diffusion: saved folder, hub id, "tiny", "mini" (None: the shipped model, if any)
     frames: int | None = None  # at most this many frames per clip (None: all)
     resolution: int = 512  # side of the scoring crop in px (the paper's 512)
-    diffusion: DiffusionOptions = field(default_factory=DiffusionOptions)
+    diffusion: Sampling = field(default_factory=Sampling)  # steps, guidance None: the model's recommendation
     metric_weights: MetricWeights = field(default_factory=MetricWeights)
     side_by_side: bool = True  # also write videos/side_by_side/CASE.mp4
 
@@ -83,9 +83,7 @@ def check_config(config: EvaluationConfig, extra_engines: Sequence[Engine] = ())
     if config.frames is not None and config.frames < 2:
         raise EvaluationError(f"--frames must be at least 2, got {config.frames}")
     if "diffusion" in config.engines:  # the sampling options, checked as animate checks them
-        o, defaults = config.diffusion, SamplingDefaults()
-        check_denoising(o.window, o.overlap, o.cyclic, o.wrap, defaults.steps if o.steps is None else o.steps,
-                        defaults.guidance if o.guidance is None else o.guidance, o.seed)
+        config.diffusion.checked()
     if config.weights and (problem := diffusion_problem(config.weights)):  # named weights must be there
         raise EvaluationError(problem)
     for path in [*config.self_clips, *config.portraits, *config.driving]:

@@ -15,7 +15,8 @@ import numpy as np
 from ..media import to_rgb
 from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
-from .finding import FaceFinder, FaceTracker, FinderConfig, FoundFace
+from .finding import FaceFinder, FaceTracker, FinderConfig
+from .found import FoundFace
 from .gaps import fill_gaps
 from .mediapipe_models import PersonSegmenter
 from .mesh_parsing import analysis_from_mesh, face_box
@@ -25,6 +26,9 @@ from .smoothing import SmoothingConfig, smooth_stream
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "mesh", "farl"]
+#: The face parsers a motion map can be drawn with: the choices of the `parser` setting of a
+#: model and of the animate options, and of `FaceAnalyzer(backend=...)`.
+PARSERS: tuple[str, ...] = ("auto", "mesh", "farl")
 
 #: Around a face smaller than a sixth of the image, the person mask is made again in a window
 #: this many face sizes wide (the animation's crops are 2-2.6 face sizes).
@@ -75,7 +79,7 @@ class FaceAnalyzer:
         farl_models=None,
         finder: FinderConfig = FinderConfig(),
     ):
-        if backend not in ("auto", "mesh", "farl"):
+        if backend not in PARSERS:
             raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
         self.segment = segment
         self.finder_config = finder

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .found import FoundFace
 from .human_check import HumanCheck
 from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
 from .regions import (
-    WINDOW_FACE, MeshRegion, box_side, face_weight, iou, landmark_box, main_face,
+    WINDOW_FACE, MeshRegion, box_side, face_weight, iou, main_face,
     region_from_detection, region_from_landmarks, same_face, tile_windows, whole_image_window, window_around,
 )
 
@@ -47,30 +48,6 @@ class FinderConfig:
     duplicate_iou: float = 0.4  # two faces overlapping more than this are one face
     check_every: int = 30  # while following a face, the detector looks around it every N frames (~1 s)
     forget_after: int = 25  # lost for more frames than this, the tracker takes any face again
-
-
-@dataclass
-class FoundFace:
-    """One human face: the mesh's 478 points (x, y in pixels, z in the same scale), the
-    mesh's face-presence score, and the detection it was found from (None: followed from
-    the previous frame)."""
-
-    points3d: np.ndarray  # (478, 3) float32
-    presence: float
-    detection: Detection | None = None
-
-    @property
-    def points(self) -> np.ndarray:
-        """(478, 2) float32 pixel coordinates, in MediaPipe's order."""
-        return self.points3d[:, :2]
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        return landmark_box(self.points3d)
-
-    @property
-    def size(self) -> float:
-        return box_side(self.box)
 
 
 class FaceFinder:

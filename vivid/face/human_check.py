@@ -42,12 +42,12 @@ import numpy as np
 
 from . import mesh_topology as mt
 from .crop import SquareBox, crop_image
+from .found import FoundFace
 from .head_pose import head_rotation, pose_angles
 from .mediapipe_models import BodyModel, PersonSegmenter
 from .regions import MeshRegion, box_centre, box_side, landmark_box, region_from_landmarks
 
 if TYPE_CHECKING:
-    from .finding import FoundFace
     from .mediapipe_models import FaceMeshModel
 
 REFUSE_AT = 1.5
@@ -98,7 +98,7 @@ class HumanCheck:
         self._segmenter: PersonSegmenter | None = None
         self._body: BodyModel | None = None
 
-    def doubts(self, rgb: np.ndarray, face: "FoundFace", first_presence: float) -> Doubts:
+    def doubts(self, rgb: np.ndarray, face: FoundFace, first_presence: float) -> Doubts:
         """The views' doubts, cheapest first, each only while it could still change the
         verdict (a clear human face costs eight mesh runs and one segmentation)."""
         views = {
@@ -117,7 +117,7 @@ class HumanCheck:
             still_possible -= WEIGHTS[name]
         return d
 
-    def accepts(self, rgb: np.ndarray, face: "FoundFace", first_presence: float) -> bool:
+    def accepts(self, rgb: np.ndarray, face: FoundFace, first_presence: float) -> bool:
         return self.doubts(rgb, face, first_presence).total < REFUSE_AT
 
     def _person_cover(self, rgb: np.ndarray, points: np.ndarray) -> float:
@@ -155,7 +155,7 @@ class HumanCheck:
                    np.linalg.norm(body[:0:-1] - mesh[1:], axis=1).mean())  # either eye order
         return float((np.linalg.norm(body[0] - mesh[0]) + eyes) / 2 / eye_distance)
 
-    def _steadiness(self, rgb: np.ndarray, face: "FoundFace") -> float:
+    def _steadiness(self, rgb: np.ndarray, face: FoundFace) -> float:
         """Mean presence score over the face's own square and the moved ones."""
         r = region_from_landmarks(face.points3d)
         scores = [face.presence]

@@ -143,8 +143,8 @@ class MotionTemplate:
             yield None if np.isnan(points).any() else points
 
     def motion_maps(self) -> Iterator[np.ndarray]:
-        """(h, w, 3) uint8 motion map of every frame (black where there is no face): the
-        template's preview."""
+        """(h, w, 3) uint8 motion map of every frame (black where there is no face): what a
+        template shows where a driving video would play."""
         blank = np.zeros((*self.frame_size, 3), np.uint8)
         for analysis in self.analyses():
             yield blank if analysis is None else render_motion_map(analysis)
@@ -160,7 +160,8 @@ class MotionTemplate:
     def write_video(self, path: str | Path, frames: Iterable[np.ndarray]) -> int:
         """Write animated `frames` as an mp4 at the template's fps, with its sound when it has
         one (cut to the video's length). Returns the frame count; nothing is left on failure."""
-        from ..media import atomic_output, mux_audio, scratch_prefix, write_video
+        from ..media import mux_audio, write_video
+        from ..paths import atomic_output, scratch_prefix
 
         path = Path(path)
         if self.audio is None:
@@ -184,7 +185,7 @@ class MotionTemplate:
         )
         if self.audio is not None:
             arrays.update(audio=np.frombuffer(self.audio, np.uint8), audio_format=np.array(self.audio_format))
-        from ..media import atomic_output
+        from ..paths import atomic_output
 
         with atomic_output(path) as tmp, open(tmp, "wb") as f:  # complete, or not there at all
             np.savez_compressed(f, **arrays)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..options import WeightsError
+from ..errors import WeightsError
 
 
 def hub_snapshot(repo_id: str, patterns: list[str], **options) -> Path:

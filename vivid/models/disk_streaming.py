@@ -5,8 +5,6 @@ others. On a CPU the weights are most of the memory: at bf16, CLIP and the Refer
 2.3e9 of the SD1.5-sized model's 6.4e9 bytes. Inference only: nothing may write to them."""
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import mmap
 import os
@@ -21,8 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..media import host_tag, owner_tag, process_alive
-from ..options import safetensors_header
+from ..memory import release_memory
+from ..paths import host_tag, owner_tag, process_alive
+from .saved import safetensors_header
 from .weights import SAFETENSORS_DTYPES, stream_safetensors
 
 #: The networks that run once per video (encoding the reference), in pipeline component names.
@@ -202,13 +201,8 @@ def set_run_device(module: nn.Module, device: torch.device) -> None:
 
 
 def return_freed_memory() -> None:
-    """Hand the heap pages of freed weights back to the system: glibc keeps freed blocks
-    below its mmap threshold (up to 32 MiB), which is most of a network's tensors."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the memory is reused by later allocations instead
-        pass
+    """Hand the heap pages of freed weights back to the system (`vivid.memory.release_memory`)."""
+    release_memory(full=True)
 
 
 def _attach(module: nn.Module, weights, device: torch.device) -> None:

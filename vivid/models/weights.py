@@ -9,7 +9,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..options import WeightsError, safetensors_header, tensor_shapes  # torch-free, beside the folder checks
+from ..errors import WeightsError
+from .saved import safetensors_header, tensor_shapes
 from .empty_init import empty_parameters
 
 

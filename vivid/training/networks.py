@@ -138,7 +138,7 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     return copy_ if dtype == torch.float32 else copy_.to(dtype)
 
 
-def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
+def pipeline_of(nets: Networks, resolution: int, parser: str = "mesh"):
     """A VividPipeline holding copies of the current weights (stage 1: with the adapter's
     temporal layers added), on the CPU in fp32."""
     from diffusers import DDIMScheduler
@@ -152,7 +152,7 @@ def pipeline_of(nets: Networks, resolution: int, face_backend: str = "mesh"):
     return VividPipeline(
         vae=nets.vae, image_encoder=nets.image_encoder, feature_extractor=nets.feature_extractor,
         reference_net=fresh_copy(d.reference_net), unet=unet, pose_guider=fresh_copy(d.pose_guider),
-        scheduler=DDIMScheduler.from_config(nets.scheduler), resolution=resolution, face_backend=face_backend,
+        scheduler=DDIMScheduler.from_config(nets.scheduler), resolution=resolution, parser=parser,
         separate_fg_bg=nets.separate_fg_bg, warp_guidance=nets.warp_guidance, eye_landmarks=nets.eye_landmarks,
         warp_residual=nets.warp_residual,
     )
