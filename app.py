@@ -40,6 +40,7 @@ from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E4
 from vivid.face.template import TemplateError  # noqa: E402
 from vivid.job_folders import new_job_folder  # noqa: E402
 from vivid.media import check_image, load_image, probe_video  # noqa: E402
+from vivid.models.shipped import SHIPPED_MODEL_SUMMARY  # noqa: E402
 from vivid.memory import freeze_startup_objects, limit_heap_arenas, release_memory  # noqa: E402
 from vivid.model_host import ModelHost  # noqa: E402
 from vivid.models.shipped import model_available  # noqa: E402
@@ -495,7 +496,8 @@ def build() -> gr.Blocks:
     engines = list(ENGINES) if diffusion else [PREVIEW_ENGINE]
     recommended, default = HOST.sampling_defaults, AnimateOptions()  # the controls start at these
     engine_info = ("Preview warps the portrait on the CPU in about real time; the diffusion model paints every frame "
-                   "and is much slower." if diffusion else
+                   "and is much slower" + (f" (this server's: {SHIPPED_MODEL_SUMMARY})." if HOST.shipped else ".")
+                   if diffusion else
                    "This server runs the fast preview engine, which warps the portrait on the CPU in about real time. "
                    "The diffusion model is not installed here.")
     with gr.Blocks(title="VividPortraits", delete_cache=(max(60, MAX_AGE // 10), MAX_AGE)) as demo:

@@ -25,7 +25,7 @@ from .errors import OptionError, WeightsError
 from .events import FrameEvent, ProgressEvent
 from .face.shared_analyzers import parsing_analyzer
 from .models.saved import SamplingDefaults, SavedModel, inspect_model
-from .models.shipped import resolve_weights
+from .models.shipped import is_shipped_name, resolve_weights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,6 +104,11 @@ class ModelHost:
                 self._pipe = self._drawn_with_its_parser(load_pipeline(
                     self.weights, dtype=self.dtype, disk_offload=self.disk_offload, resolution=self.resolution))
         return self._pipe
+
+    @property
+    def shipped(self) -> bool:
+        """Whether the model is the one shipped with the project (no weights given, or "mini")."""
+        return not self.weights or is_shipped_name(self.weights)
 
     @property
     def loaded(self) -> bool:

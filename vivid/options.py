@@ -18,7 +18,7 @@ from .errors import OptionError
 from .face.analyzer import PARSERS
 from .media import BROWSER_MAX_SIDE, MAX_VIDEO_FRAMES, MIN_SIDE
 from .models.saved import inspect_model
-from .models.shipped import model_available
+from .models.shipped import SHIPPED_MODEL_SUMMARY, model_available
 from .sampling import DIFFUSION, Sampling, option
 
 #: Engines: "preview" warps the portrait on the CPU (no weights), "diffusion" runs the model,
@@ -47,9 +47,10 @@ class AnimateOptions(Sampling):
     Python API's keywords mean the same): the diffusion engine's sampling settings (`Sampling`)
     and the fields below. `check()` refuses bad values with an OptionError."""
 
-    engine: str = option("preview", "preview: fast warping, no weights; diffusion: the model; still: the portrait "
-                                    "unchanged; auto: diffusion when a model is available (weights given or the "
-                                    "shipped one), else preview", ANIMATE, choices=ENGINES)
+    engine: str = option("preview", "preview: fast warping, no weights; diffusion: the model (without --weights the "
+                                    f"shipped {SHIPPED_MODEL_SUMMARY}); still: the portrait unchanged; auto: "
+                                    "diffusion when a model is available (weights given or the shipped one), else "
+                                    "preview", ANIMATE, choices=ENGINES)
     size: int | None = option(None, "side of the animated face crop in px", ANIMATE, metavar="PX",
                               default_text="the portrait's own scale for the preview engine, the model's for the "
                                            "diffusion engine")
