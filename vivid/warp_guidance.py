@@ -6,7 +6,9 @@ target frame's mesh, `training_targets`), so the model is trained on the picture
 
 The warp keeps the portrait's own pixels where the driver's motion puts them; what it cannot
 draw (the inside of an opening mouth, closing eyelids, folds) it paints coarsely, and the
-model learns to draw those from the real target frames.
+model learns to draw those from the real target frames. A residual model (`warp_residual`,
+the mini model's setting) denoises the frame's difference from the warp's latents, so where
+the warp is right it has nothing to learn; the pipeline adds the warp's latents back.
 
 Coming back (`WarpPaste`), the model's picture is not pasted as it is: the model works at its
 own small resolution, so the frame is the portrait warped at the portrait's own resolution
