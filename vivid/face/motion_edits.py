@@ -324,19 +324,24 @@ class EditRig:
         self.frame = Frame.of(self.neutral)
         self.rest = self.frame.local(self.neutral)  # the neutral in its upright frame
         self.own = own or read_levels(self.rest, self.frame.mirrored)
-        stable = list(STABLE_POINTS)
-        self._stable = stable
-        everything = set(range(len(self.neutral)))
-        mouth = set(_LIPS) | set(self._jaw())
-        self.parts = {  # what each share of the driver's motion acts on, 0-1 per point
-            "eye_motion": _part_weights(self.rest, [i for c, _ in EYES for i in c], set(_BROWS) | set(_NOSE) | mouth,
-                                        0.25),
-            "brow_motion": _part_weights(self.rest, _BROWS, set(_EYE_PARTS) | set(_NOSE) | mouth, 0.3),
-            "mouth_motion": _part_weights(self.rest, mouth, set(_EYE_PARTS) | set(_NOSE) | set(_BROWS) | (everything & set(
-                mt.FACE_OVAL[:9] + mt.FACE_OVAL[-9:])), 0.3),
-        }
+        self._stable = list(STABLE_POINTS)
         # The depth of every point, from the average face, for head turns.
         self.depth = mean_face()[:, 2].astype(np.float64)
+
+    @property
+    def parts(self) -> dict[str, np.ndarray]:
+        """What each share of the driver's motion acts on, 0-1 per point (made on first use)."""
+        if not hasattr(self, "_parts"):
+            mouth = set(_LIPS) | set(self._jaw())
+            top = set(mt.FACE_OVAL[:9] + mt.FACE_OVAL[-9:])
+            eyes = set(_EYE_PARTS)
+            self._parts = {
+                "eye_motion": _part_weights(self.rest, [i for c, _ in EYES for i in c],
+                                            set(_BROWS) | set(_NOSE) | mouth, 0.25),
+                "brow_motion": _part_weights(self.rest, _BROWS, eyes | set(_NOSE) | mouth, 0.3),
+                "mouth_motion": _part_weights(self.rest, mouth, eyes | set(_NOSE) | set(_BROWS) | top, 0.3),
+            }
+        return self._parts
 
     def _jaw(self) -> list[int]:
         """Face-outline points below the mouth corners (the jaw, which opens with the mouth)."""
@@ -644,13 +649,16 @@ def _reading(points: np.ndarray) -> dict:
     yaw, pitch, roll = pose_angles(rotation)
     # Horizontal lengths shrink as the head turns; read them as if it faced the camera.
     facing = local * np.array([1 / max(math.cos(math.radians(yaw)), 0.5), 1.0])
-    lips = facing[[13, 14]].mean(axis=0)[1]
+    levels = read_levels(facing, frame.mirrored)
+    # The corners' lift over the lips' middle, less what opening the mouth adds to it (the
+    # middle goes down with the lower lip, the corners less): a smile, not an open mouth.
+    lips = facing[[13, 14]].mean(axis=0)[1] - (0.5 - MOUTH_CORNER_DROP) * levels.mouth
     corners = facing[list(mt.MOUTH_CORNERS)].mean(axis=0)[1]
     eyes = facing[list(mt.SUBJECT_RIGHT_EYE[:1] + mt.SUBJECT_LEFT_EYE[:1])].mean(axis=0)[1]
     red = sum(float(np.linalg.norm(facing[o] - facing[i])) for o, i in zip(_OUTER_UPPER + _OUTER_LOWER,
                                                                              _INNER_UPPER + _INNER_LOWER))
     return {
-        "levels": read_levels(facing, frame.mirrored),
+        "levels": levels,
         "brow_gap": eyes - facing[list(_BROWS)].mean(axis=0)[1],
         "lift": lips - corners,
         "width": max(float(abs(facing[291, 0] - facing[61, 0])), 1e-6),
