@@ -6,6 +6,7 @@ mesh, one warp and one motion map (bench/still_edit.py).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Mapping
 
 import numpy as np
 
@@ -38,6 +39,14 @@ class StillEditor:
         own = self.rig.own
         return {"left_eye_open": float(own.eyes[0]), "right_eye_open": float(own.eyes[1]),
                 "gaze_x": float(own.gaze[0]), "gaze_y": float(own.gaze[1]), "mouth_open": float(own.mouth)}
+
+    def edits_from(self, values: Mapping[str, float], tolerance: float = 0.006) -> MotionEdits:
+        """Edits from slider values, checked: a level left at the portrait's own value (within
+        `tolerance`, a slider's rounding) is no edit, so untouched sliders give the portrait back."""
+        levels = self.levels
+        kept = {name: (None if name in levels and abs(float(value) - levels[name]) <= tolerance else float(value))
+                for name, value in values.items()}
+        return MotionEdits.from_values(kept)
 
     def target(self, edits: MotionEdits, amount: float = 1.0) -> Target:
         """The portrait's mesh with `edits` made (crop pixels), as the warp's target."""
