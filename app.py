@@ -640,8 +640,8 @@ def build() -> gr.Blocks:
         gr.Markdown(
             "# VividPortraits\nAnimate a portrait with the head motion and expressions of a driving video. "
             "Pick an example below to see it run, or bring your own portrait and clip (or record one with your "
-            "webcam). **Live** drives a portrait with your webcam; **Parsing** shows the facial parsing maps that "
-            "guide the model."
+            "webcam). **Edit** changes the portrait's expression, gaze and head pose with sliders; **Live** drives a "
+            "portrait with your webcam; **Parsing** shows the facial parsing maps that guide the model."
         )
         edit_state = gr.State()  # the Edit tab's portrait and edits, which Animate can apply to a clip
         with gr.Tab("Animate"):

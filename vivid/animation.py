@@ -199,8 +199,12 @@ class AnimationJob:
                 self.on_event(Notice("scaled_down", note))
         else:
             self._check_source_engine()
-            self.source = SourceVideo.open(r.reference, r.limits, o.max_frames)
+            self.source = SourceVideo.open(r.reference, r.limits, o.max_frames, o.max_side)
             self.reference = self.source.first_frame()
+            if self.source.scaled_down:
+                self.on_event(Notice("scaled_down", f"the source video is {self.source.info.width}x"
+                                                    f"{self.source.info.height}; it is animated scaled down to "
+                                                    f"{self.reference.shape[1]}x{self.reference.shape[0]}"))
         faces = self.faces or mesh_analyzer()
         faces.analyze(self.reference, "the first frame of the source video" if self.source else "the portrait", o.face)
         if photo_driver:

@@ -23,7 +23,7 @@ from .face.mesh_parsing import face_box
 from .face.motion_edits import EditRig
 from .face.motion_transfer import transfer_motion
 from .face.template import MotionTemplate
-from .media import DEFAULT_LIMITS, MediaLimits, VideoInfo, check_video, read_video
+from .media import DEFAULT_LIMITS, MediaLimits, VideoInfo, check_video, fit_within, read_video
 from .preview import PreviewAnimator
 
 
@@ -35,11 +35,18 @@ class SourceVideo:
     info: VideoInfo
     max_frames: int | None = None  # only the first N frames are used (None: all)
     limits: MediaLimits = DEFAULT_LIMITS
+    max_side: int | None = None  # larger frames are animated scaled down to this longest side (None: as they are)
 
     @classmethod
-    def open(cls, path: str | Path, limits: MediaLimits = DEFAULT_LIMITS, max_frames: int | None = None) -> "SourceVideo":
+    def open(cls, path: str | Path, limits: MediaLimits = DEFAULT_LIMITS, max_frames: int | None = None,
+             max_side: int | None = None) -> "SourceVideo":
         """Check a source video's header, limits and frames' presence (`vivid.media.check_video`)."""
-        return cls(Path(path), check_video(path, max_frames, limits), max_frames, limits)
+        return cls(Path(path), check_video(path, max_frames, limits), max_frames, limits, max_side)
+
+    @property
+    def scaled_down(self) -> bool:
+        """Whether its frames are animated scaled down (`max_side`)."""
+        return self.max_side is not None and max(self.info.width, self.info.height) > self.max_side
 
     @property
     def fps(self) -> float:
@@ -60,10 +67,10 @@ class SourceVideo:
         for frame in read_video(self.path, max_frames=self.max_frames, limits=self.limits):
             if check is not None:
                 check()
-            yield frame
+            yield fit_within(frame, self.max_side)[0]
 
     def first_frame(self) -> np.ndarray:
-        return next(read_video(self.path, max_frames=1, limits=self.limits))
+        return fit_within(next(read_video(self.path, max_frames=1, limits=self.limits)), self.max_side)[0]
 
 
 def paired_length(source_frames: int | None, source_fps: float, driving_frames: int | None,
