@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vivid.face.mesh_backend import mp  # noqa: E402
-from vivid.face.motion_edits import LEVEL, MotionEdits  # noqa: E402
+from vivid.face.motion_edits import MotionEdits  # noqa: E402
 from vivid.media import BROWSER_MAX_SIDE, fit_within, load_image  # noqa: E402
 from vivid.still_edit import StillEditor  # noqa: E402
 

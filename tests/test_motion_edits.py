@@ -1,4 +1,4 @@
-"""Motion edits on a face mesh (vivid/face/motion_edits.py): pure geometry, on the astronaut's mesh."""
+"""Motion edits on a face mesh (vivid/face/edit_rig.py, motion_edits.py, edit_reading.py): pure geometry, on the astronaut's mesh."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from vivid.errors import OptionError
 from vivid.face import mesh_topology as mt
-from vivid.face.motion_edits import (
-    LEVEL, EditRig, Frame, MotionEdits, apply_edits, edit_list, read_edits, read_levels,
-)
+from vivid.face.edit_reading import read_edits
+from vivid.face.edit_rig import EditRig, Frame, apply_edits, read_levels
+from vivid.face.motion_edits import LEVEL, MotionEdits, edit_list
 from vivid.face.motion_transfer import apply, transfer_motion
 
 

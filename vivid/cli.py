@@ -28,7 +28,8 @@ from .engines import make_engine
 from .errors import GpuMemoryError, flag_message
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.analyzer import PARSERS
-from .face.motion_edits import MotionEdits, edit_list, read_edits
+from .face.edit_reading import read_edits
+from .face.motion_edits import MotionEdits, edit_list
 from .face.template import is_template_file
 from .interrupts import stop_on_signals, stop_signal
 from .media import IMAGE_SUFFIXES, fit_within, load_image, probe_video, read_video

@@ -585,7 +585,7 @@ class VividPipeline(DiffusionPipeline):
         recommends (`check_inputs`). `relative=False` draws the driver's own face shape into
         the motion maps instead of the reference's; `paste_back=True` returns whole
         reference-sized frames instead of the face crop; `edits` change the motion on every
-        frame's mesh before its map is drawn (`vivid.face.motion_edits`); `face` chooses the
+        frame's mesh before its map is drawn (`vivid.face.edit_rig`); `face` chooses the
         reference's face, counted from the left. `cyclic` moves the windows one frame
         per step; `wrap` lets them run past the end of the video into its start (for looping
         clips; see `vivid.windows`). Bad settings, driving frames of different sizes, an empty

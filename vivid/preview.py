@@ -19,7 +19,8 @@ import numpy as np
 from .face import FaceAnalyzer, NoFaceError, TrackConfig, crop_image, face_square
 from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
-from .face.motion_edits import EditRig, MotionEdits
+from .face.edit_rig import EditRig
+from .face.motion_edits import MotionEdits
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .face.template import MotionTemplate
 from .media import checked_frames, to_rgb
@@ -44,7 +45,7 @@ class PreviewConfig:
     eyelid_full: float = 0.2  # at or below this the eye is fully covered by the lids
     lash_color: tuple[int, int, int] = (40, 30, 30)
     mouth_opacity: float = 0.9
-    edits: MotionEdits = MotionEdits()  # made on every frame's target mesh (`vivid.face.motion_edits`)
+    edits: MotionEdits = MotionEdits()  # made on every frame's target mesh (`vivid.face.edit_rig`)
     face: int | None = None  # the portrait's face to animate, counted from the left (None: the main one)
 
 
@@ -233,15 +234,10 @@ class PreviewAnimator:
         round shape and goes under the lids instead of being bent through them."""
         if not np.abs(shift).max() >= 0.25:
             return
-        contour = target[list(eye[0])]
-        pad = int(np.ceil(np.abs(shift).max())) + 3
-        x, y, w, h = cv2.boundingRect(np.round(contour).astype(np.int32))
-        y0, x0 = max(y - pad, 0), max(x - pad, 0)
-        y1, x1 = min(y + h + pad, out.shape[0]), min(x + w + pad, out.shape[1])
-        if y0 >= y1 or x0 >= x1:
+        window = _polygon_window(target[list(eye[0])], out.shape, int(np.ceil(np.abs(shift).max())) + 3)
+        if window is None:
             return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round((contour - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        (y0, y1, x0, x1), mask = window
         region = out[y0:y1, x0:x1]
         inside = mask > 127
         if inside.sum() < 4:
@@ -340,14 +336,11 @@ class PreviewAnimator:
         strength *= c.mouth_opacity
         if strength <= 0.02:
             return
-        x, y, w, h = cv2.boundingRect(np.round(inner).astype(np.int32))
-        pad = 4
-        y0, x0 = max(y - pad, 0), max(x - pad, 0)
-        y1, x1 = min(y + h + pad, out.shape[0]), min(x + w + pad, out.shape[1])
-        if y0 >= y1 or x0 >= x1:
+        window = _polygon_window(inner, out.shape, 4)
+        if window is None:
             return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round((inner - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        (y0, y1, x0, x1), mask = window
+        h = cv2.boundingRect(np.round(inner).astype(np.int32))[3]
         # Interior colour: dark, with a soft band of upper teeth under the upper lip.
         upper = target[list(mt.INNER_UPPER_LIP)]
         top = np.interp(np.arange(x0, x1), upper[:, 0][np.argsort(upper[:, 0])], upper[:, 1][np.argsort(upper[:, 0])])
@@ -410,7 +403,7 @@ class PreviewAnimator:
                 fps: float = 25.0) -> Iterator[Target | None]:
         """The driving motion moved onto the reference's mesh, one target per driving frame
         (None: no face in that frame), lazily: tracking and motion transfer, no pixels; the
-        config's edits made on each (`vivid.face.motion_edits`)."""
+        config's edits made on each (`vivid.face.edit_rig`)."""
         first: np.ndarray | None = None
         if isinstance(driving_frames, MotionTemplate):
             meshes = driving_frames.landmarks()
@@ -458,6 +451,20 @@ def triangle_affines(src: np.ndarray, dst: np.ndarray, depths: np.ndarray | None
     if depths is not None:  # within each, farthest first
         back, front = (part[np.argsort(-depths[part], kind="stable")] for part in (back, front))
     return lin, shift, np.r_[back, front]
+
+
+def _polygon_window(polygon: np.ndarray, shape: tuple, pad: int
+                    ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The window (y0, y1, x0, x1) of an image of `shape` around a polygon (N, 2) with `pad`
+    pixels to spare, and the polygon's anti-aliased mask in it (uint8); None when outside."""
+    x, y, w, h = cv2.boundingRect(np.round(polygon).astype(np.int32))
+    y0, x0 = max(y - pad, 0), max(x - pad, 0)
+    y1, x1 = min(y + h + pad, shape[0]), min(x + w + pad, shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round((polygon - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    return (y0, y1, x0, x1), mask
 
 
 def _triangle_depths(ref: PreparedReference, depth: np.ndarray | None) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import numpy as np
 from .background import run_ahead
 from .face import NoFaceError, TrackConfig
 from .face.mesh_parsing import face_box
-from .face.motion_edits import EditRig
+from .face.edit_rig import EditRig
 from .face.motion_transfer import transfer_motion
 from .face.template import MotionTemplate
 from .media import DEFAULT_LIMITS, MediaLimits, VideoInfo, check_video, fit_within, read_video

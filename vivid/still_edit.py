@@ -12,7 +12,8 @@ import numpy as np
 
 from .face import FaceAnalyzer
 from .face.mesh_parsing import analysis_from_mesh
-from .face.motion_edits import EditRig, MotionEdits
+from .face.edit_rig import EditRig
+from .face.motion_edits import MotionEdits
 from .face.motion_map import render_motion_map
 from .face.motion_transfer import Target
 from .media import to_rgb

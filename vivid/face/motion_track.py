@@ -13,7 +13,8 @@ from .analysis import FaceAnalysis, NoFaceError
 from .analyzer import FaceAnalyzer, TrackConfig
 from .crop import CropConfig, SquareBox, crop_analysis, face_square
 from .mesh_parsing import analysis_from_mesh
-from .motion_edits import EditRig, MotionEdits
+from .edit_rig import EditRig
+from .motion_edits import MotionEdits
 from .motion_map import MotionMapStyle, render_motion_map
 from .motion_transfer import transfer_motion
 from .part_warp import warp_parts
@@ -116,7 +117,7 @@ class MotionTrack:
         motion; without it, the driving face is shown as it is, in a crop around its median
         position and size. Motion is measured from `rest` (the driver's face at rest, in its
         frames' pixels; default: its first frame with a face). `edits` are made on every
-        frame's mesh (`vivid.face.motion_edits`), before any map is drawn from it."""
+        frame's mesh (`vivid.face.edit_rig`), before any map is drawn from it."""
         raw: list[np.ndarray | None] = []
         parses: list[ParsedFrame | None] = []
         for a in analyses:

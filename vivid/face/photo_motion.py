@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .motion_edits import EditRig, MotionEdits, read_edits
+from .edit_reading import read_edits
+from .edit_rig import EditRig
+from .motion_edits import MotionEdits
 from .template import MotionTemplate
 
 #: Frame rate of a driving photo's clip.
