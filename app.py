@@ -703,12 +703,20 @@ def build() -> gr.Blocks:
                       overlap, cyclic, src_in, photo_in, sound, face_in, use_edits, edit_state]
             outputs = [live, result_video, side_video, status, progress]
             run = go.click(animate, inputs, outputs, show_progress="hidden", validator=check_request)
-            ran = [ex.load_input_event.then(animate, inputs, outputs, show_progress="hidden", validator=check_request)
-                   ] if ex else []
+            # An example is a portrait and a template: a source video or a driving photo left from
+            # before would take their place, so they go first.
+            ran = [ex.load_input_event.then(lambda: (None, None), None, [src_in, photo_in], queue=False).then(
+                animate, inputs, outputs, show_progress="hidden", validator=check_request)] if ex else []
             stop.click(cancel, None, status, cancels=[run, *ran], queue=False)
             drv_in.upload(lambda: None, None, tpl_in, queue=False)
             drv_in.stop_recording(lambda: None, None, tpl_in, queue=False)
             tpl_in.upload(show_template, tpl_in, drv_in)
+            # The latest upload is what is animated: a portrait photo or video, a driving clip or photo.
+            ref_in.upload(lambda: None, None, src_in, queue=False)
+            src_in.upload(lambda: None, None, ref_in, queue=False)
+            for driver in (drv_in.upload, drv_in.stop_recording, tpl_in.upload):
+                driver(lambda: None, None, photo_in, queue=False)
+            photo_in.upload(lambda: (None, None), None, [drv_in, tpl_in], queue=False)
             want_side.change(lambda on: gr.update(visible=on), want_side, side_video, queue=False)
             engine.change(engine_changed, [engine, window, overlap], [diffusion_settings, settings_error, go], queue=False)
             for slider in (window, overlap):
