@@ -33,19 +33,20 @@ from vivid.driving import Driving, MotionMapVideo, template_motion_video  # noqa
 from vivid.engines import make_engine  # noqa: E402
 from vivid.errors import GpuMemoryError, InputError, OptionError, WeightsError  # noqa: E402
 from vivid.face import NoFaceError, render_motion_map  # noqa: E402
+from vivid.face.motion_edits import LEVEL, SHARE, MotionEdits  # noqa: E402
 from vivid.face.labels import LABELS, PARSING_PALETTE  # noqa: E402
 from vivid.face.pictures import eye_closeup, mask_picture, overlay  # noqa: E402
 from vivid.face.shared_analyzers import mesh_analyzer  # noqa: E402
 from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E402
 from vivid.face.template import TemplateError  # noqa: E402
 from vivid.job_folders import new_job_folder  # noqa: E402
-from vivid.media import check_image, load_image, probe_video  # noqa: E402
+from vivid.media import check_image, fit_within, is_image_file, load_image, probe_video  # noqa: E402
 from vivid.models.shipped import SHIPPED_MODEL_SUMMARY  # noqa: E402
 from vivid.memory import freeze_startup_objects, limit_heap_arenas, release_memory  # noqa: E402
 from vivid.model_host import ModelHost  # noqa: E402
 from vivid.models.shipped import model_available  # noqa: E402
 from vivid.option_flags import add_option_flags, given_options  # noqa: E402
-from vivid.options import AnimateOptions  # noqa: E402
+from vivid.options import SOUNDS, AnimateOptions  # noqa: E402
 from vivid.page_jobs import PageJobs  # noqa: E402
 from vivid.sampling import DEFAULT_MAX_WINDOW  # noqa: E402
 from vivid.server_limits import LIMIT_VARIABLES, AppLimits  # noqa: E402
@@ -279,12 +280,17 @@ def tab_closed(request: gr.Request = None) -> None:
 
 #: The Animate inputs in order (the callback's parameters), for the request check's answers.
 ANIMATE_INPUTS = ("reference", "driving", "template", "engine", "crop_only", "absolute", "want_side", "steps",
-                  "guidance", "seed", "window", "overlap", "cyclic")
+                  "guidance", "seed", "window", "overlap", "cyclic", "source_video", "driving_photo", "sound", "face",
+                  "use_edits", "edit_state")
+#: The face picker's choice that leaves the choice to the program.
+AUTO_FACE = "largest, most central"
 
 
 def check_request(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
                   absolute: bool, want_side: bool, steps: float, guidance: float, seed: float, window: float,
-                  overlap: float, cyclic: bool) -> list:
+                  overlap: float, cyclic: bool, source_video: str | None = None, driving_photo: str | None = None,
+                  sound: str = "driving", face: str | None = None, use_edits: bool = False,
+                  edit_state: dict | None = None) -> list:
     """Gradio's validator for Animate: runs when the request arrives, before it joins the
     queue, so a request beyond the limits (image pixels, video size and duration, template
     length) or with bad settings is refused at once, with the message next to its input, even
@@ -297,36 +303,59 @@ def check_request(reference: str | None, driving: str | None, template: str | No
         except (InputError, TemplateError, OptionError, WeightsError) as exc:
             problems[getattr(exc, "option", None) or name] = visitor_text(str(exc))
 
-    if reference:
+    if source_video:
+        check("source_video", lambda: probe_video(source_video, LIMITS.media))
+    elif reference:
         check("reference", lambda: check_image(reference, LIMITS.media))
-    if template:
+    if driving_photo:
+        check("driving_photo", lambda: check_image(driving_photo, LIMITS.media))
+    elif template:
         check("template", lambda: Driving.open(template, LIMITS.media))
     elif driving:
         check("driving", lambda: probe_video(driving, LIMITS.media))
-    check("engine", lambda: _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic).check())
+    check("engine", lambda: _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic, sound,
+                                     face, use_edits, edit_state).check())
     return [gr.validate(name not in problems, problems.get(name, "")) for name in ANIMATE_INPUTS]
 
 
+def _face_number(face: str | None) -> int | None:
+    """The face picker's choice as a face number (None: the program's choice)."""
+    if not face or face == AUTO_FACE:
+        return None
+    return int(str(face).split()[0])
+
+
 def _options(engine: str, crop_only: bool, absolute: bool, steps: float, guidance: float, seed: float, window: float,
-             overlap: float, cyclic: bool) -> AnimateOptions:
-    """The Animate controls as options, with the app's model and output limit."""
+             overlap: float, cyclic: bool, sound: str = "driving", face: str | None = None, use_edits: bool = False,
+             edit_state: dict | None = None) -> AnimateOptions:
+    """The Animate controls as options, with the app's model and output limit (and the Edit
+    tab's edits when asked for)."""
+    edits = edit_state["edits"] if use_edits and edit_state else MotionEdits()
     return AnimateOptions(engine=ENGINES.get(engine, engine), crop_only=bool(crop_only), relative=not absolute,
                           steps=steps, guidance=guidance, seed=seed, window=window, overlap=overlap,
                           cyclic=bool(cyclic), max_side=LIMITS.output_side, weights=HOST.weights, dtype=HOST.dtype,
-                          disk_offload=HOST.disk_offload)
+                          disk_offload=HOST.disk_offload, sound=sound or "driving", face=_face_number(face),
+                          edits=edits)
 
 
 def animate(reference: str | None, driving: str | None, template: str | None, engine: str, crop_only: bool,
             absolute: bool, want_side: bool, steps: int, guidance: float, seed: int, window: int, overlap: int,
-            cyclic: bool, request: gr.Request = None) -> Iterator[tuple]:
+            cyclic: bool, source_video: str | None = None, driving_photo: str | None = None, sound: str = "driving",
+            face: str | None = None, use_edits: bool = False, edit_state: dict | None = None,
+            request: gr.Request = None) -> Iterator[tuple]:
     """Generator callback: (live view, result, side-by-side, status, progress) while working,
     then the finished videos. Cancel, closing the tab or closing this generator stops it.
-    The work is `vivid.animation.AnimationJob`, as on the command line."""
-    if not reference or not (driving or template):
+    The work is `vivid.animation.AnimationJob`, as on the command line. The portrait may be a
+    video (`source_video`) and the driver a photo (`driving_photo`); those win over the
+    photo and the driving clip when both are given."""
+    portrait = source_video or reference
+    driver = driving_photo or template or driving
+    if not portrait or not driver:
         raise gr.Error("Upload a portrait and a driving video (or pick an example) first.")
     folder = new_job_folder(OUTPUT_DIR, "animate", MAX_AGE)
-    options = _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic)
-    request_ = AnimationRequest(Path(reference), Path(template or driving), folder / "animation.mp4", options,
+    options = _options(engine, crop_only, absolute, steps, guidance, seed, window, overlap, cyclic, sound, face,
+                       use_edits, edit_state)
+    request_ = AnimationRequest(Path(portrait), Path(driver), folder / "animation.mp4", options,
                                 folder / "side_by_side.mp4" if want_side else None, LIMITS.job_seconds, LIMITS.media)
     job = AnimationJob(request_, on_event=_show_notice, faces=mesh_analyzer())
     try:  # every check first, then the model loads (or is refused), all before the job starts
@@ -357,7 +386,7 @@ def _refusal(exc: BaseException) -> BaseException:
 def _show_notice(event) -> None:
     """The job's notices as the page's messages (a portrait scaled down is news, not a problem)."""
     if isinstance(event, Notice):
-        show = gr.Info if event.code == "scaled_down" else gr.Warning
+        show = gr.Info if event.code in ("scaled_down", "photo") else gr.Warning
         show(visitor_text(event.text[0].upper() + event.text[1:]) + ".")
 
 
@@ -387,10 +416,117 @@ def _finished(job: AnimationJob, folder: Path) -> tuple:
         shutil.rmtree(folder, ignore_errors=True)
         log.exception("animation failed", exc_info=exc)
         raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None
+    sound = {"driving": ", with the driving sound", "source": ", with the source video's sound"}
     status = (f"done: {done.frames} frames at {done.fps:g} fps in {done.seconds:.1f} s"
-              + (", with the driving sound" if done.sound else ""))
+              + (sound.get(job.options.sound, "") if done.sound else ""))
     side = str(done.side_by_side) if done.side_by_side else None
     return _live(job.latest.picture), str(done.output), side, status, _progress_html(1.0, None, "done")
+
+
+# -- Edit tab -------------------------------------------------------------------------------
+#: The edits with a slider on the Edit tab, in MotionEdits' order (the shares of a driver's
+#: motion only act over a clip: they sit in their own accordion).
+EDIT_NAMES = MotionEdits.names()
+#: Longest side of the edited picture sent to the page while the sliders move, px (the
+#: download is the portrait's own size).
+EDIT_VIEW_SIDE = 768
+
+
+def _slider_step(name: str) -> float:
+    spec = MotionEdits.spec(name)
+    return 1.0 if spec["unit"] == "°" else 0.01 if spec["kind"] == LEVEL or spec["high"] <= 1.5 else 0.05
+
+
+def face_choices(path: str | None) -> list[str]:
+    """The face picker's choices for a portrait: the program's choice, then each face from the
+    left ("2 of 3, from the left")."""
+    if not path or not is_image_file(path):
+        return [AUTO_FACE]
+    try:
+        boxes = mesh_analyzer().face_boxes(load_image(path, LIMITS.media).rgb, "the portrait")
+    except (InputError, NoFaceError):
+        return [AUTO_FACE]
+    return [AUTO_FACE] + ([f"{k} of {len(boxes)}, from the left" for k in range(1, len(boxes) + 1)]
+                          if len(boxes) > 1 else [])
+
+
+def pick_face(path: str | None):
+    """A portrait arrived: offer its faces (the picker shows only when there are several)."""
+    choices = face_choices(path)
+    return gr.update(choices=choices, value=AUTO_FACE, visible=len(choices) > 1)
+
+
+def edit_load(path: str | None, face: str | None):
+    """A portrait (or another of its faces) on the Edit tab: analyse it once, set the level
+    sliders to its own values and the others to no change, and show it with its motion map."""
+    from vivid.still_edit import StillEditor
+
+    if not path:
+        return (None, None, None, "Choose a portrait.", *[gr.update() for _ in EDIT_NAMES])
+    try:
+        rgb, _ = fit_within(load_image(path, LIMITS.media).rgb, LIMITS.output_side)
+        editor = StillEditor(rgb, analyzer=mesh_analyzer(), face=_face_number(face))
+    except (InputError, NoFaceError, OptionError) as exc:
+        raise _error(exc) from None
+    levels = editor.levels
+    values = [round(levels[n], 2) if n in levels else _default(n) for n in EDIT_NAMES]
+    state = {"editor": editor, "edits": MotionEdits(), "name": Path(path).stem}
+    picture, motion = _edited(editor, MotionEdits())
+    return (state, picture, motion, "Move a slider: the picture follows. Reset gives the portrait back.", *values)
+
+
+def _default(name: str) -> float:
+    """The slider position of an edit that changes nothing (an offset's or share's default)."""
+    return float(getattr(MotionEdits(), name))
+
+
+def _edited(editor, edits: MotionEdits) -> tuple[np.ndarray, np.ndarray]:
+    """The edited portrait (sized for the page) and its motion map."""
+    return _fit(editor.render(edits), EDIT_VIEW_SIDE), editor.motion_map(edits)
+
+
+def edit_render(state: dict | None, *values: float):
+    """A slider moved: one frame re-rendered (preview engine) with every slider's value."""
+    if not state:
+        return state, gr.update(), gr.update(), "Choose a portrait first."
+    editor = state["editor"]
+    try:
+        edits = editor.edits_from(dict(zip(EDIT_NAMES, values)))
+    except OptionError as exc:
+        raise _error(exc) from None
+    state = {**state, "edits": edits}
+    picture, motion = _edited(editor, edits)
+    return state, picture, motion, f"edits: {edits.describe()}"
+
+
+def edit_reset(state: dict | None):
+    """Every slider back where the portrait is: the portrait itself."""
+    if not state:
+        return (state, gr.update(), gr.update(), "Choose a portrait first.", *[gr.update() for _ in EDIT_NAMES])
+    editor = state["editor"]
+    levels = editor.levels
+    values = [round(levels[n], 2) if n in levels else _default(n) for n in EDIT_NAMES]
+    picture, motion = _edited(editor, MotionEdits())
+    return ({**state, "edits": MotionEdits()}, picture, motion, "reset: the portrait as it is", *values)
+
+
+def edit_download(state: dict | None) -> str:
+    """The edited portrait at its own size, as a PNG to download."""
+    if not state:
+        raise gr.Error("Choose a portrait first.")
+    from PIL import Image
+
+    out = new_job_folder(OUTPUT_DIR, "edit", MAX_AGE) / f"{state['name']}-edited.png"
+    Image.fromarray(state["editor"].render(state["edits"])).save(out)
+    return str(out)
+
+
+def edits_summary(state: dict | None, use: bool) -> str:
+    """What Animate will apply from the Edit tab."""
+    if not use:
+        return ""
+    edits = state["edits"] if state else MotionEdits()
+    return f"Edits applied to every frame: {edits.describe()}" + ("" if edits else " (move the Edit tab's sliders)")
 
 
 # -- Live tab -------------------------------------------------------------------------------
@@ -504,16 +640,34 @@ def build() -> gr.Blocks:
         gr.Markdown(
             "# VividPortraits\nAnimate a portrait with the head motion and expressions of a driving video. "
             "Pick an example below to see it run, or bring your own portrait and clip (or record one with your "
-            "webcam). **Live** drives a portrait with your webcam; **Parsing** shows the facial parsing maps that "
-            "guide the model."
+            "webcam). **Edit** changes the portrait's expression, gaze and head pose with sliders; **Live** drives a "
+            "portrait with your webcam; **Parsing** shows the facial parsing maps that guide the model."
         )
+        edit_state = gr.State()  # the Edit tab's portrait and edits, which Animate can apply to a clip
         with gr.Tab("Animate"):
             with gr.Row():
-                ref_in = portrait_input(label="Portrait", elem_id="animate-reference")
+                with gr.Column():
+                    ref_in = portrait_input(label="Portrait", elem_id="animate-reference")
+                    face_in = gr.Dropdown([AUTO_FACE], value=AUTO_FACE, label="Which face (the portrait shows several)",
+                                          visible=False, elem_id="animate-face")
                 drv_in = gr.Video(label="Driving video (upload or record)", sources=["upload", "webcam"],
                                   elem_id="animate-driving")
             tpl_in = gr.File(label="…or a motion template (.npz: motion and sound, no pixels)", file_types=[".npz"],
                              elem_id="animate-template", height=80)
+            with gr.Accordion("…or a portrait video as the source, or a photo as the driver", open=False,
+                              elem_id="animate-more-inputs"):
+                with gr.Row():
+                    src_in = gr.Video(label="Portrait video (the source): each of its frames moved by the driver "
+                                            "(preview engine; as long as the shorter video)", sources=["upload"],
+                                      elem_id="animate-source-video")
+                    photo_in = portrait_input(label="Driving photo: a short clip from the portrait's face to the "
+                                                    "photo's expression and head pose", elem_id="animate-driving-photo")
+                sound = gr.Radio(list(SOUNDS), value="driving", label="Sound of the result",
+                                 info="the driving clip's, the source video's, or none", elem_id="animate-sound")
+            with gr.Row():
+                use_edits = gr.Checkbox(False, label="Apply the Edit tab's edits to every frame",
+                                        elem_id="animate-use-edits")
+                edits_note = gr.Markdown("", elem_id="animate-edits-note")
             ex = None
             if examples:
                 ex = gr.Examples(examples, inputs=[ref_in, drv_in, tpl_in], elem_id="animate-examples",
@@ -546,19 +700,82 @@ def build() -> gr.Blocks:
             side_video = gr.Video(label="Side by side: driving | portrait | result", elem_id="animate-side", visible=False)
             status = gr.Textbox(label="Status", elem_id="animate-status")
             inputs = [ref_in, drv_in, tpl_in, engine, crop_only, absolute, want_side, steps, guidance, seed, window,
-                      overlap, cyclic]
+                      overlap, cyclic, src_in, photo_in, sound, face_in, use_edits, edit_state]
             outputs = [live, result_video, side_video, status, progress]
             run = go.click(animate, inputs, outputs, show_progress="hidden", validator=check_request)
-            ran = [ex.load_input_event.then(animate, inputs, outputs, show_progress="hidden", validator=check_request)
-                   ] if ex else []
+            # An example is a portrait and a template: a source video or a driving photo left from
+            # before would take their place, so they go first.
+            ran = [ex.load_input_event.then(lambda: (None, None), None, [src_in, photo_in], queue=False).then(
+                animate, inputs, outputs, show_progress="hidden", validator=check_request)] if ex else []
             stop.click(cancel, None, status, cancels=[run, *ran], queue=False)
             drv_in.upload(lambda: None, None, tpl_in, queue=False)
             drv_in.stop_recording(lambda: None, None, tpl_in, queue=False)
             tpl_in.upload(show_template, tpl_in, drv_in)
+            # The latest upload is what is animated: a portrait photo or video, a driving clip or photo.
+            ref_in.upload(lambda: None, None, src_in, queue=False)
+            src_in.upload(lambda: None, None, ref_in, queue=False)
+            for driver in (drv_in.upload, drv_in.stop_recording, tpl_in.upload):
+                driver(lambda: None, None, photo_in, queue=False)
+            photo_in.upload(lambda: (None, None), None, [drv_in, tpl_in], queue=False)
             want_side.change(lambda on: gr.update(visible=on), want_side, side_video, queue=False)
             engine.change(engine_changed, [engine, window, overlap], [diffusion_settings, settings_error, go], queue=False)
             for slider in (window, overlap):
                 slider.change(check_settings, [engine, window, overlap], [settings_error, go], queue=False)
+            ref_in.change(pick_face, ref_in, face_in)
+            for changed in (use_edits.change, edit_state.change):
+                changed(edits_summary, [edit_state, use_edits], edits_note, queue=False)
+        with gr.Tab("Edit") as edit_tab:
+            gr.Markdown("Change the portrait's expression, gaze and head pose: the picture follows each slider (preview "
+                        "engine), with the motion map of the edited face beside it, what the diffusion model would be "
+                        "guided by. Levels (eyes, gaze, mouth open) start where the portrait is; the rest start at no "
+                        "change. To animate a clip with these edits, tick *Apply the Edit tab's edits* on the Animate "
+                        "tab: over a clip the levels are where the face rests and the driver's motion is added.")
+            with gr.Row():
+                edit_ref = portrait_input(label="Portrait", elem_id="edit-reference",
+                                          value=portraits[0] if portraits else None)
+                with gr.Column():
+                    edit_face = gr.Dropdown([AUTO_FACE], value=AUTO_FACE, label="Which face (the portrait shows several)",
+                                            visible=False, elem_id="edit-face")
+                    edit_status = gr.Textbox(label="Edits", elem_id="edit-status")
+                    with gr.Row():
+                        reset = gr.Button("Reset", elem_id="edit-reset")
+                        save = gr.Button("Download the edited portrait (PNG)", elem_id="edit-save")
+                    edit_file = gr.File(label="Download", elem_id="edit-file", height=80)
+            with gr.Row():
+                edit_out = inline_image(label="Edited portrait (preview engine)", elem_id="edit-result")
+                edit_map = inline_image(label="Motion map of the edited face", elem_id="edit-map")
+            sliders = {}
+            groups = (("Eyes and gaze", ("left_eye_open", "right_eye_open", "gaze_x", "gaze_y")),
+                      ("Brows and mouth", ("brows", "mouth_open", "smile", "pout", "purse")),
+                      ("Head", ("yaw", "pitch", "roll", "shift_x", "shift_y", "scale")))
+            for title, names in groups:
+                with gr.Group():
+                    gr.Markdown(f"**{title}**")
+                    with gr.Row():
+                        for name in names:
+                            spec = MotionEdits.spec(name)
+                            sliders[name] = gr.Slider(spec["low"], spec["high"], _default(name) if spec["kind"] != LEVEL
+                                                      else spec["low"], step=_slider_step(name), label=name,
+                                                      info=spec["help"], elem_id="edit-" + name.replace("_", "-"))
+            with gr.Accordion("Over a driving clip: how much of the driver's motion each part keeps", open=False):
+                with gr.Row():
+                    for name in EDIT_NAMES:
+                        spec = MotionEdits.spec(name)
+                        if spec["kind"] == SHARE:
+                            sliders[name] = gr.Slider(spec["low"], spec["high"], _default(name),
+                                                      step=_slider_step(name), label=name, info=spec["help"],
+                                                      elem_id="edit-" + name.replace("_", "-"))
+            slider_list = [sliders[name] for name in EDIT_NAMES]
+            loaded = [edit_state, edit_out, edit_map, edit_status, *slider_list]
+            edit_ref.change(pick_face, edit_ref, edit_face).then(edit_load, [edit_ref, edit_face], loaded)
+            edit_face.input(edit_load, [edit_ref, edit_face], loaded)
+            edit_tab.select(lambda state, path, face: edit_load(path, face) if state is None else
+                            (state, *[gr.update() for _ in loaded[1:]]), [edit_state, edit_ref, edit_face], loaded)
+            for slider in slider_list:
+                slider.input(edit_render, [edit_state, *slider_list], [edit_state, edit_out, edit_map, edit_status],
+                             trigger_mode="always_last", show_progress="hidden")
+            reset.click(edit_reset, edit_state, loaded, show_progress="hidden")
+            save.click(edit_download, edit_state, edit_file)
         with gr.Tab("Live"):
             gr.Markdown("Your webcam drives the portrait in real time (preview engine). Look straight at the camera "
                         "when you start: that pose is the portrait's own. Nothing is recorded.")

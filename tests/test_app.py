@@ -379,3 +379,53 @@ def test_diffusion_engine_with_an_example_template(tmp_path, monkeypatch, grace_
     template = ROOT / "assets" / "templates" / "head-motion.npz"
     updates = list(app.animate(str(ref), None, str(template), "Diffusion model", False, False, False, 1, 3.5, 0, 8, 2, True))
     assert probe_video(updates[-1][1]).frames == 78
+
+
+def test_the_edit_tab_edits_resets_downloads_and_hands_its_edits_to_animate(tmp_path, astronaut, grace_hopper,
+                                                                            monkeypatch):
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    ref = tmp_path / "ref.png"
+    Image.fromarray(astronaut).save(ref)
+    state, picture, motion, status, *values = app.edit_load(str(ref), app.AUTO_FACE)
+    assert picture.shape == astronaut.shape and np.array_equal(picture, astronaut)  # untouched sliders: the portrait
+    assert motion.shape == (384, 384, 3) and "Move a slider" in status
+    by_name = dict(zip(app.EDIT_NAMES, values))
+    assert by_name["smile"] == 0 and by_name["scale"] == 1 and 0.2 < by_name["left_eye_open"] < 0.45
+    by_name["smile"] = 0.8
+    state, edited, motion2, status = app.edit_render(state, *[by_name[n] for n in app.EDIT_NAMES])
+    assert status == "edits: smile=0.8" and not np.array_equal(edited, astronaut)
+    assert not np.array_equal(motion, motion2)
+    saved = app.edit_download(state)
+    assert saved.endswith(".png") and np.asarray(Image.open(saved)).shape == astronaut.shape
+    # Animate applies the Edit tab's edits when asked to.
+    assert app._options(app.PREVIEW_ENGINE, False, False, 25, 3.5, 0, 24, 4, True, "driving", None, True,
+                        state).edits == app.MotionEdits(smile=0.8)
+    assert not app._options(app.PREVIEW_ENGINE, False, False, 25, 3.5, 0, 24, 4, True, "driving", None, False,
+                            state).edits
+    assert "smile=0.8" in app.edits_summary(state, True) and app.edits_summary(state, False) == ""
+    state, back, _, status, *values = app.edit_reset(state)
+    assert np.array_equal(back, astronaut) and status.startswith("reset")
+    # A bad value is a message, not a crash.
+    by_name["yaw"] = 90
+    with pytest.raises(gr.Error, match="yaw=90 is out of range"):
+        app.edit_render(state, *[by_name[n] for n in app.EDIT_NAMES])
+
+
+def test_the_face_picker_offers_each_face_from_the_left(tmp_path, astronaut, grace_hopper):
+    import cv2
+
+    h = astronaut.shape[0]
+    grace = cv2.resize(grace_hopper, (round(grace_hopper.shape[1] * h / grace_hopper.shape[0]), h))
+    two = tmp_path / "two.png"
+    Image.fromarray(np.hstack([astronaut, grace])).save(two)
+    one = tmp_path / "one.png"
+    Image.fromarray(astronaut).save(one)
+    assert app.face_choices(str(two)) == [app.AUTO_FACE, "1 of 2, from the left", "2 of 2, from the left"]
+    assert app.face_choices(str(one)) == [app.AUTO_FACE]
+    assert app._face_number("2 of 2, from the left") == 2 and app._face_number(app.AUTO_FACE) is None
+    state, picture, *_ = app.edit_load(str(two), "2 of 2, from the left")
+    left_half = slice(0, int(0.4 * picture.shape[1]))  # the page's picture is scaled: the astronaut's side
+    state, edited, *_ = app.edit_render(state, *[{"yaw": 15}.get(n, v) for n, v in
+                                                 zip(app.EDIT_NAMES, app.edit_reset(state)[4:])])
+    assert np.array_equal(np.asarray(edited)[:, left_half], np.asarray(picture)[:, left_half])  # the left face untouched
+    assert not np.array_equal(edited, picture)

@@ -286,3 +286,63 @@ def test_the_parsing_tab_takes_a_motion_template(page):
         info = page.locator("#parse-video-info textarea").input_value()
         assert "100 frames" in info and "with sound" in info and "Frames without a face: none" in info
         page.locator("#parse-video-output video").first.wait_for(state="attached", timeout=20_000)
+
+
+def edited_picture(tab) -> str:
+    """The src (a JPEG data URL) of the Edit tab's picture, once there is one."""
+    img = tab.locator("#edit-result img").first
+    img.wait_for(state="visible", timeout=30_000)
+    return img.get_attribute("src")
+
+
+def drag_slider(tab, elem_id: str, share: float) -> None:
+    """Drag a slider's knob with the mouse from its place to `share` of its track's width."""
+    track = tab.locator(f"#{elem_id} input[type=range]")
+    track.scroll_into_view_if_needed()
+    box = track.bounding_box()
+    value = float(track.input_value())
+    low, high = float(track.get_attribute("min")), float(track.get_attribute("max"))
+    y = box["y"] + box["height"] / 2
+    tab.mouse.move(box["x"] + box["width"] * (value - low) / (high - low), y)
+    tab.mouse.down()
+    for k in range(1, 6):  # a drag, not a click: the picture may follow on the way
+        tab.mouse.move(box["x"] + box["width"] * ((value - low) / (high - low) * (1 - k / 5) + share * k / 5), y)
+        time.sleep(0.05)
+    tab.mouse.up()
+
+
+def test_edit_a_portrait_with_sliders_then_animate_a_clip_with_the_edits(page):
+    with screenshot_on_failure(page, "edit"):
+        page.get_by_role("tab", name="Edit").click()
+        page.wait_for_function("() => (document.querySelector('#edit-status textarea') || {}).value"
+                               "?.startsWith('Move a slider')", timeout=60_000)
+        before = edited_picture(page)
+        motion = page.locator("#edit-map img").first.get_attribute("src")
+        drag_slider(page, "edit-smile", 0.95)
+        page.wait_for_function("() => document.querySelector('#edit-status textarea').value.includes('smile=')",
+                               timeout=30_000)
+        page.wait_for_function("b => document.querySelector('#edit-result img').src !== b", arg=before, timeout=30_000)
+        assert page.locator("#edit-map img").first.get_attribute("src") != motion  # the motion map follows too
+        smile = float(page.locator("#edit-smile input[type=range]").input_value())
+        assert smile > 0.5
+        # The edited still can be downloaded as a PNG.
+        page.locator("#edit-save").click()
+        page.locator("#edit-file a").first.wait_for(state="attached", timeout=30_000)
+        assert page.locator("#edit-file a").first.get_attribute("href").endswith(".png")
+        # Reset gives the portrait back.
+        page.locator("#edit-reset").click()
+        page.wait_for_function("() => document.querySelector('#edit-status textarea').value.startsWith('reset')",
+                               timeout=30_000)
+        assert float(page.locator("#edit-smile input[type=range]").input_value()) == 0
+        page.wait_for_function("b => document.querySelector('#edit-result img').src === b", arg=before, timeout=30_000)
+        # The edit applied to a driving clip, then cancelled.
+        drag_slider(page, "edit-yaw", 0.8)
+        page.wait_for_function("() => document.querySelector('#edit-status textarea').value.includes('yaw=')",
+                               timeout=30_000)
+        page.get_by_role("tab", name="Animate").click()
+        page.locator("#animate-use-edits input").check()
+        page.locator("#animate-edits-note").get_by_text("yaw=").wait_for(timeout=10_000)
+        page.locator("#animate-examples").get_by_text("grace hopper × expressions").click()
+        wait_status(page, "frame", 30_000)
+        page.locator("#animate-cancel").click()
+        wait_status(page, "cancelled", 5_000)

@@ -19,7 +19,7 @@ LAYERS = [
     ("faces", ["vivid.face"]),
     ("conditioning and networks", ["vivid.conditioning", "vivid.models"]),
     ("the engines' own code", ["vivid.pipeline", "vivid.preview", "vivid.preview_stream", "vivid.warp_guidance",
-                               "vivid.live", "vivid.driving"]),
+                               "vivid.live", "vivid.driving", "vivid.still_edit", "vivid.source_video"]),
     ("engines, options, the model host and training", ["vivid.options", "vivid.model_host", "vivid.engines",
                                                        "vivid.training"]),
     ("the animation job", ["vivid.animation", "vivid.page_jobs"]),

@@ -11,7 +11,10 @@ Layers (README "What is here"): face → conditioning/models → pipeline/previe
 - `prepare` checks everything that can be checked before work, cheapest first: the options
   (`AnimateOptions.check`), the output paths, the driving input's header and limits
   (`vivid.driving.Driving`), the portrait (scaled down to `max_side`), a face in the
-  portrait and in the first seconds of the driving clip. A refusal is a ValueError subclass
+  portrait and in the first seconds of the driving clip. The portrait may be a video (a
+  source video, `vivid.source_video`: the preview engine moves each of its frames, the result
+  is as long as the shorter video, at the source's frame rate) and the driver a photo (a
+  short clip to the photo's expression, `Driving.from_photo`). A refusal is a ValueError subclass
   (OptionError, InputError, NoFaceError, TemplateError) whose message is the one line to show.
   What a user should know but that does not stop the job comes out as `Notice` events.
 - `run` builds the engine unless given one (`vivid.engines.make_engine`: models load only
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,9 +48,10 @@ from .engines import Engine, make_engine
 from .errors import OptionError
 from .face import FaceAnalyzer
 from .face.shared_analyzers import mesh_analyzer
-from .media import DEFAULT_LIMITS, MediaLimits, fit_within, load_image, read_video
+from .media import DEFAULT_LIMITS, MediaLimits, fit_within, is_image_file, load_image, read_video, write_video
 from .options import AnimateOptions
 from .paths import check_output, existing_file, same_file
+from .source_video import SourceVideo, at_times, paired_length
 
 #: Share of the progress bar for the work before the first frame, when an engine reports it
 #: (the diffusion engine's denoising; decoding the frames takes the rest).
@@ -79,8 +83,8 @@ class TimeLimitExceeded(Stopped):
 class AnimationRequest:
     """What to animate, with what, and where the results go."""
 
-    reference: Path  # the portrait
-    driving: Path  # a driving video, or a motion template (.npz)
+    reference: Path  # the portrait: a photo, or a portrait video (the source)
+    driving: Path  # a driving video, a motion template (.npz) or a driving photo
     output: Path  # the result .mp4
     options: AnimateOptions = AnimateOptions()  # engine and its settings (checked by `prepare`)
     side_by_side: Path | None = None  # also write driving | portrait | result here (.mp4)
@@ -91,7 +95,7 @@ class AnimationRequest:
 @dataclass(frozen=True)
 class Notice:
     """Something the user should know that does not stop the job. `code` says which
-    ("scaled_down", "cut_short", "single_frame"), so a front end can add its own hint."""
+    ("scaled_down", "cut_short", "single_frame", "photo"), so a front end can add its own hint."""
 
     code: str
     text: str
@@ -121,7 +125,7 @@ class Done:
     side_by_side: Path | None
     frames: int
     fps: float
-    sound: bool  # the result carries the driving sound
+    sound: bool  # the result carries sound (the driver's or the source video's, as asked)
     template: bool  # the driving input was a motion template
     seconds: float  # time the work took (checks and model loading not included)
 
@@ -161,6 +165,7 @@ class AnimationJob:
         self.options: AnimateOptions | None = None  # checked, by `prepare`
         self.driving: Driving | None = None
         self.reference: np.ndarray | None = None  # the portrait as animated (scaled down to max_side)
+        self.source: SourceVideo | None = None  # the portrait when it is a video (`reference`: its first frame)
         self.latest: Progress | None = None
         self._stop = threading.Event()
         self._timed_out = False
@@ -180,22 +185,79 @@ class AnimationJob:
             check_output(r.side_by_side, [r.reference, r.driving])
             if same_file(r.side_by_side, r.output):
                 raise OptionError("the side-by-side video needs a name of its own, not the output's", "side_by_side")
-        existing_file(r.reference, "an image file")
-        self.driving = Driving.open(r.driving, r.limits, self.options.max_frames)
+        existing_file(r.reference, "an image or video file")
+        o = self.options
+        photo_driver = is_image_file(r.driving)
+        if not photo_driver:
+            self.driving = Driving.open(r.driving, r.limits, o.max_frames)
+        if is_image_file(r.reference):
+            if o.sound == "source":
+                raise OptionError("sound: the portrait is a photo, which has no sound; take the driving clip's "
+                                  "(driving) or none", "sound")
+            self.reference, note = fit_within(load_image(r.reference, r.limits).rgb, o.max_side)
+            if note:
+                self.on_event(Notice("scaled_down", note))
+        else:
+            self._check_source_engine()
+            self.source = SourceVideo.open(r.reference, r.limits, o.max_frames, o.max_side)
+            self.reference = self.source.first_frame()
+            if self.source.scaled_down:
+                self.on_event(Notice("scaled_down", f"the source video is {self.source.info.width}x"
+                                                    f"{self.source.info.height}; it is animated scaled down to "
+                                                    f"{self.reference.shape[1]}x{self.reference.shape[0]}"))
+        faces = self.faces or mesh_analyzer()
+        faces.analyze(self.reference, "the first frame of the source video" if self.source else "the portrait", o.face)
+        if photo_driver:
+            self.driving = Driving.from_photo(r.driving, self.reference, faces, o.photo_seconds, o.face, r.limits,
+                                              o.max_frames)
+            self.on_event(Notice("photo", f"the driving photo read as: {self.driving.photo_edits.describe()}"))
+            return
         info = self.driving.info
-        wanted = info and (min(info.frames, self.options.max_frames) if self.options.max_frames else info.frames)
+        wanted = info and (min(info.frames, o.max_frames) if o.max_frames else info.frames)
         if info and wanted and info.present < wanted:
             self.on_event(Notice("cut_short", f"the driving video is cut short or damaged: {info.present} of its "
                                               f"{wanted} frames are in the file; animating those"))
-        self.reference, note = fit_within(load_image(r.reference, r.limits).rgb, self.options.max_side)
-        if note:
-            self.on_event(Notice("scaled_down", note))
-        faces = self.faces or mesh_analyzer()
-        faces.analyze(self.reference, "the portrait")
         self.driving.check_first_seconds(faces)
-        if info and info.present == 1 and self.options.max_frames != 1:
+        if info and info.present == 1 and o.max_frames != 1:
             self.on_event(Notice("single_frame", "the driving video has a single frame: the result will be a still "
                                                  "picture, not an animation; use a clip of a few seconds"))
+
+    def _check_source_engine(self) -> None:
+        """A source video is the preview engine's: "auto" takes it, another engine is refused."""
+        asked = self.request.options.engine
+        if asked == "auto":
+            self.options = replace(self.options, engine="preview")
+        elif self.options.engine != "preview":
+            raise OptionError(f"engine {self.options.engine} cannot animate a portrait video (a source video): it "
+                              "animates one portrait image; use the preview engine, or give a photo", "engine")
+
+    @property
+    def total(self) -> int | None:
+        """Frames the result will have (None: not known before the end)."""
+        if self.source is None:
+            return self.driving.total
+        return paired_length(self.source.total, self.source.fps, self.driving.total, self.driving.fps)
+
+    @property
+    def fps(self) -> float:
+        """The result's frame rate: the source video's, else the driver's."""
+        return self.source.fps if self.source is not None else self.driving.fps
+
+    @property
+    def has_sound(self) -> bool:
+        """Whether the result will carry sound."""
+        sound = self.options.sound
+        if sound == "none":
+            return False
+        return self.source.has_audio if sound == "source" else self.driving.has_audio
+
+    def _write(self, out: Path, frames, encoding) -> int:
+        """`frames` as the result's mp4 at its frame rate with the sound asked for."""
+        sound = self.options.sound
+        if sound == "driving":
+            return self.driving.write(out, frames, encoding, self.fps)
+        audio = self.source.path if sound == "source" else None
+        return write_video(out, frames, self.fps, audio_from=audio, encoding=encoding)
 
     # -- the work ----------------------------------------------------------------------------
     def run(self, engine: Engine | None = None) -> Done:
@@ -208,11 +270,12 @@ class AnimationJob:
             self._clock.start = time.monotonic()
             self._clock.deadline = None if r.time_limit is None else self._clock.start + r.time_limit
             self._progress("starting", 0, None, "frame", 0.0, "analysing the driving motion…")
-            frames = self.driving.write(r.output, self._frames(engine), engine.encoding)
+            frames = self._write(r.output, self._frames(engine), engine.encoding)
             if r.side_by_side is not None:
-                self.driving.write(r.side_by_side, self._side_by_side(frames), engine.encoding)
-        return Done(r.output, r.side_by_side, frames, self.driving.fps, self.driving.has_audio,
-                    self.driving.template is not None, time.monotonic() - self._clock.start)
+                self._write(r.side_by_side, self._side_by_side(frames), engine.encoding)
+        return Done(r.output, r.side_by_side, frames, self.fps, self.has_sound,
+                    self.driving.template is not None and self.driving.photo is None,
+                    time.monotonic() - self._clock.start)
 
     def _waiting(self) -> None:
         """While another job holds the engine's model: say so, and end the wait on a stop (or
@@ -243,8 +306,11 @@ class AnimationJob:
 
     def _frames(self, engine: Engine) -> Iterator[np.ndarray]:
         """The engine's output frames, with progress for each of them and for its steps."""
-        total, frames, stepped = self.driving.total, 0, False
-        events = engine.stream(self.reference, self.driving.source(self._check), self.driving.fps)
+        total, frames, stepped = self.total, 0, False
+        if self.source is not None:
+            events = engine.stream_source(self.source, self.driving.source(self._check), self.driving.fps, self._check)
+        else:
+            events = engine.stream(self.reference, self.driving.source(self._check), self.driving.fps)
         try:
             for event in events:
                 self._check()
@@ -270,10 +336,14 @@ class AnimationJob:
     def _side_by_side(self, frames: int) -> Iterator[np.ndarray]:
         """driving | portrait | result for every frame written, read back from the result."""
         fraction = self.latest.fraction if self.latest else None
-        for i, (result, driver) in enumerate(zip(read_video(self.request.output), self.driving.pictures()), 1):
+        drivers = self.driving.pictures()
+        portraits = None
+        if self.source is not None:  # paired by time, as the result was
+            drivers, portraits = at_times(drivers, self.driving.fps, self.source.fps), self.source.frames()
+        for i, (result, driver) in enumerate(zip(read_video(self.request.output), drivers), 1):
             self._check()
             self._progress("side by side", i, frames, "frame", fraction, "making the side-by-side video")
-            yield side_by_side(driver, self.reference, result)
+            yield side_by_side(driver, self.reference if portraits is None else next(portraits), result)
 
     def _progress(self, stage: str, done: int, total: int | None, unit: str, fraction: float | None, status: str,
                   picture: np.ndarray | None = None) -> None:

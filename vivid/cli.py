@@ -1,8 +1,9 @@
-"""Command line: `python -m vivid animate ...`, `parse ...` and `evaluate ...`.
+"""Command line: `python -m vivid animate ...`, `edit ...`, `parse ...` and `evaluate ...`.
 
 Only translates arguments into calls to `vivid`: `animate` is the animation job
 (`vivid.animation`, the one the app runs) with the engine `vivid.engines.make_engine`
-builds, shown as a progress bar per stage; `parse` reads a driving video or template with
+builds, shown as a progress bar per stage; `edit` is a still portrait with motion edits
+(`vivid.still_edit`, the app's Edit tab); `parse` reads a driving video or template with
 `vivid.driving`. Options and paths are checked before any heavy work; a refusal is one
 `vivid: error: ...` line on stderr, and outputs appear only when complete (a failed or
 interrupted run leaves an existing file untouched).
@@ -27,16 +28,19 @@ from .engines import make_engine
 from .errors import GpuMemoryError, flag_message
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.analyzer import PARSERS
+from .face.edit_reading import read_edits
+from .face.motion_edits import MotionEdits, edit_list
 from .face.template import is_template_file
 from .interrupts import stop_on_signals, stop_signal
-from .media import load_image, probe_video, read_video
+from .media import IMAGE_SUFFIXES, fit_within, load_image, probe_video, read_video
 from .option_flags import add_option_flags, flag_name, given_options
 from .options import ANIMATE, DIFFUSION, AnimateOptions, choose_engine, option_names
 from .paths import atomic_output, check_output, check_output_folder, existing_file, same_file
 
 log = logging.getLogger("vivid.cli")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+#: Files `edit` writes: a picture.
+EDIT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class UsageError(ValueError):
@@ -57,14 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also show notes and the libraries' own messages (hidden in a normal run)")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("animate", help="animate REFERENCE with the motion of DRIVING")
-    a.add_argument("reference", help="portrait image")
-    a.add_argument("driving", help="driving video, or a motion template (.npz from `parse VIDEO --template`)")
+    a.add_argument("reference", help="portrait image, or a portrait video (the source: each of its frames is moved by "
+                                     "the driver's motion; preview engine; as long as the shorter video)")
+    a.add_argument("driving", help="driving video, a motion template (.npz from `parse VIDEO --template`), or a "
+                                   "driving photo (a short clip to its expression, see --photo-seconds)")
     a.add_argument("-o", "--output", required=True, help="output .mp4")
     a.add_argument("--side-by-side", metavar="OUT.mp4", help="also write driving | portrait | result to this video")
     a.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop the animation if it takes longer than this (default: no limit)")
+    a.add_argument("--edit", dest="edit_pairs", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                   help="change the motion on every frame, e.g. --edit gaze_x=0 gaze_motion=0 yaw=10 (over a clip "
+                        "the levels are where the portrait's face rests and the driver's motion is added; "
+                        "`python -m vivid edit --list` lists the edits and their ranges)")
     add_option_flags(a, AnimateOptions, option_names(ANIMATE))
     add_option_flags(a.add_argument_group(DIFFUSION), AnimateOptions, option_names(DIFFUSION))
+    e = sub.add_parser("edit", help="change a portrait's expression, gaze and head pose (a still picture)",
+                       description="Change a portrait's expression, gaze and head pose with the preview engine's warp. "
+                                   "Edits: " + "; ".join(f"{n} ({MotionEdits.spec(n)['low']:g} to "
+                                                         f"{MotionEdits.spec(n)['high']:g}): {MotionEdits.spec(n)['help']}"
+                                                         for n in MotionEdits.names()))
+    e.add_argument("portrait", nargs="?", help="portrait image")
+    e.add_argument("-o", "--output", help="output picture (.png, .jpg or .webp)")
+    e.add_argument("--set", dest="edit_pairs", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                   help="the edits, e.g. --set smile=0.6 gaze_x=-0.3 (levels such as mouth_open are the values "
+                        "wanted, offsets such as yaw are changes)")
+    e.add_argument("--like", metavar="PHOTO", help="give the portrait the expression and head pose of the face in "
+                                                   "this photo (read as edits; --set adds to them)")
+    e.add_argument("--list", action="store_true", help="print one edit a line: name, lowest value, highest value, "
+                                                       "default ('keep': the face's own), then what it does")
+    e.add_argument("--face", type=int, metavar="N", help="which face when the portrait shows several, counted from "
+                                                         "the left (default: the largest, most central one)")
+    e.add_argument("--map", metavar="OUT.png", help="also write the edited face's motion map (what guides the "
+                                                    "diffusion model)")
+    e.add_argument("--crop-only", action="store_true", help="write the edited face crop, not the whole portrait")
+    e.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="a larger portrait is edited scaled down to this longest side (default: 2048; 0: no cap)")
     p = sub.add_parser("parse", help="write parsing maps, motion maps and the fg/bg mask of an image or video")
     p.add_argument("input", help="image, video or motion template (.npz)")
     p.add_argument("-o", "--output", help="output folder (needed unless --template is given)")
@@ -103,7 +134,8 @@ def _frames(path: str, max_frames: int | None, total: int, desc: str) -> Iterato
 
 def animate(args: argparse.Namespace) -> None:
     """Check everything, load the engine, run the job with a progress bar per stage."""
-    options = AnimateOptions(**given_options(args, AnimateOptions))  # flags left out keep the fields' defaults
+    edits = MotionEdits.parse(args.edit_pairs)  # a misspelt or out-of-range edit is refused before anything
+    options = AnimateOptions(**given_options(args, AnimateOptions), edits=edits)  # flags left out keep the defaults
     _check_engine_options(args, options)
     request = AnimationRequest(Path(args.reference), Path(args.driving), Path(args.output), options,
                                side_by_side=args.side_by_side and Path(args.side_by_side), time_limit=args.time_limit)
@@ -131,8 +163,8 @@ class _TerminalView:
     #: Said after a notice, by its code: what to pass to change it.
     HINTS = {"scaled_down": " (--max-side 0 keeps the full size)"}
     #: Notices shown as notes only (--verbose): decoding warns about a damaged clip itself,
-    #: with the exact count of the frames it could use.
-    NOTES = ("cut_short",)
+    #: with the exact count of the frames it could use; a photo's reading is news, not a warning.
+    NOTES = ("cut_short", "photo")
 
     def __init__(self) -> None:
         self.bar = None
@@ -154,6 +186,50 @@ class _TerminalView:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def edit(args: argparse.Namespace) -> None:
+    """`edit --list`, or one portrait with edits (and the photo's expression with --like)."""
+    from .media import BROWSER_MAX_SIDE
+    from .preview import PreviewConfig
+    from .still_edit import StillEditor
+
+    if args.list:
+        if args.portrait or args.output or args.edit_pairs:
+            raise UsageError("--list prints the edits; give it alone")
+        print(edit_list())
+        return
+    if not args.portrait or not args.output:
+        raise UsageError("give a portrait and -o OUT.png (or --list)")
+    edits = MotionEdits.parse(args.edit_pairs)
+    out = Path(args.output)
+    if out.suffix.lower() not in EDIT_SUFFIXES:
+        raise UsageError(f"the output must be a {', '.join(EDIT_SUFFIXES)} file, got {out.name}")
+    inputs = [args.portrait, args.like]
+    check_output(out, inputs, suffix=None)
+    if args.map is not None:
+        check_output(args.map, inputs, suffix=".png")
+        if same_file(args.map, out):
+            raise UsageError("--map needs a file name of its own, not the output's")
+    if args.face is not None and args.face < 1:
+        raise UsageError(f"--face counts faces from 1 (the leftmost), got {args.face}")
+    portrait = existing_file(args.portrait, "an image file")
+    cap = BROWSER_MAX_SIDE if args.max_side is None else (args.max_side or None)
+    rgb, note = fit_within(load_image(portrait).rgb, cap)
+    if note:
+        log.warning("%s (--max-side 0 keeps the full size)", note)
+    editor = StillEditor(rgb, PreviewConfig(crop_only=args.crop_only), face=args.face)
+    if args.like is not None:
+        photo = load_image(existing_file(args.like, "an image file")).rgb
+        seen = editor.animator.analyzer.analyze(photo, Path(args.like).name)
+        own = editor.animator.analyzer.analyze(rgb, portrait.name, args.face)
+        liked = read_edits(own.landmarks, seen.landmarks)
+        print(f"{Path(args.like).name} read as: {liked.describe()}", file=sys.stderr)
+        edits = MotionEdits.from_values({**liked.changed(), **edits.changed()})
+    _save_png(editor.render(edits), out)
+    if args.map is not None:
+        _save_png(editor.motion_map(edits), Path(args.map))
+    print(f"wrote {out}" + (f" and {args.map}" if args.map else "") + f" (edits: {edits.describe()})", file=sys.stderr)
 
 
 #: Files `parse` writes into its output folder.
@@ -209,10 +285,12 @@ def parse(args: argparse.Namespace) -> None:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
+    """A picture, complete or not at all, in the format its name says (PNG unless .jpg/.webp)."""
     from PIL import Image
 
+    kind = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(Path(path).suffix.lower(), "PNG")
     with atomic_output(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format=kind, **({"quality": 95} if kind != "PNG" else {}))
 
 
 @contextmanager
@@ -262,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 evaluate(args)
             else:
-                (animate if args.command == "animate" else parse)(args)
+                {"animate": animate, "edit": edit, "parse": parse}[args.command](args)
     except KeyboardInterrupt:
         _end_progress_bars()
         print("vivid: interrupted; no output was written (an earlier file there is untouched)", file=sys.stderr)

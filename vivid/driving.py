@@ -1,8 +1,8 @@
-"""The driving input of an animation: a video file or a motion template (`.npz`, see
-`vivid.face.MotionTemplate`), behind one small class, so every place that takes a driving
-video (the animation job, `parse`, the app's Parsing tab) takes a template the same way:
-checked before any work, its frames or its tracked motion, its motion maps, and results
-written at its frame rate with its sound."""
+"""The driving input of an animation: a video file, a motion template (`.npz`, see
+`vivid.face.MotionTemplate`) or a photo (a short clip to its expression, `from_photo`), behind
+one small class, so every place that takes a driving video (the animation job, `parse`, the
+app's Parsing tab) takes a template the same way: checked before any work, its frames or its
+tracked motion, its motion maps, and results written at its frame rate with its sound."""
 from __future__ import annotations
 
 import tempfile
@@ -13,8 +13,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .face import FaceAnalysis, FaceAnalyzer, MotionTemplate, NoFaceError, TrackConfig, render_motion_map
+from .face.motion_edits import MotionEdits
+from .face.photo_motion import photo_template
 from .face.template import is_template_file
-from .media import DEFAULT_LIMITS, Encoding, InputError, MediaLimits, VideoInfo, check_video, read_video, write_video
+from .media import (
+    DEFAULT_LIMITS, Encoding, InputError, MediaLimits, VideoInfo, check_video, load_image, read_video, write_video,
+)
 from .paths import scratch_prefix
 
 #: The first seconds of a driving clip must show a face, checked before any other work.
@@ -33,6 +37,8 @@ class Driving:
     info: VideoInfo | None = None  # the video's header and frame count (None for a template)
     max_frames: int | None = None  # only the first N frames are used (None: all)
     limits: MediaLimits = DEFAULT_LIMITS
+    photo: np.ndarray | None = None  # a driving photo (its clip is `template`)
+    photo_edits: MotionEdits | None = None  # the photo's expression and pose, as edits of the portrait
 
     @classmethod
     def open(cls, path: str | Path, limits: MediaLimits = DEFAULT_LIMITS, max_frames: int | None = None) -> "Driving":
@@ -54,6 +60,24 @@ class Driving:
         return cls(path, template.fps, len(template), template.has_audio, template=template, max_frames=max_frames,
                    limits=limits)
 
+    @classmethod
+    def from_photo(cls, path: str | Path, portrait: np.ndarray, analyzer: FaceAnalyzer, seconds: float = 1.5,
+                   face: int | None = None, limits: MediaLimits = DEFAULT_LIMITS,
+                   max_frames: int | None = None) -> "Driving":
+        """A driving photo: a clip of `seconds` from the portrait's own face (`face`, counted from
+        the left) to the photo's expression and head pose (`vivid.face.photo_motion`), silent.
+        Raises NoFaceError when either picture shows no face."""
+        path = Path(path)
+        photo = load_image(path, limits).rgb
+        own = analyzer.analyze(portrait, "the portrait", face)
+        seen = analyzer.analyze(photo, "the driving photo")
+        template, edits = photo_template(own.landmarks, seen.landmarks, portrait.shape[:2], seconds)
+        if max_frames:
+            template = replace(template, points=template.points[:max_frames],
+                               interpolated=template.interpolated[:max_frames])
+        return cls(path, template.fps, len(template), False, template=template, max_frames=max_frames, limits=limits,
+                   photo=photo, photo_edits=edits)
+
     @property
     def size(self) -> tuple[int, int]:
         """(h, w) of the driving frames, upright."""
@@ -72,6 +96,8 @@ class Driving:
 
     def pictures(self) -> Iterator[np.ndarray]:
         """What the driver looks like, frame by frame: the video's frames, or a template's motion maps."""
+        if self.photo is not None:
+            return (self.photo for _ in range(len(self.template)))
         return self.template.motion_maps() if self.template is not None else self.frames()
 
     def analyses(self, analyzer: FaceAnalyzer) -> Iterator[FaceAnalysis | None]:
@@ -98,14 +124,16 @@ class Driving:
         raise NoFaceError(f"No face in the first {min(seen / self.fps, seconds):.0f} s of the driving video: use a "
                           "clip that shows one face, roughly frontal, from its start.")
 
-    def write(self, out: str | Path, frames: Iterable[np.ndarray], encoding: Encoding = Encoding()) -> int:
-        """`frames` as an mp4 at the driving frame rate with the driving sound (cut to the video's
-        length), complete or not at all (`vivid.media.write_video`). Returns the frame count."""
-        out = Path(out)
+    def write(self, out: str | Path, frames: Iterable[np.ndarray], encoding: Encoding = Encoding(),
+              fps: float | None = None) -> int:
+        """`frames` as an mp4 at the driving frame rate (or `fps`) with the driving sound (cut to
+        the video's length), complete or not at all (`vivid.media.write_video`). Returns the
+        frame count."""
+        out, fps = Path(out), fps or self.fps
         if self.template is None:
-            return write_video(out, frames, self.fps, audio_from=self.path, encoding=encoding)
+            return write_video(out, frames, fps, audio_from=self.path, encoding=encoding)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=scratch_prefix(out)) as folder:
-            return write_video(out, frames, self.fps, audio_from=self.template.write_audio(folder), encoding=encoding)
+            return write_video(out, frames, fps, audio_from=self.template.write_audio(folder), encoding=encoding)
 
 
 @dataclass

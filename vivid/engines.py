@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, 
 
 import numpy as np
 
+from .errors import OptionError
 from .events import FrameEvent, ProgressEvent
 from .face import FaceAnalyzer, MotionTemplate
+from .face.motion_edits import MotionEdits
 from .face.shared_analyzers import mesh_analyzer
 from .media import ALONGSIDE_OTHER_WORK, Encoding
 from .model_host import ModelHost
@@ -40,6 +42,7 @@ from .sampling import Sampling
 if TYPE_CHECKING:
     from .pipeline import VividPipeline
     from .preview import PreviewConfig
+    from .source_video import SourceVideo
 
 #: Engines by name, in the order evaluation tables list them.
 ENGINE_NAMES = ("still", "preview", "diffusion")
@@ -73,6 +76,13 @@ class Engine:
         """Held while a job runs on this engine: at once, unless the engine serves one job at
         a time (a shared model); then `waiting()` is called while another job holds it."""
         return nullcontext()
+
+    def stream_source(self, source: "SourceVideo", driving: DrivingInput, fps: float,
+                      check: Callable[[], None] | None = None) -> Iterator[FrameEvent]:
+        """Events for a portrait video as the source (`vivid.source_video`): each of its frames
+        moved by the driver's motion. Only the preview engine does it."""
+        raise OptionError(f"engine {self.name} cannot animate a portrait video (a source video): it animates one "
+                          "portrait image; use the preview engine, or give a photo", "engine")
 
 
 class StillEngine(Engine):
@@ -110,6 +120,18 @@ class PreviewEngine(Engine):
         finally:
             frames.close()
 
+    def stream_source(self, source: "SourceVideo", driving: DrivingInput, fps: float,
+                      check: Callable[[], None] | None = None) -> Iterator[FrameEvent]:
+        from .source_video import animate_source
+
+        frames = animate_source(self.animator, source.frames(check), source.fps, driving, fps,
+                                self.animator.config.face)
+        try:
+            for index, frame in enumerate(frames):
+                yield FrameEvent(index, frame)
+        finally:
+            frames.close()
+
 
 def dedicate_process_to_preview() -> None:
     """Settings of the whole process for one preview job (the CLI's): its stages already keep
@@ -130,9 +152,11 @@ class DiffusionEngine(Engine):
     name = "diffusion"
 
     def __init__(self, model: "ModelHost | VividPipeline", sampling: Sampling = Sampling(), *,
-                 crop_only: bool = False, relative: bool = True):
+                 crop_only: bool = False, relative: bool = True, edits: MotionEdits = MotionEdits(),
+                 face: int | None = None):
         self.host = model if isinstance(model, ModelHost) else ModelHost.holding(model)
         self.sampling, self.crop_only, self.relative = sampling, crop_only, relative
+        self.edits, self.face = edits, face
         self.pipeline = self.host.pipeline()  # loaded now: after every check, before the job starts
         streamed = self.pipeline.streamed_networks
         self.description = f"diffusion engine in {self.pipeline.precision}" + (
@@ -141,7 +165,7 @@ class DiffusionEngine(Engine):
 
     def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[ProgressEvent | FrameEvent]:
         return self.host.stream(reference, driving, fps=fps, relative=self.relative, paste_back=not self.crop_only,
-                                **self.sampling.keywords())
+                                edits=self.edits, face=self.face, **self.sampling.keywords())
 
     def turn(self, waiting: Callable[[], None]) -> ContextManager[None]:
         return self.host.turn(waiting)
@@ -161,11 +185,13 @@ def make_engine(options: AnimateOptions, *, host: ModelHost | None = None, analy
     if engine == "preview":
         from .preview import PreviewConfig
 
-        config = PreviewConfig(size=options.size, crop_only=options.crop_only, relative=options.relative)
+        config = PreviewConfig(size=options.size, crop_only=options.crop_only, relative=options.relative,
+                               edits=options.edits, face=options.face)
         return PreviewEngine(config, analyzer, whole_process)
     host = host or ModelHost(options.weights, dtype=options.dtype, disk_offload=options.disk_offload,
                              parser=options.parser, resolution=options.size)
-    return DiffusionEngine(host, Sampling(**options.keywords()), crop_only=options.crop_only, relative=options.relative)
+    return DiffusionEngine(host, Sampling(**options.keywords()), crop_only=options.crop_only, relative=options.relative,
+                           edits=options.edits, face=options.face)
 
 
 __all__ = [

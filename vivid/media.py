@@ -145,6 +145,15 @@ def _check_size(w: int, h: int, name: str, max_pixels: int = MAX_PIXELS) -> None
         )
 
 
+#: File name endings of pictures (anything else given as a portrait or driver is taken for a video).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether `path` names a picture by its ending (a portrait photo, a driving photo)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def check_image(path: str | Path, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[int, int]:
     """(width, height) of an image file from its header alone, with the errors of `load_image`
     for a file that is missing, not an image, or too large: cheap enough to run on every request."""

@@ -10,12 +10,14 @@ saved model's JSON and safetensors headers) and imports no torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .checks import choice, flag, whole
+from .checks import choice, flag, real, whole
 from .errors import OptionError
 from .face.analyzer import PARSERS
+from .face.motion_edits import MotionEdits
+from .face.photo_motion import MAX_PHOTO_SECONDS
 from .media import BROWSER_MAX_SIDE, MAX_VIDEO_FRAMES, MIN_SIDE
 from .models.saved import inspect_model
 from .models.shipped import SHIPPED_MODEL_SUMMARY, model_available
@@ -31,6 +33,9 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 MAX_SIZE = 2048
 #: The group of the options every engine takes.
 ANIMATE = "animate"
+#: Where the result's sound comes from: the driving clip (or template), the source video (a
+#: portrait video), or nowhere.
+SOUNDS = ("driving", "source", "none")
 
 
 def choose_engine(engine: str, weights: str | Path | None) -> str:
@@ -72,6 +77,16 @@ class AnimateOptions(Sampling):
     parser: str | None = option(None, "face parser for the motion maps: mesh (MediaPipe, offline), farl (the paper's "
                                       "FaRL), auto (farl when its weights are on disk and a GPU runs it)",
                                 choices=PARSERS, default_text="the model's setting")
+    face: int | None = option(None, "which face of the portrait to animate when it shows several, counted from the "
+                                    "left (1 = the leftmost)", ANIMATE, metavar="N",
+                              default_text="the largest, most central one")
+    sound: str = option("driving", "the result's sound: the driving clip's, the source video's (when the portrait is "
+                                   "a video) or none", ANIMATE, choices=SOUNDS)
+    photo_seconds: float = option(1.5, "a driving photo makes a clip this long, from the portrait's own face to the "
+                                       "photo's expression and head pose (0: one frame with the photo's)", ANIMATE,
+                                  metavar="SECONDS")
+    #: Changes of the motion on every frame (`vivid.face.motion_edits`); the CLI's `--edit NAME=VALUE`.
+    edits: MotionEdits = field(default=MotionEdits(), metadata={"group": ANIMATE})
     disk_offload: bool | None = option(None, "read CLIP and the ReferenceNet, which run once per video, from the "
                                              "weights files layer by layer instead of holding them in memory (at "
                                              "bf16 about 2.3 GB less for the SD1.5-sized model, for a re-read of "
@@ -83,6 +98,13 @@ class AnimateOptions(Sampling):
         whole numbers as ints and, for the diffusion engine, the weights named as
         `vivid.model_host.load_pipeline` takes them (the shipped model's folder for None or "mini")."""
         choice("engine", self.engine, ENGINES)
+        if not isinstance(self.edits, MotionEdits):
+            raise OptionError(f"edits must be MotionEdits, got {type(self.edits).__name__}", "edits")
+        edits = self.edits.check()
+        if self.face is not None:
+            whole("face", self.face, 1, 100)
+        choice("sound", self.sound, SOUNDS)
+        real("photo_seconds", self.photo_seconds, 0.0, MAX_PHOTO_SECONDS)
         if self.max_frames is not None:
             whole("max_frames", self.max_frames, 1, MAX_VIDEO_FRAMES, " frames")
         if self.max_side is not None:
@@ -96,7 +118,8 @@ class AnimateOptions(Sampling):
                                   "lower the size or lift the cap", "size")
         engine = choose_engine(self.engine, self.weights)
         if engine != "diffusion":
-            return self._whole_numbers(("size", "max_frames", "max_side"), engine=engine)
+            return self._whole_numbers(("size", "max_frames", "max_side", "face"), engine=engine, edits=edits,
+                                       photo_seconds=float(self.photo_seconds))
         choice("dtype", self.dtype, DTYPES)
         if self.parser is not None:
             choice("parser", self.parser, PARSERS)
@@ -111,7 +134,8 @@ class AnimateOptions(Sampling):
             checked = checked.checked(saved.max_window)  # the window against the model's temporal length
         elif source == "tiny" and self.size is not None and self.size % 8:
             raise OptionError(f"size must be a multiple of 8 for the diffusion engine, got {self.size}", "size")
-        return checked._whole_numbers(("size", "max_frames", "max_side"), engine=engine, weights=source)
+        return checked._whole_numbers(("size", "max_frames", "max_side", "face"), engine=engine, weights=source,
+                                      edits=edits, photo_seconds=float(self.photo_seconds))
 
     def _whole_numbers(self, names: tuple[str, ...], **changes) -> "AnimateOptions":
         """A copy with `changes` and the checked whole-number options as ints (24.0 from a slider is 24)."""
@@ -125,4 +149,5 @@ def option_names(group: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(AnimateOptions) if f.metadata.get("group") == group)
 
 
-__all__ = ["ANIMATE", "AnimateOptions", "DIFFUSION", "DTYPES", "ENGINES", "MAX_SIZE", "choose_engine", "option_names"]
+__all__ = ["ANIMATE", "AnimateOptions", "DIFFUSION", "DTYPES", "ENGINES", "MAX_SIZE", "SOUNDS", "choose_engine",
+           "option_names"]

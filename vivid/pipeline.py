@@ -21,6 +21,7 @@ from .errors import GpuMemoryError, WeightsError
 from .face import (
     CropConfig, FaceAnalyzer, MotionMapStyle, MotionTrack, NoFaceError, SquareBox, crop_image, face_square, paste_crop,
 )
+from .face.motion_edits import MotionEdits
 from .media import checked_frames, to_rgb
 from .models.base_files import hub_snapshot
 from .models.builders import BaseModels, load_base_network, load_base_parts, stream_base_networks, tiny_components
@@ -431,10 +432,11 @@ class VividPipeline(DiffusionPipeline):
     def analyzer(self, analyzer: FaceAnalyzer) -> None:
         self._analyzer = analyzer
 
-    def prepare_reference(self, reference: np.ndarray) -> PreparedReference:
-        """Find the face, crop the square the model works in, and the person mask there."""
+    def prepare_reference(self, reference: np.ndarray, face: int | None = None) -> PreparedReference:
+        """Find the face (`face`: the one chosen, counted from the left), crop the square the
+        model works in, and the person mask there."""
         rgb = to_rgb(reference, "reference").rgb
-        analysis = self.analyzer.analyze(rgb, "the reference image")
+        analysis = self.analyzer.analyze(rgb, "the reference image", face)
         square = face_square(analysis.box, self.crop)
         res = self.config.resolution
         if square.size < res:
@@ -452,16 +454,19 @@ class VividPipeline(DiffusionPipeline):
 
     def prepare_driving(
         self, frames: Iterable[np.ndarray], fps: float = 25.0, reference: PreparedReference | None = None,
-        relative: bool = True,
+        relative: bool = True, edits: MotionEdits = MotionEdits(),
     ) -> MotionTrack:
         """The driving motion as landmarks per frame (and parsing maps, for the FaRL
         parser); moved onto the reference's face when `reference` is given (the maps then
-        carry no trace of the driver's face shape). `frames` may also be a motion template
-        (`vivid.face.MotionTemplate`: a tracked landmark sequence, drawn with the mesh)."""
+        carry no trace of the driver's face shape), with `edits` made on every frame's mesh.
+        `frames` may also be a motion template (`vivid.face.MotionTemplate`: a tracked
+        landmark sequence, drawn with the mesh)."""
         target = None if reference is None or reference.points is None else (reference.points, reference.square)
         if hasattr(frames, "analyses"):  # a motion template: already tracked
-            return MotionTrack.from_analyses(frames.analyses(), self.config.resolution, self.crop, target, relative)
-        return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative)
+            return MotionTrack.from_analyses(frames.analyses(), self.config.resolution, self.crop, target, relative,
+                                             edits, getattr(frames, "rest", None))
+        return MotionTrack.from_frames(self.analyzer, frames, self.config.resolution, fps, self.crop, target, relative,
+                                       edits)
 
     # -- the diffusion steps --------------------------------------------------------------
     def check_inputs(self, sampling: Sampling) -> Sampling:
@@ -571,13 +576,17 @@ class VividPipeline(DiffusionPipeline):
         fps: float = 25.0,
         relative: bool = True,
         paste_back: bool = False,
+        edits: MotionEdits = MotionEdits(),
+        face: int | None = None,
     ) -> Iterator[ProgressEvent | FrameEvent]:
         """Animate `reference` with `driving_frames`: progress events during denoising, then
         the frames one by one. Closing the generator stops the work. The sampling settings are
         `vivid.sampling.Sampling`'s; `steps` and `guidance` left as None take what the model
         recommends (`check_inputs`). `relative=False` draws the driver's own face shape into
         the motion maps instead of the reference's; `paste_back=True` returns whole
-        reference-sized frames instead of the face crop. `cyclic` moves the windows one frame
+        reference-sized frames instead of the face crop; `edits` change the motion on every
+        frame's mesh before its map is drawn (`vivid.face.edit_rig`); `face` chooses the
+        reference's face, counted from the left. `cyclic` moves the windows one frame
         per step; `wrap` lets them run past the end of the video into its start (for looping
         clips; see `vivid.windows`). Bad settings, driving frames of different sizes, an empty
         sequence and float images outside [0, 1] are refused (`OptionError`,
@@ -587,8 +596,8 @@ class VividPipeline(DiffusionPipeline):
         if not hasattr(driving_frames, "analyses"):  # frames, not a motion template
             driving_frames = checked_frames(driving_frames)
             driving_frames = _started(driving_frames)  # an empty iterator is refused here, before any work
-        ref = self.prepare_reference(reference)
-        motion = self.prepare_driving(driving_frames, fps, ref, relative)
+        ref = self.prepare_reference(reference, face)
+        motion = self.prepare_driving(driving_frames, fps, ref, relative, edits.check())
         yield from self._generate(ref, motion, sampling, paste_back=paste_back)
 
     def generate(self, ref: PreparedReference, motion: MotionTrack, *, decode_chunk: int | None = None,

@@ -19,6 +19,8 @@ import numpy as np
 from .face import FaceAnalyzer, NoFaceError, TrackConfig, crop_image, face_square
 from .face import mesh_topology as mt
 from .face.crop import CropConfig, SquareBox
+from .face.edit_rig import EditRig
+from .face.motion_edits import MotionEdits
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .face.template import MotionTemplate
 from .media import checked_frames, to_rgb
@@ -43,6 +45,8 @@ class PreviewConfig:
     eyelid_full: float = 0.2  # at or below this the eye is fully covered by the lids
     lash_color: tuple[int, int, int] = (40, 30, 30)
     mouth_opacity: float = 0.9
+    edits: MotionEdits = MotionEdits()  # made on every frame's target mesh (`vivid.face.edit_rig`)
+    face: int | None = None  # the portrait's face to animate, counted from the left (None: the main one)
 
 
 @dataclass
@@ -152,29 +156,48 @@ class PreviewAnimator:
 
     def prepare(self, reference: np.ndarray) -> PreparedReference:
         """Analyse and crop the reference and triangulate its mesh with the support rings."""
-        c = self.config
         rgb = to_rgb(reference, "reference").rgb
-        analysis = self.analyzer.analyze(rgb, "the reference image")
+        analysis = self.analyzer.analyze(rgb, "the reference image", self.config.face)
         if analysis.landmarks is None or len(analysis.landmarks) < mt.NUM_POINTS:
             raise NoFaceError("the preview engine needs the face mesh of the reference")
-        square = face_square(analysis.box, CropConfig(scale=c.crop_scale, lift=0.05))
+        return self.prepare_known(rgb, analysis.landmarks, self.crop_square(rgb.shape[:2], analysis.box))
+
+    def crop_square(self, shape: tuple[int, int], box: tuple[float, float, float, float]) -> tuple[SquareBox, int]:
+        """The square animated around a face box in an image of `shape` (h, w), and its side in px."""
+        c = self.config
+        square = face_square(box, CropConfig(scale=c.crop_scale, lift=0.05))
         if c.crop_only:  # the crop is the output: keep it inside the image, no smeared borders
-            square = _inside(square, rgb.shape[:2])
+            square = _inside(square, shape)
         size = c.size or min(int(round(square.size)), c.max_size)
         size += size % 2
         if c.size is None and size < c.max_size:
             # Whole-pixel crop at the reference's own scale: cropping and pasting back are
             # exact copies, so the untouched parts of the face stay sharp.
             square = SquareBox(float(round(square.cx)), float(round(square.cy)), float(size))
+        return square, size
+
+    def prepare_known(self, rgb: np.ndarray, landmarks: np.ndarray, where: tuple[SquareBox, int]) -> PreparedReference:
+        """The warp's reference from an image whose face mesh (478, 2, image pixels) is known,
+        cropped at `where` (`crop_square`): a portrait, or each frame of a source video."""
+        square, size = where
         m = square.matrix(size)
-        return prepare_crop(rgb, square, crop_image(rgb, square, size), apply(m, analysis.landmarks.astype(np.float64)),
-                            c)
+        return prepare_crop(rgb, square, crop_image(rgb, square, size), apply(m, np.asarray(landmarks, np.float64)),
+                            self.config)
+
+    @staticmethod
+    def still(ref: PreparedReference) -> Target:
+        """The reference's own face as a target (no motion): what edits of a still start from."""
+        return Target(ref.points.copy(), np.eye(2, 3), np.ones(2))
 
     # -- warping --------------------------------------------------------------------------
     def warp(self, ref: PreparedReference, goal: Target) -> tuple[np.ndarray, np.ndarray]:
         """Warped crop and the mask of pixels that changed (for blending back)."""
         n = ref.size
         target = goal.points
+        if goal.iris_shift is not None:  # the mesh is warped with each iris where its lids carry it
+            target = target.copy()
+            for (_, iris), shift in zip(EYES, goal.iris_shift):
+                target[list(iris)] -= shift
         # Ring points move like the face-outline point they were drawn from, so the hair and
         # the ears go with the face edge instead of tearing away from it.
         oval = list(mt.FACE_OVAL)
@@ -193,24 +216,55 @@ class PreviewAnimator:
             x0, y0, x1, y1 = (int(min(max(value, 0), n)) for value in (x0, y0, x1, y1))
         if len(corners) and x1 > x0 and y1 > y0:
             window = (slice(y0, y1), slice(x0, x1))
-            map_x, map_y = self._backward_maps(ref, src, dst, x0, y0, x1, y1)
+            map_x, map_y = self._backward_maps(ref, src, dst, x0, y0, x1, y1, _triangle_depths(ref, goal.depth))
             ys, xs = ref.grid[:, y0:y1, x0:x1]
             out[window] = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             moved[window] = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
         self._paint_mouth(out, ref, target, moved)
+        if goal.iris_shift is not None:
+            for eye, shift in zip(EYES, goal.iris_shift):
+                self._slide_eyeball(out, target, eye, shift, moved)
         for eye, ratio in zip(EYES, goal.eye_opening):
             self._paint_eyelid(out, target, eye, ratio, moved)
         return out, moved
 
     @staticmethod
+    def _slide_eyeball(out: np.ndarray, target: np.ndarray, eye: tuple, shift: np.ndarray, moved: np.ndarray) -> None:
+        """Turn an eye by sliding what shows inside its lids by `shift` (px): the iris keeps its
+        round shape and goes under the lids instead of being bent through them."""
+        if not np.abs(shift).max() >= 0.25:
+            return
+        window = _polygon_window(target[list(eye[0])], out.shape, int(np.ceil(np.abs(shift).max())) + 3)
+        if window is None:
+            return
+        (y0, y1, x0, x1), mask = window
+        region = out[y0:y1, x0:x1]
+        inside = mask > 127
+        if inside.sum() < 4:
+            return
+        # Beyond the lids the eye is continued from its own edge (inpainted), so what slides in
+        # looks like more of the eye, not like lid skin or a flat patch.
+        core = cv2.erode(inside.view(np.uint8), np.ones((3, 3), np.uint8))
+        texture = cv2.inpaint(np.ascontiguousarray(region), (1 - core).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+        slid = cv2.warpAffine(texture.astype(np.float32), np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]),
+                              (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # Inside the lids only, a pixel short of their edge (the lid line itself stays put).
+        alpha = cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8)), (0, 0), 0.7).astype(np.float32)[..., None] / 255
+        out[y0:y1, x0:x1] = (region * (1 - alpha) + slid * alpha).round().astype(np.uint8)
+        moved[y0:y1, x0:x1] |= inside
+
+    @staticmethod
     def _backward_maps(ref: PreparedReference, src: np.ndarray, dst: np.ndarray,
-                       x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+                       x0: int, y0: int, x1: int, y1: int, depths: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """For each output pixel of the window [x0, x1) x [y0, y1): where in the reference
         crop it comes from, through the affine map of the triangle that covers it. The whole
         mesh is rasterised at once: its triangles cut into runs of pixels along rows
         (`_row_runs`), and along a run the source point moves by a constant step, so both maps
-        are written in a handful of array operations, not one call per triangle."""
-        lin, shift, order = triangle_affines(src, dst)
+        are written in a handful of array operations, not one call per triangle. With `depths`
+        (per triangle), the triangles facing the viewer are drawn farthest first, so where a
+        turned head's parts overlap the nearer one shows."""
+        lin, shift, order = triangle_affines(src, dst, depths)
         h, w = y1 - y0, x1 - x0
         row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
         tri = order[k]
@@ -282,14 +336,11 @@ class PreviewAnimator:
         strength *= c.mouth_opacity
         if strength <= 0.02:
             return
-        x, y, w, h = cv2.boundingRect(np.round(inner).astype(np.int32))
-        pad = 4
-        y0, x0 = max(y - pad, 0), max(x - pad, 0)
-        y1, x1 = min(y + h + pad, out.shape[0]), min(x + w + pad, out.shape[1])
-        if y0 >= y1 or x0 >= x1:
+        window = _polygon_window(inner, out.shape, 4)
+        if window is None:
             return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillPoly(mask, [np.round((inner - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        (y0, y1, x0, x1), mask = window
+        h = cv2.boundingRect(np.round(inner).astype(np.int32))[3]
         # Interior colour: dark, with a soft band of upper teeth under the upper lip.
         upper = target[list(mt.INNER_UPPER_LIP)]
         top = np.interp(np.arange(x0, x1), upper[:, 0][np.argsort(upper[:, 0])], upper[:, 1][np.argsort(upper[:, 0])])
@@ -351,19 +402,25 @@ class PreviewAnimator:
     def targets(self, ref: PreparedReference, driving_frames: "Iterable[np.ndarray] | MotionTemplate",
                 fps: float = 25.0) -> Iterator[Target | None]:
         """The driving motion moved onto the reference's mesh, one target per driving frame
-        (None: no face in that frame), lazily: tracking and motion transfer, no pixels."""
+        (None: no face in that frame), lazily: tracking and motion transfer, no pixels; the
+        config's edits made on each (`vivid.face.edit_rig`)."""
+        first: np.ndarray | None = None
         if isinstance(driving_frames, MotionTemplate):
             meshes = driving_frames.landmarks()
+            if driving_frames.rest is not None:
+                first = driving_frames.rest.astype(np.float64)
         else:
             meshes = self.analyzer.iter_landmarks(driving_frames, TrackConfig(fps=fps, parse=False))
-        first: np.ndarray | None = None
+        edits = self.config.edits
+        rig = EditRig(ref.points) if edits else None
         for points in meshes:
             if points is None:
                 yield None
                 continue
             current = points.astype(np.float32).astype(np.float64)  # the precision analyses keep
             first = current if first is None else first
-            yield transfer_motion(ref.points, first, current, self.config.relative)
+            goal = transfer_motion(ref.points, first, current, self.config.relative)
+            yield goal if rig is None else rig.target(goal, edits)
 
     def render(self, ref: PreparedReference, goal: Target | None) -> np.ndarray:
         """One output frame: the reference warped to `goal` (None: unchanged) and composed.
@@ -373,7 +430,8 @@ class PreviewAnimator:
         return self.compose_output(ref, *self.warp(ref, goal))
 
 
-def triangle_affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def triangle_affines(src: np.ndarray, dst: np.ndarray, depths: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The affine map of each triangle from target (T, 3, 2) to source (T, 3, 2), in closed form
     for all at once: (T, 2, 2) source offsets per unit of target x and y, (T, 2) shifts, and
     the order to draw them in: triangles turned over by the motion (a cheek folding behind the
@@ -389,7 +447,34 @@ def triangle_affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.n
     lin[:, :, 1] = (sv * u[:, 0:1] - su * v[:, 0:1]) * inv[:, None]
     shift = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
     flipped = np.sign(area) != np.sign(su[:, 0] * sv[:, 1] - su[:, 1] * sv[:, 0])
-    return lin, shift, np.r_[np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]]
+    back, front = np.nonzero(valid & flipped)[0], np.nonzero(valid & ~flipped)[0]
+    if depths is not None:  # within each, farthest first
+        back, front = (part[np.argsort(-depths[part], kind="stable")] for part in (back, front))
+    return lin, shift, np.r_[back, front]
+
+
+def _polygon_window(polygon: np.ndarray, shape: tuple, pad: int
+                    ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The window (y0, y1, x0, x1) of an image of `shape` around a polygon (N, 2) with `pad`
+    pixels to spare, and the polygon's anti-aliased mask in it (uint8); None when outside."""
+    x, y, w, h = cv2.boundingRect(np.round(polygon).astype(np.int32))
+    y0, x0 = max(y - pad, 0), max(x - pad, 0)
+    y1, x1 = min(y + h + pad, shape[0]), min(x + w + pad, shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round((polygon - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    return (y0, y1, x0, x1), mask
+
+
+def _triangle_depths(ref: PreparedReference, depth: np.ndarray | None) -> np.ndarray | None:
+    """Each triangle's mean depth from the mesh points' (the rings and border, which carry the
+    hair and background, count as farther than any point of the face), or None."""
+    if depth is None:
+        return None
+    extra = len(ref.triangles) and int(ref.triangles.max()) + 1 - len(depth)
+    far = float(np.max(depth)) + 1.0
+    return np.r_[depth, np.full(extra, far)][ref.triangles].mean(axis=1)
 
 
 def _row_runs(triangles: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

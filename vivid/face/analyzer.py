@@ -15,7 +15,8 @@ import numpy as np
 from ..media import to_rgb
 from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
-from .finding import FaceFinder, FaceTracker, FinderConfig
+from .finding import FaceFinder, FaceTracker, FinderConfig, chosen_first
+from .regions import faces_from_left
 from .found import FoundFace
 from .gaps import fill_gaps
 from .mediapipe_models import PersonSegmenter
@@ -46,6 +47,7 @@ class TrackConfig:
     max_gap: int = 12  # longest run of faceless frames filled from its neighbours
     max_missing: float = 0.5  # more faceless frames than this fraction is an error
     parse: bool = True  # run the backend's parser on every frame (False: mesh only, e.g. for warping)
+    face: int | None = None  # the face to follow, counted from the left in the first frame (None: the main one)
 
 
 def _cuda_available() -> bool:
@@ -54,11 +56,13 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def several_faces_note(faces: list[FoundFace]) -> str:
-    """What the user is told when an image shows several faces (the first is the one used)."""
+def several_faces_note(faces: list[FoundFace], chosen: int | None = None) -> str:
+    """What the user is told when an image shows several faces (the first is the one used;
+    `chosen`: the number the user chose it by, counted from the left)."""
     x0, y0, x1, y1 = faces[0].box
-    return (f"found {len(faces)} faces; using the largest, most central one "
-            f"(x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f})")
+    which = f"face {chosen}, as chosen" if chosen is not None else "the largest, most central one"
+    return (f"found {len(faces)} faces; using {which} (x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f}; "
+            "choose another with face N, counted from the left)")
 
 
 class FaceAnalyzer:
@@ -134,34 +138,38 @@ class FaceAnalyzer:
             mask = np.where(inside, detail, mask)
         return mask
 
-    def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
+    def analyze(self, image: np.ndarray, name: str = "image", face: int | None = None) -> FaceAnalysis:
         """Analyse the largest, most central human face of an RGB image (other forms are
-        converted, with a note); when there are several, a note says so and `other_faces`
-        holds the boxes of the rest. The same picture asked for again (a job's check, then
-        its engine) is answered from memory.
+        converted, with a note), or the face the user chose (`face`, counted from the image's
+        left, from 1); when there are several, a note says so and `other_faces` holds the
+        boxes of the rest. The same picture asked for again (a job's check, then its engine)
+        is answered from memory.
 
-        Raises NoFaceError when there is no human face, media.InputError for unusable images.
+        Raises NoFaceError when there is no human face, media.InputError for unusable images,
+        OptionError when `face` counts beyond the faces shown.
         """
         loaded = to_rgb(image, name)
         rgb = loaded.rgb
-        key = (self.segment, rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
+        key = (self.segment, face, rgb.shape,
+               hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
         with self._lock:
             if self._last is not None and self._last[0] == key:
                 analysis = copy.deepcopy(self._last[1])
             else:
-                analysis = self._analyze(rgb, name)
+                analysis = self._analyze(rgb, name, face)
                 self._last = (key, copy.deepcopy(analysis))
         analysis.notes = list(loaded.notes) + analysis.notes
         for note in analysis.notes:
             log.info("%s: %s", name, note)
         return analysis
 
-    def _analyze(self, rgb: np.ndarray, name: str) -> FaceAnalysis:
+    def _analyze(self, rgb: np.ndarray, name: str, face: int | None = None) -> FaceAnalysis:
         """`analyze` of an RGB picture, under the lock; its notes are about the faces only (the
         caller adds what converting the picture called for)."""
         faces = self._faces().find(rgb)
         if not faces:
             raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
+        faces = chosen_first(faces, face, name)
         points = faces[0].points
         person = self._person_mask(rgb, faces[0]) if self.segment else None
         if self._farl is not None:  # the mesh found and aligned the face; FaRL parses it
@@ -170,9 +178,17 @@ class FaceAnalyzer:
             analysis = analyze_with_farl(self._farl, rgb, points, face_box(points, rgb.shape[:2]), person)
         else:
             analysis = analysis_from_mesh(points, rgb.shape[:2], person)
-        analysis.notes = [several_faces_note(faces)] if len(faces) > 1 else []
+        analysis.notes = [several_faces_note(faces, face)] if len(faces) > 1 else []
         analysis.other_faces = [f.box for f in faces[1:]]
         return analysis
+
+    def face_boxes(self, image: np.ndarray, name: str = "image") -> list[tuple[float, float, float, float]]:
+        """The boxes (x0, y0, x1, y1) of the human faces in an image, from its left to its right:
+        face N of `analyze(..., face=N)` is the N-th box (what a picker offers)."""
+        rgb = to_rgb(image, name).rgb
+        with self._lock:
+            boxes = [f.box for f in self._faces().find(rgb)]
+        return [boxes[i] for i in faces_from_left(boxes)]
 
     def finds_face(self, image: np.ndarray, name: str = "image") -> bool:
         """Whether `image` shows a human face: `analyze`'s finding alone (no maps, and no look
@@ -220,7 +236,7 @@ class FaceAnalyzer:
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
         finder = FaceFinder(self.finder_config)
-        tracker = FaceTracker(finder)
+        tracker = FaceTracker(finder, config.face)
 
         def detections() -> Iterator[_Detection | None]:
             for i, frame in enumerate(frames):
@@ -255,7 +271,7 @@ class FaceAnalyzer:
                 f"no face in {counts['missing']} of {counts['frames']} frames of the driving video: "
                 "use a clip where the face stays visible"
             )
-        if tracker.faces_seen > 1:
+        if tracker.faces_seen > 1 and config.face is None:
             log.warning("the driving video shows %d faces; following the largest, most central one", tracker.faces_seen)
         if counts["missing"]:
             log.warning("the face was found in %d of %d frames of the driving video; the others take their motion "

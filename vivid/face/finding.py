@@ -21,8 +21,9 @@ import numpy as np
 from .found import FoundFace
 from .human_check import HumanCheck
 from .mediapipe_models import Detection, FaceDetectors, FaceMeshModel
+from ..errors import OptionError
 from .regions import (
-    WINDOW_FACE, MeshRegion, box_side, face_weight, iou, main_face,
+    WINDOW_FACE, MeshRegion, box_side, face_weight, faces_from_left, iou, main_face,
     region_from_detection, region_from_landmarks, same_face, tile_windows, whole_image_window, window_around,
 )
 
@@ -157,6 +158,20 @@ class FaceFinder:
         self.close()
 
 
+def chosen_first(faces: list[FoundFace], face: int | None, name: str = "the picture") -> list[FoundFace]:
+    """`faces` (as `FaceFinder.find` orders them) with the one a user chose first: `face` counts
+    from the image's left, from 1 (None: the finder's choice, the largest, most central). An
+    OptionError when the picture has fewer faces."""
+    if face is None or not faces:
+        return faces
+    if isinstance(face, bool) or not float(face).is_integer() or not 1 <= face <= len(faces):
+        shown = f"{len(faces)} faces" if len(faces) > 1 else "one face"
+        raise OptionError(f"face {face!r}: {name} shows {shown}; choose 1 to {len(faces)}, counted from the left", "face")
+    order = faces_from_left([f.box for f in faces])
+    k = order[int(face) - 1]
+    return [faces[k]] + [f for i, f in enumerate(faces) if i != k]
+
+
 #: How much larger than its detection box a face's mesh box can be (measured up to 1.18 on a
 #: tilted face; `DETECTION_TO_FACE` holds the medians): the margin `_settled` keeps.
 MESH_OVER_DETECTION = 1.5
@@ -194,8 +209,9 @@ class FaceTracker:
     `faces_seen` is the most faces one detection found (for "several faces" messages).
     """
 
-    def __init__(self, finder: FaceFinder):
+    def __init__(self, finder: FaceFinder, first_face: int | None = None):
         self.finder = finder
+        self.first_face = first_face  # the face to follow, counted from the left in the first frame (None: the main one)
         self.config = finder.config
         self.faces_seen = 0
         self._last: FoundFace | None = None  # the followed face, as last seen
@@ -239,10 +255,13 @@ class FaceTracker:
         # At the start (or once the followed face is forgotten) the face to use is all that
         # matters; a lost face may be a small one beside a larger person, so then look at all.
         starting = self._last is None or self._lost_for > self.config.forget_after
-        faces = self.finder.find(rgb, every_face=not starting)
+        choosing = self._last is None and self.first_face is not None  # every face counts when one is chosen
+        faces = self.finder.find(rgb, every_face=not starting or choosing)
         self.faces_seen = max(self.faces_seen, len(faces))
         if not faces:
             return None
+        if self._last is None and self.first_face is not None:
+            return chosen_first(faces, self.first_face, "the first frame with a face")[0]
         if self._last is None or self._lost_for > self.config.forget_after:
             return faces[0]
         k = same_face(self._last.box, [f.box for f in faces])

@@ -13,6 +13,8 @@ from .analysis import FaceAnalysis, NoFaceError
 from .analyzer import FaceAnalyzer, TrackConfig
 from .crop import CropConfig, SquareBox, crop_analysis, face_square
 from .mesh_parsing import analysis_from_mesh
+from .edit_rig import EditRig
+from .motion_edits import MotionEdits
 from .motion_map import MotionMapStyle, render_motion_map
 from .motion_transfer import transfer_motion
 from .part_warp import warp_parts
@@ -92,9 +94,11 @@ class MotionTrack:
         crop: CropConfig = CropConfig(),
         reference: tuple[np.ndarray, SquareBox] | None = None,
         relative: bool = True,
+        edits: MotionEdits = MotionEdits(),
     ) -> "MotionTrack":
         """Track the driving face in `frames` with `analyzer` (see `from_analyses`)."""
-        return cls.from_analyses(analyzer.iter_track(frames, TrackConfig(fps=fps)), resolution, crop, reference, relative)
+        return cls.from_analyses(analyzer.iter_track(frames, TrackConfig(fps=fps)), resolution, crop, reference, relative,
+                                 edits)
 
     @classmethod
     def from_analyses(
@@ -104,12 +108,16 @@ class MotionTrack:
         crop: CropConfig = CropConfig(),
         reference: tuple[np.ndarray, SquareBox] | None = None,
         relative: bool = True,
+        edits: MotionEdits = MotionEdits(),
+        rest: np.ndarray | None = None,
     ) -> "MotionTrack":
         """From tracked analyses (one per frame, None: no face). With `reference` (its mesh
         in its crop, and that crop) the driving motion is moved onto the reference face
         (`motion_transfer`), so the maps show the reference's face shape making the driver's
         motion; without it, the driving face is shown as it is, in a crop around its median
-        position and size."""
+        position and size. Motion is measured from `rest` (the driver's face at rest, in its
+        frames' pixels; default: its first frame with a face). `edits` are made on every
+        frame's mesh (`vivid.face.edit_rig`), before any map is drawn from it."""
         raw: list[np.ndarray | None] = []
         parses: list[ParsedFrame | None] = []
         for a in analyses:
@@ -125,12 +133,20 @@ class MotionTrack:
         held_parses = None if all(p is None for p in parses) else [parses[j] for j in nearest]
         if reference is not None:
             ref_points, square = reference
-            first = held[found[0]].astype(np.float64)
-            points = [transfer_motion(ref_points, first, p.astype(np.float64), relative).points.astype(np.float32)
-                      for p in held]
-            return cls(points, resolution, square, missing, held_parses)
+            first = (held[found[0]] if rest is None else rest).astype(np.float64)
+            points = [transfer_motion(ref_points, first, p.astype(np.float64), relative).points for p in held]
+            return cls(_edited(points, ref_points, edits), resolution, square, missing, held_parses)
         boxes = np.array([np.r_[raw[i].min(axis=0), raw[i].max(axis=0)] for i in found])
         square = face_square(np.median(boxes, axis=0), crop)
         m = square.matrix(resolution)
-        points = [(p @ m[:, :2].T + m[:, 2]).astype(np.float32) for p in held]
-        return cls(points, resolution, square, missing, held_parses)
+        points = [p @ m[:, :2].T + m[:, 2] for p in held]
+        neutral = points[found[0]] if rest is None else rest @ m[:, :2].T + m[:, 2]
+        return cls(_edited(points, neutral, edits), resolution, square, missing, held_parses)
+
+
+def _edited(points: list[np.ndarray], neutral: np.ndarray, edits: MotionEdits) -> list[np.ndarray]:
+    """Each frame's mesh with `edits` made (the face at rest being `neutral`), as float32."""
+    if edits:
+        rig = EditRig(neutral)
+        points = [rig.apply(p, edits) for p in points]
+    return [np.asarray(p, np.float32) for p in points]

@@ -71,6 +71,13 @@ class Target:
     points: np.ndarray  # (478, 2)
     head: np.ndarray  # 2x3 head motion since the first driving frame, in reference pixels
     eye_opening: np.ndarray  # (2,) each eye's opening relative to the first driving frame
+    # (478,) how far each point is from the camera (any unit; None: not known), so a warp can
+    # draw the nearer of two overlapping parts last (a turned head's cheek over its far side)
+    depth: np.ndarray | None = None
+    # (2, 2) the part of each iris's motion (px; subject's right eye first) that is the eyeball
+    # turning under the lids (a gaze edit): a warp slides the eye's inside by it instead of
+    # bending the iris through the lids; None: none
+    iris_shift: np.ndarray | None = None
 
 
 def _retarget_eyelids(moved: np.ndarray, ref: np.ndarray, eye: tuple, ratio: float) -> None:

@@ -177,6 +177,12 @@ def main_face(boxes: Sequence[Box], width: int, height: int) -> int:
     return max(range(len(boxes)), key=lambda i: face_weight(boxes[i], width, height))
 
 
+def faces_from_left(boxes: Sequence[Box]) -> list[int]:
+    """Indices of `boxes` ordered from the image's left to its right (by centre): how a user
+    counts the faces of a picture when choosing one (face 1 is the leftmost)."""
+    return sorted(range(len(boxes)), key=lambda i: (float(box_centre(boxes[i])[0]), float(box_centre(boxes[i])[1])))
+
+
 #: A face is "the same one" in a later frame if its centre moved less than this many face sizes
 #: and its size changed by less than this factor.
 MAX_SHIFT = 1.0

@@ -45,6 +45,9 @@ class MotionTemplate:
     interpolated: np.ndarray | None = None  # (F,) bool: filled in from neighbouring frames
     audio: bytes | None = None  # the clip's sound as a small file (see audio_format)
     audio_format: str | None = None  # file suffix of `audio`, e.g. "m4a"
+    #: (478, 2) the face at rest that motion is measured from (None: the first frame with a
+    #: face, as for a tracked clip); a driving photo's clip rests on the portrait's own face.
+    rest: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.points = np.asarray(self.points, np.float32)
@@ -64,6 +67,10 @@ class MotionTemplate:
             raise TemplateError(f"template has {len(self.points)} frames but {self.interpolated.shape} interpolation flags")
         if (self.audio is None) != (self.audio_format is None):
             raise TemplateError("template audio and its format must be given together")
+        if self.rest is not None:
+            self.rest = np.asarray(self.rest, np.float32)
+            if self.rest.shape != (mt.NUM_POINTS, 2) or not np.isfinite(self.rest).all():
+                raise TemplateError(f"a template's rest mesh must be ({mt.NUM_POINTS}, 2) finite points")
 
     def __len__(self) -> int:
         return len(self.points)
@@ -185,6 +192,8 @@ class MotionTemplate:
         )
         if self.audio is not None:
             arrays.update(audio=np.frombuffer(self.audio, np.uint8), audio_format=np.array(self.audio_format))
+        if self.rest is not None:
+            arrays.update(rest=self.rest)
         from ..paths import atomic_output
 
         with atomic_output(path) as tmp, open(tmp, "wb") as f:  # complete, or not there at all
@@ -216,6 +225,7 @@ class MotionTemplate:
                     points=data["points"], frame_size=tuple(int(v) for v in data["frame_size"]), fps=float(data["fps"]),
                     interpolated=data["interpolated"], audio=audio,
                     audio_format=str(data["audio_format"]) if audio is not None else None,
+                    rest=data["rest"] if "rest" in data.files else None,
                 )
         except TemplateError:
             raise
