@@ -23,6 +23,7 @@ from bench.evaluation import CROSS_CLIPS, DATA, PORTRAITS, SELF_CLIPS  # noqa: E
 from bench.results import record  # noqa: E402
 from vivid.evaluation import EvaluationConfig, evaluate  # noqa: E402
 from vivid.evaluation.report import aggregate, read_csv  # noqa: E402
+from vivid.sampling import Sampling  # noqa: E402
 
 #: (header, kind, per-clip column, digits): what each ablation is expected to move.
 COLUMNS = (
@@ -41,11 +42,18 @@ COLUMNS = (
 SETTINGS = ("warp_guidance", "random_scaling", "eye_landmarks", "latent_views", "resolution")
 
 
-def config(out: Path, engines: tuple[str, ...], frames: int, weights: str | None = None) -> EvaluationConfig:
+def recommends(folder: Path) -> bool:
+    """Whether a saved model names its own sampling settings (a shipped one does; training's exports do not)."""
+    return bool(json.loads((folder / "model_index.json").read_text()).get("sampling_defaults"))
+
+
+def config(out: Path, engines: tuple[str, ...], frames: int, weights: str | None = None,
+           sampling: Sampling = Sampling()) -> EvaluationConfig:
     return EvaluationConfig(
         output=out, self_clips=[DATA / "driving" / f"{c}.mp4" for c in SELF_CLIPS],
         portraits=[DATA / "source" / f"{p}.jpg" for p in PORTRAITS],
         driving=[DATA / "driving" / f"{c}.mp4" for c in CROSS_CLIPS], engines=engines, frames=frames, weights=weights,
+        diffusion=sampling,
     )
 
 
@@ -73,6 +81,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, metavar="LABEL=FOLDER",
                         help="a row: its label and the saved model folder (repeatable)")
     parser.add_argument("--frames", type=int, default=48, help="frames per clip")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps for rows whose model recommends none (training's exports)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance for those rows")
     parser.add_argument("--note", default="", help="a sentence printed under the table (how the runs compare)")
     args = parser.parse_args()
     models = [item.partition("=")[::2] for item in args.model]
@@ -88,9 +99,12 @@ def main() -> None:
         for engine in ("still", "preview"):
             lines.append(f"| {engine} engine | " + " | ".join(cells(rows, engine)) + " |")
         for k, (label, folder) in enumerate(models):
-            out = evaluate(config(Path(tmp) / f"model{k}", ("diffusion",), args.frames, folder))
+            own = recommends(Path(folder))
+            sampling = Sampling() if own else Sampling(steps=args.steps, guidance=args.guidance)
+            out = evaluate(config(Path(tmp) / f"model{k}", ("diffusion",), args.frames, folder, sampling))
             lines.append(f"| {label} | " + " | ".join(cells(read_csv(out / "per_clip.csv"), "diffusion")) + " |")
-            notes.append(f"- {label}: `{folder}` ({described(Path(folder))})")
+            how = "its own sampling settings" if own else f"steps {args.steps or 'default'}, guidance {args.guidance or 'default'}"
+            notes.append(f"- {label}: `{folder}` ({described(Path(folder))}; sampled with {how})")
             print(lines[-1], flush=True)
     minutes = (time.perf_counter() - start) / 60
     body = (f"{len(SELF_CLIPS)} self-reenactment clips, {len(PORTRAITS)} portraits x {len(CROSS_CLIPS)} clips, "
