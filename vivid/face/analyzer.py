@@ -35,6 +35,10 @@ PARSERS: tuple[str, ...] = ("auto", "mesh", "farl")
 #: this many face sizes wide (the animation's crops are 2-2.6 face sizes).
 PERSON_WINDOW = 3.0
 
+#: Finders (MediaPipe graphs, ~40 MB of native memory) an analyser keeps for its next looks
+#: and videos; more at once are made for the moment and closed after.
+IDLE_FINDERS = 2
+
 NO_FACE_HINT = "use a photo where one face is clearly visible, roughly frontal and at least 64 px wide"
 
 
@@ -88,7 +92,8 @@ class FaceAnalyzer:
         self.segment = segment
         self.finder_config = finder
         self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
-        self._finder: FaceFinder | None = None
+        self._pool_lock = threading.Lock()
+        self._idle: list[FaceFinder] = []  # finders no look or tracking uses now, the last used at the end
         self._last: tuple | None = None  # (picture's key, its analysis): the last still analysed
         self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
@@ -115,10 +120,25 @@ class FaceAnalyzer:
         log.info("face backend: %s", self.backend_note)
 
     # -- single images ------------------------------------------------------------------
-    def _faces(self) -> FaceFinder:
-        if self._finder is None:
-            self._finder = FaceFinder(self.finder_config)
-        return self._finder
+    def _faces(self) -> "_Lent":
+        """A finder for one look at a still picture (`with self._faces() as finder:`)."""
+        return _Lent(self)
+
+    def _borrow_finder(self) -> FaceFinder:
+        """An idle finder (the one used last: its graphs are warm, and the picture it looked at
+        last is remembered by `FaceFinder.find`, so a job's check of a driving clip's first
+        frame is not repeated by the clip's tracking), or a new one."""
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return FaceFinder(self.finder_config)
+
+    def _return_finder(self, finder: FaceFinder) -> None:
+        with self._pool_lock:
+            if len(self._idle) < IDLE_FINDERS:
+                self._idle.append(finder)
+                return
+        finder.close()
 
     def _person_mask(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         """Selfie segmentation of the whole image; around a small face (a wide shot) again at
@@ -166,7 +186,10 @@ class FaceAnalyzer:
     def _analyze(self, rgb: np.ndarray, name: str, face: int | None = None) -> FaceAnalysis:
         """`analyze` of an RGB picture, under the lock; its notes are about the faces only (the
         caller adds what converting the picture called for)."""
-        faces = self._faces().find(rgb)
+        # The face to use alone needs no look for small faces once one settles it; a face
+        # chosen by its place among the others needs them all.
+        with self._faces() as finder:
+            faces = finder.find(rgb, every_face=face is not None)
         if not faces:
             raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
         faces = chosen_first(faces, face, name)
@@ -187,7 +210,8 @@ class FaceAnalyzer:
         face N of `analyze(..., face=N)` is the N-th box (what a picker offers)."""
         rgb = to_rgb(image, name).rgb
         with self._lock:
-            boxes = [f.box for f in self._faces().find(rgb)]
+            with self._faces() as finder:
+                boxes = [f.box for f in finder.find(rgb)]
         return [boxes[i] for i in faces_from_left(boxes)]
 
     def finds_face(self, image: np.ndarray, name: str = "image") -> bool:
@@ -195,7 +219,8 @@ class FaceAnalyzer:
         for smaller faces once one settles which face it would be)."""
         rgb = to_rgb(image, name).rgb
         with self._lock:
-            return bool(self._faces().find(rgb, every_face=False))
+            with self._faces() as finder:
+                return bool(finder.find(rgb, every_face=False))
 
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
@@ -235,7 +260,7 @@ class FaceAnalyzer:
         """(smoothed points, filled in?, detection, frame shape) per frame; None: no face."""
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
-        finder = FaceFinder(self.finder_config)
+        finder = self._borrow_finder()
         tracker = FaceTracker(finder, config.face)
 
         def detections() -> Iterator[_Detection | None]:
@@ -263,7 +288,7 @@ class FaceAnalyzer:
             for i, (points, (was_filled, detection)) in enumerate(stream):
                 yield None if points is None else (points, was_filled, detection, shapes[i])
         finally:
-            finder.close()
+            self._return_finder(finder)
         if counts["frames"] == 0:
             raise NoFaceError("the video has no frames")
         if counts["missing"] > config.max_missing * counts["frames"]:
@@ -285,9 +310,10 @@ class FaceAnalyzer:
         """Free the native MediaPipe graphs now rather than at garbage collection (and the
         remembered analysis with them)."""
         self._last = None
-        if self._finder is not None:
-            self._finder.close()
-            self._finder = None
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for finder in idle:
+            finder.close()
         if self._segmenter is not None:
             self._segmenter.close()
             self._segmenter = None
@@ -305,6 +331,21 @@ class FaceAnalyzer:
             self.close()
         except Exception:  # interpreter shutdown: the native side may already be gone
             pass
+
+
+class _Lent:
+    """A finder borrowed from an analyser's pool for the length of a `with` block."""
+
+    def __init__(self, analyzer: FaceAnalyzer):
+        self.analyzer = analyzer
+        self.finder: FaceFinder | None = None
+
+    def __enter__(self) -> FaceFinder:
+        self.finder = self.analyzer._borrow_finder()
+        return self.finder
+
+    def __exit__(self, *exc) -> None:
+        self.analyzer._return_finder(self.finder)
 
 
 @dataclass
