@@ -15,7 +15,7 @@ import numpy as np
 from ..media import to_rgb
 from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
-from .finding import FaceFinder, FaceTracker, FinderConfig, chosen_first
+from .finding import FaceFinder, FaceTracker, FinderConfig, LookMemory, chosen_first
 from .regions import faces_from_left
 from .found import FoundFace
 from .gaps import fill_gaps
@@ -91,8 +91,10 @@ class FaceAnalyzer:
             raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
         self.segment = segment
         self.finder_config = finder
-        self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
+        self._lock = threading.Lock()  # the remembered analysis and the segmenter (Gradio uses threads)
         self._pool_lock = threading.Lock()
+        self._segmenter_lock = threading.Lock()
+        self._looks = LookMemory()  # what its finders found in the last pictures they looked at
         self._idle: list[FaceFinder] = []  # finders no look or tracking uses now, the last used at the end
         self._last: tuple | None = None  # (picture's key, its analysis): the last still analysed
         self._segmenter: PersonSegmenter | None = None
@@ -131,7 +133,7 @@ class FaceAnalyzer:
         with self._pool_lock:
             if self._idle:
                 return self._idle.pop()
-        return FaceFinder(self.finder_config)
+        return FaceFinder(self.finder_config, self._looks)
 
     def _return_finder(self, finder: FaceFinder) -> None:
         with self._pool_lock:
@@ -143,6 +145,10 @@ class FaceAnalyzer:
     def _person_mask(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         """Selfie segmentation of the whole image; around a small face (a wide shot) again at
         the model's resolution, so the crops the animation uses get a mask of their own detail."""
+        with self._segmenter_lock:  # one graph, not thread-safe
+            return self._person_mask_locked(rgb, face)
+
+    def _person_mask_locked(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         if self._segmenter is None:
             self._segmenter = PersonSegmenter()
         mask = self._segmenter.mask(rgb)
@@ -173,10 +179,11 @@ class FaceAnalyzer:
         key = (self.segment, face, rgb.shape,
                hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
         with self._lock:
-            if self._last is not None and self._last[0] == key:
-                analysis = copy.deepcopy(self._last[1])
-            else:
-                analysis = self._analyze(rgb, name, face)
+            known = self._last is not None and self._last[0] == key
+            analysis = copy.deepcopy(self._last[1]) if known else None
+        if analysis is None:  # MediaPipe graphs are borrowed per look: other looks need not wait
+            analysis = self._analyze(rgb, name, face)
+            with self._lock:
                 self._last = (key, copy.deepcopy(analysis))
         analysis.notes = list(loaded.notes) + analysis.notes
         for note in analysis.notes:
@@ -209,18 +216,16 @@ class FaceAnalyzer:
         """The boxes (x0, y0, x1, y1) of the human faces in an image, from its left to its right:
         face N of `analyze(..., face=N)` is the N-th box (what a picker offers)."""
         rgb = to_rgb(image, name).rgb
-        with self._lock:
-            with self._faces() as finder:
-                boxes = [f.box for f in finder.find(rgb)]
+        with self._faces() as finder:
+            boxes = [f.box for f in finder.find(rgb)]
         return [boxes[i] for i in faces_from_left(boxes)]
 
     def finds_face(self, image: np.ndarray, name: str = "image") -> bool:
         """Whether `image` shows a human face: `analyze`'s finding alone (no maps, and no look
         for smaller faces once one settles which face it would be)."""
         rgb = to_rgb(image, name).rgb
-        with self._lock:
-            with self._faces() as finder:
-                return bool(finder.find(rgb, every_face=False))
+        with self._faces() as finder:
+            return bool(finder.find(rgb, every_face=False))
 
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
@@ -310,6 +315,7 @@ class FaceAnalyzer:
         """Free the native MediaPipe graphs now rather than at garbage collection (and the
         remembered analysis with them)."""
         self._last = None
+        self._looks.clear()
         with self._pool_lock:
             idle, self._idle = self._idle, []
         for finder in idle:

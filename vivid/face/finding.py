@@ -15,6 +15,7 @@ the one followed (near it, of a similar size) instead of jumping to another pers
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,12 +59,12 @@ class FaceFinder:
     Holds MediaPipe graphs: not thread-safe (use one per thread, or a lock), `close()` frees them.
     """
 
-    def __init__(self, config: FinderConfig = FinderConfig()):
+    def __init__(self, config: FinderConfig = FinderConfig(), memory: "LookMemory | None" = None):
         self.config = config
         self.detectors = FaceDetectors(config.min_detection)
         self.mesh = FaceMeshModel()
         self.human = HumanCheck(self.mesh)
-        self._last: tuple | None = None  # (picture's key, its faces): the last picture looked at
+        self.memory = memory or LookMemory()  # the last pictures looked at (shared by an analyser's finders)
 
     # -- one face ---------------------------------------------------------------------------
     def measure(self, rgb: np.ndarray, region: MeshRegion, passes: int = MESH_PASSES,
@@ -94,11 +95,11 @@ class FaceFinder:
         whole look could have missed would outweigh (`_settled`). The last picture's answer
         is remembered: asked again for the same picture, nothing is looked at twice."""
         key = _picture_key(rgb, every_face)
-        if self._last is not None and self._last[0] == key:
-            return list(self._last[1])  # the same picture asked for again (a job's check, then its tracker)
-        faces = self._find(rgb, every_face)
-        self._last = (key, list(faces))
-        return faces
+        faces = self.memory.get(key)  # the same picture asked for again (a job's check, then its tracker)
+        if faces is None:
+            faces = self._find(rgb, every_face)
+            self.memory.put(key, faces)
+        return list(faces)
 
     def _find(self, rgb: np.ndarray, every_face: bool) -> list[FoundFace]:
         h, w = rgb.shape[:2]
@@ -158,7 +159,6 @@ class FaceFinder:
         return faces
 
     def close(self) -> None:
-        self._last = None
         self.detectors.close()
         self.mesh.close()
         self.human.close()
@@ -168,6 +168,31 @@ class FaceFinder:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class LookMemory:
+    """The faces found in the last few pictures, by picture (thread-safe): finders that share
+    one answer a picture any of them has looked at without looking again."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._answers: dict[tuple, list[FoundFace]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> list[FoundFace] | None:
+        with self._lock:
+            return self._answers.get(key)
+
+    def put(self, key: tuple, faces: list[FoundFace]) -> None:
+        with self._lock:
+            self._answers.pop(key, None)
+            self._answers[key] = list(faces)
+            while len(self._answers) > self.size:
+                del self._answers[next(iter(self._answers))]  # the oldest
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
 
 
 def chosen_first(faces: list[FoundFace], face: int | None, name: str = "the picture") -> list[FoundFace]:
