@@ -23,6 +23,7 @@ from .face.edit_rig import EditRig
 from .face.motion_edits import MotionEdits
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .face.template import MotionTemplate
+from . import native_warp
 from .media import checked_frames, to_rgb
 
 @dataclass(frozen=True)
@@ -266,6 +267,13 @@ class PreviewAnimator:
         turned head's parts overlap the nearer one shows."""
         lin, shift, order = triangle_affines(src, dst, depths)
         h, w = y1 - y0, x1 - x0
+        lib = native_warp.library()
+        if lib is not None:  # the same maps, in C, without the GIL
+            ys, xs = ref.grid[:, y0:y1, x0:x1]
+            map_x, map_y = np.ascontiguousarray(xs), np.ascontiguousarray(ys)
+            affine = np.concatenate([lin.reshape(-1, 4), shift], axis=1)[order]
+            native_warp.backward_maps(lib, dst[order] - (x0, y0), affine, x0, y0, map_x, map_y)
+            return map_x, map_y
         row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
         tri = order[k]
         a = lin[tri]  # (R, 2, 2)
@@ -379,7 +387,12 @@ class PreviewAnimator:
         roi[:, 2] -= (ix0, iy0)  # image -> ROI coordinates, composed into the crop -> image map
         size = (int(ix1 - ix0), int(iy1 - iy0))
         back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None].astype(np.float32) / 255
+        a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)
+        lib = native_warp.library()
+        if lib is not None:  # the same blend, in C, without the GIL
+            native_warp.blend(lib, out[iy0:iy1, ix0:ix1], back, a)
+            return out
+        a = a[..., None].astype(np.float32) / 255
         region = out[iy0:iy1, ix0:ix1].astype(np.float32)
         out[iy0:iy1, ix0:ix1] = (region * (1 - a) + back.astype(np.float32) * a).round().astype(np.uint8)
         return out
