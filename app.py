@@ -443,7 +443,11 @@ def face_choices(path: str | None) -> list[str]:
     if not path or not is_image_file(path):
         return [AUTO_FACE]
     try:
-        boxes = mesh_analyzer().face_boxes(load_image(path, LIMITS.media).rgb, "the portrait")
+        rgb = load_image(path, LIMITS.media).rgb
+        boxes = mesh_analyzer().face_boxes(rgb, "the portrait")
+        # The job's own look at this upload, made now (the faces just found answer it): Animate
+        # then finds the portrait analysed (the analyser remembers it by its pixels).
+        mesh_analyzer().analyze(fit_within(rgb, LIMITS.output_side)[0], "the portrait")
     except (InputError, NoFaceError):
         return [AUTO_FACE]
     return [AUTO_FACE] + ([f"{k} of {len(boxes)}, from the left" for k in range(1, len(boxes) + 1)]

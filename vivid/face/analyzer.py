@@ -6,6 +6,7 @@ import hashlib
 import logging
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
 
@@ -34,6 +35,10 @@ PARSERS: tuple[str, ...] = ("auto", "mesh", "farl")
 #: Around a face smaller than a sixth of the image, the person mask is made again in a window
 #: this many face sizes wide (the animation's crops are 2-2.6 face sizes).
 PERSON_WINDOW = 3.0
+
+#: Still pictures whose analysis an analyser remembers (a server's visitors upload theirs, then
+#: press Animate; each analysis holds two picture-sized maps).
+REMEMBERED_ANALYSES = 3
 
 #: Finders (MediaPipe graphs, ~40 MB of native memory) an analyser keeps for its next looks
 #: and videos; more at once are made for the moment and closed after.
@@ -96,7 +101,8 @@ class FaceAnalyzer:
         self._segmenter_lock = threading.Lock()
         self._looks = LookMemory()  # what its finders found in the last pictures they looked at
         self._idle: list[FaceFinder] = []  # finders no look or tracking uses now, the last used at the end
-        self._last: tuple | None = None  # (picture's key, its analysis): the last still analysed
+        # The last stills analysed, by picture: a job's check, then its engine; an upload, then its job.
+        self._remembered: OrderedDict[tuple, FaceAnalysis] = OrderedDict()
         self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
         if backend == "farl" and farl_models is None:
@@ -179,12 +185,14 @@ class FaceAnalyzer:
         key = (self.segment, face, rgb.shape,
                hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
         with self._lock:
-            known = self._last is not None and self._last[0] == key
-            analysis = copy.deepcopy(self._last[1]) if known else None
+            known = self._remembered.get(key)
+            analysis = None if known is None else copy.deepcopy(known)
         if analysis is None:  # MediaPipe graphs are borrowed per look: other looks need not wait
             analysis = self._analyze(rgb, name, face)
             with self._lock:
-                self._last = (key, copy.deepcopy(analysis))
+                self._remembered[key] = copy.deepcopy(analysis)
+                while len(self._remembered) > REMEMBERED_ANALYSES:
+                    self._remembered.popitem(last=False)  # the oldest
         analysis.notes = list(loaded.notes) + analysis.notes
         for note in analysis.notes:
             log.info("%s: %s", name, note)
@@ -314,7 +322,7 @@ class FaceAnalyzer:
     def close(self) -> None:
         """Free the native MediaPipe graphs now rather than at garbage collection (and the
         remembered analysis with them)."""
-        self._last = None
+        self._remembered.clear()
         self._looks.clear()
         with self._pool_lock:
             idle, self._idle = self._idle, []

@@ -180,8 +180,12 @@ class LookMemory:
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> list[FoundFace] | None:
+        """The faces remembered for `key`; asked for the face to use alone, every face found
+        in the same picture answers too (the face to use comes first in both)."""
+        every_face, *picture = key
         with self._lock:
-            return self._answers.get(key)
+            found = self._answers.get(key)
+            return self._answers.get((True, *picture)) if found is None and not every_face else found
 
     def put(self, key: tuple, faces: list[FoundFace]) -> None:
         with self._lock:
