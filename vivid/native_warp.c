@@ -58,6 +58,21 @@ void backward_maps(const double *tri, const double *affine, long n, long h, long
     }
 }
 
+/* moved = |map_x - x| + |map_y - y| > 0.05 for each pixel of an h x w window at (x0, y0) of
+ * the crop: the pixels the warp changed (bool, row stride moved_stride bytes). */
+void moved_pixels(const float *map_x, const float *map_y, long h, long w, long x0, long y0, uint8_t *moved,
+                  long moved_stride) {
+    for (long y = 0; y < h; y++) {
+        const float *mx = map_x + y * w, *my = map_y + y * w;
+        uint8_t *m = moved + y * moved_stride;
+        float yy = (float)(y + y0);
+        for (long x = 0; x < w; x++) {
+            float d = fabsf(mx[x] - (float)(x + x0)) + fabsf(my[x] - yy);
+            m[x] = d > 0.05f;
+        }
+    }
+}
+
 /* out = round(out * (1 - a) + back * a), a = alpha / 255, per pixel of an h x w x 3 region;
  * out is a view into the portrait (row stride out_stride bytes), back and alpha contiguous. */
 void blend(uint8_t *out, long out_stride, const uint8_t *back, const uint8_t *alpha, long h, long w) {

@@ -80,6 +80,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, n = ctypes.c_void_p, ctypes.c_long
     lib.backward_maps.argtypes = [p, p, n, n, n, n, n, p, p]
     lib.backward_maps.restype = None
+    lib.moved_pixels.argtypes = [p, p, n, n, n, n, p, n]
+    lib.moved_pixels.restype = None
     lib.blend.argtypes = [p, n, p, p, n, n]
     lib.blend.restype = None
     return lib
@@ -96,6 +98,15 @@ def backward_maps(lib: ctypes.CDLL, corners: np.ndarray, affine: np.ndarray, x0:
     assert map_x.flags.c_contiguous and map_y.flags.c_contiguous and map_x.dtype == map_y.dtype == np.float32
     lib.backward_maps(corners.ctypes.data, affine.ctypes.data, len(corners), h, w, x0, y0, map_x.ctypes.data,
                       map_y.ctypes.data)
+
+
+def moved_pixels(lib: ctypes.CDLL, map_x: np.ndarray, map_y: np.ndarray, x0: int, y0: int, moved: np.ndarray) -> None:
+    """moved = |map_x - x| + |map_y - y| > 0.05 over a window at (x0, y0) of the crop, written
+    into `moved` ((h, w) bool view, rows may be strided): the pixels the warp changed."""
+    h, w = map_x.shape
+    assert moved.shape == (h, w) and moved.dtype == np.bool_ and moved.strides[1] == 1
+    assert map_x.flags.c_contiguous and map_y.flags.c_contiguous
+    lib.moved_pixels(map_x.ctypes.data, map_y.ctypes.data, h, w, x0, y0, moved.ctypes.data, moved.strides[0])
 
 
 def blend(lib: ctypes.CDLL, out: np.ndarray, back: np.ndarray, alpha: np.ndarray) -> None:

@@ -220,7 +220,11 @@ class PreviewAnimator:
             map_x, map_y = self._backward_maps(ref, src, dst, x0, y0, x1, y1, _triangle_depths(ref, goal.depth))
             ys, xs = ref.grid[:, y0:y1, x0:x1]
             out[window] = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            moved[window] = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
+            lib = native_warp.library()
+            if lib is not None and map_x.flags.c_contiguous and map_y.flags.c_contiguous:
+                native_warp.moved_pixels(lib, map_x, map_y, x0, y0, moved[window])
+            else:
+                moved[window] = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
         self._paint_mouth(out, ref, target, moved)
         if goal.iris_shift is not None:
             for eye, shift in zip(EYES, goal.iris_shift):
