@@ -16,7 +16,8 @@ import numpy as np
 from ..media import to_rgb
 from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
-from .finding import FaceFinder, FaceTracker, FinderConfig, LookMemory, chosen_first
+from .finder_pool import FinderPool
+from .finding import FaceTracker, FinderConfig, chosen_first
 from .regions import faces_from_left
 from .found import FoundFace
 from .gaps import fill_gaps
@@ -39,10 +40,6 @@ PERSON_WINDOW = 3.0
 #: Still pictures whose analysis an analyser remembers (a server's visitors upload theirs, then
 #: press Animate; each analysis holds two picture-sized maps).
 REMEMBERED_ANALYSES = 3
-
-#: Finders (MediaPipe graphs, ~40 MB of native memory) an analyser keeps for its next looks
-#: and videos; more at once are made for the moment and closed after.
-IDLE_FINDERS = 2
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, roughly frontal and at least 64 px wide"
 
@@ -96,11 +93,9 @@ class FaceAnalyzer:
             raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
         self.segment = segment
         self.finder_config = finder
-        self._lock = threading.Lock()  # the remembered analysis and the segmenter (Gradio uses threads)
-        self._pool_lock = threading.Lock()
+        self._lock = threading.Lock()  # the remembered analyses (Gradio uses threads)
         self._segmenter_lock = threading.Lock()
-        self._looks = LookMemory()  # what its finders found in the last pictures they looked at
-        self._idle: list[FaceFinder] = []  # finders no look or tracking uses now, the last used at the end
+        self._finders = FinderPool(finder)  # each look and each video borrows one
         # The last stills analysed, by picture: a job's check, then its engine; an upload, then its job.
         self._remembered: OrderedDict[tuple, FaceAnalysis] = OrderedDict()
         self._segmenter: PersonSegmenter | None = None
@@ -128,26 +123,6 @@ class FaceAnalyzer:
         log.info("face backend: %s", self.backend_note)
 
     # -- single images ------------------------------------------------------------------
-    def _faces(self) -> "_Lent":
-        """A finder for one look at a still picture (`with self._faces() as finder:`)."""
-        return _Lent(self)
-
-    def _borrow_finder(self) -> FaceFinder:
-        """An idle finder (the one used last: its graphs are warm, and the picture it looked at
-        last is remembered by `FaceFinder.find`, so a job's check of a driving clip's first
-        frame is not repeated by the clip's tracking), or a new one."""
-        with self._pool_lock:
-            if self._idle:
-                return self._idle.pop()
-        return FaceFinder(self.finder_config, self._looks)
-
-    def _return_finder(self, finder: FaceFinder) -> None:
-        with self._pool_lock:
-            if len(self._idle) < IDLE_FINDERS:
-                self._idle.append(finder)
-                return
-        finder.close()
-
     def _person_mask(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         """Selfie segmentation of the whole image; around a small face (a wide shot) again at
         the model's resolution, so the crops the animation uses get a mask of their own detail."""
@@ -199,11 +174,11 @@ class FaceAnalyzer:
         return analysis
 
     def _analyze(self, rgb: np.ndarray, name: str, face: int | None = None) -> FaceAnalysis:
-        """`analyze` of an RGB picture, under the lock; its notes are about the faces only (the
-        caller adds what converting the picture called for)."""
+        """`analyze` of an RGB picture; its notes are about the faces only (the caller adds what
+        converting the picture called for)."""
         # The face to use alone needs no look for small faces once one settles it; a face
         # chosen by its place among the others needs them all.
-        with self._faces() as finder:
+        with self._finders.lent() as finder:
             faces = finder.find(rgb, every_face=face is not None)
         if not faces:
             raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
@@ -224,7 +199,7 @@ class FaceAnalyzer:
         """The boxes (x0, y0, x1, y1) of the human faces in an image, from its left to its right:
         face N of `analyze(..., face=N)` is the N-th box (what a picker offers)."""
         rgb = to_rgb(image, name).rgb
-        with self._faces() as finder:
+        with self._finders.lent() as finder:
             boxes = [f.box for f in finder.find(rgb)]
         return [boxes[i] for i in faces_from_left(boxes)]
 
@@ -232,7 +207,7 @@ class FaceAnalyzer:
         """Whether `image` shows a human face: `analyze`'s finding alone (no maps, and no look
         for smaller faces once one settles which face it would be)."""
         rgb = to_rgb(image, name).rgb
-        with self._faces() as finder:
+        with self._finders.lent() as finder:
             return bool(finder.find(rgb, every_face=False))
 
     # -- videos -------------------------------------------------------------------------
@@ -273,7 +248,7 @@ class FaceAnalyzer:
         """(smoothed points, filled in?, detection, frame shape) per frame; None: no face."""
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
-        finder = self._borrow_finder()
+        finder = self._finders.borrow()
         tracker = FaceTracker(finder, config.face)
 
         def detections() -> Iterator[_Detection | None]:
@@ -301,7 +276,7 @@ class FaceAnalyzer:
             for i, (points, (was_filled, detection)) in enumerate(stream):
                 yield None if points is None else (points, was_filled, detection, shapes[i])
         finally:
-            self._return_finder(finder)
+            self._finders.give_back(finder)
         if counts["frames"] == 0:
             raise NoFaceError("the video has no frames")
         if counts["missing"] > config.max_missing * counts["frames"]:
@@ -323,11 +298,7 @@ class FaceAnalyzer:
         """Free the native MediaPipe graphs now rather than at garbage collection (and the
         remembered analysis with them)."""
         self._remembered.clear()
-        self._looks.clear()
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for finder in idle:
-            finder.close()
+        self._finders.close()
         if self._segmenter is not None:
             self._segmenter.close()
             self._segmenter = None
@@ -345,21 +316,6 @@ class FaceAnalyzer:
             self.close()
         except Exception:  # interpreter shutdown: the native side may already be gone
             pass
-
-
-class _Lent:
-    """A finder borrowed from an analyser's pool for the length of a `with` block."""
-
-    def __init__(self, analyzer: FaceAnalyzer):
-        self.analyzer = analyzer
-        self.finder: FaceFinder | None = None
-
-    def __enter__(self) -> FaceFinder:
-        self.finder = self.analyzer._borrow_finder()
-        return self.finder
-
-    def __exit__(self, *exc) -> None:
-        self.analyzer._return_finder(self.finder)
 
 
 @dataclass
