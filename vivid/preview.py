@@ -390,8 +390,12 @@ class PreviewAnimator:
         roi = inverse.copy()
         roi[:, 2] -= (ix0, iy0)  # image -> ROI coordinates, composed into the crop -> image map
         size = (int(ix1 - ix0), int(iy1 - iy0))
-        back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)
+        shift = _whole_pixel_shift(roi)
+        if shift is not None:  # the crop at the portrait's own scale (the default): plain copies
+            back, a = _shifted(crop, shift, size, replicate=True), _shifted(alpha, shift, size, replicate=False)
+        else:
+            back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)
         lib = native_warp.library()
         if lib is not None:  # the same blend, in C, without the GIL
             native_warp.blend(lib, out[iy0:iy1, ix0:ix1], back, a)
@@ -519,6 +523,28 @@ def _row_runs(triangles: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
     length = np.minimum(np.floor(np.maximum(long, short)), w - 1).astype(np.intp) - first + 1
     keep = length > 0
     return y[keep], first[keep], length[keep], k[keep]
+
+
+def _whole_pixel_shift(m: np.ndarray) -> tuple[int, int] | None:
+    """(dx, dy) when the 2x3 affine `m` moves by whole pixels only; None otherwise."""
+    if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and (m[:, 2] == np.round(m[:, 2])).all():
+        return int(m[0, 2]), int(m[1, 2])
+    return None
+
+
+def _shifted(image: np.ndarray, shift: tuple[int, int], size: tuple[int, int], replicate: bool) -> np.ndarray:
+    """`cv2.warpAffine(image, [[1, 0, dx], [0, 1, dy]], size)` for a whole-pixel shift, by copying:
+    pixels from beyond the image repeat its edge (`replicate`) or are 0."""
+    (dx, dy), (w, h) = shift, size
+    rows, cols = np.arange(h) - dy, np.arange(w) - dx
+    if rows[0] >= 0 and cols[0] >= 0 and rows[-1] < image.shape[0] and cols[-1] < image.shape[1]:
+        return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    inside_rows, inside_cols = (rows >= 0) & (rows < image.shape[0]), (cols >= 0) & (cols < image.shape[1])
+    out = image[np.clip(rows, 0, image.shape[0] - 1)][:, np.clip(cols, 0, image.shape[1] - 1)]
+    if not replicate:
+        out[~inside_rows] = 0
+        out[:, ~inside_cols] = 0
+    return out
 
 
 def _inside(square: SquareBox, shape: tuple[int, int]) -> SquareBox:
