@@ -108,6 +108,19 @@ def cli_seconds(reference: str, clip: str, out: str, threaded: bool = True, max_
     return time.perf_counter() - start
 
 
+def import_seconds(reference: str, clip: str, out: str, root: Path = ROOT) -> tuple[float, list[str]]:
+    """Seconds a one-frame `python -m vivid animate` spends importing (`-X importtime`, every
+    top-level import summed, those made while working included), and its five largest."""
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vivid", "animate", reference, clip, "-o", out,
+                           "--max-frames", "1"], cwd=root, check=True, capture_output=True, text=True, env=env)
+    top = [(int(m[1]), m[2]) for m in re.finditer(r"import time:\s+\d+ \|\s+(\d+) \| (\S+)$", done.stderr, re.M)]
+    largest = [f"{name} {us / 1000:.0f} ms" for us, name in sorted(top, reverse=True)[:5]]
+    return sum(us for us, _ in top) / 1e6, largest
+
+
 def checkout(rev: str, folder: Path) -> Path:
     """The project's files at git revision `rev`, unpacked into `folder` (no worktree state)."""
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
@@ -339,6 +352,9 @@ def main() -> None:
         if previous is not None:
             runs["cli_rev"].append(n / cli_seconds(ref_path, args.clip, str(tmp / "out_rev.mp4"), root=previous))
             runs["startup_rev"].append(cli_seconds(ref_path, args.clip, out, max_frames=1, root=previous))
+    imports = [import_seconds(ref_path, args.clip, str(tmp / "imp.mp4")) for _ in range(args.runs)]
+    imports_rev = ([import_seconds(ref_path, args.clip, str(tmp / "imp.mp4"), root=previous) for _ in range(args.runs)]
+                   if previous is not None else [])
     best = {k: max(v, default=0.0) for k, v in runs.items()}
     best["startup"] = min(runs["startup"])
 
@@ -384,6 +400,9 @@ tracking, warping, H.264 encoding and the driving clip's sound muxed in. Of that
 (`--max-frames 1`: start-up, portrait, encoder and muxing, no video work) takes **{best['startup']:.2f} s**
 (best round; median {statistics.median(runs['startup']):.2f} s; target: at most 0.7 s)""" + (f"""; at `{args.against}`
 {min(runs['startup_rev']):.2f} s (median {statistics.median(runs['startup_rev']):.2f} s)""" if previous is not None else "") + f""".
+Its imports (`python -X importtime`, every top-level import summed, the fastest of {args.runs} runs): {min(imports)[0]:.2f} s
+(largest: {", ".join(min(imports)[1])})""" + (f"""; at `{args.against}` {min(imports_rev)[0]:.2f} s
+(largest: {", ".join(min(imports_rev)[1])})""" if imports_rev else "") + f""".
 "Frames beyond start-up": each round's (frames - 1) / (full run - one-frame run).
 Threads: decoding (PyAV), tracking (MediaPipe + smoothing + motion transfer) and warping (OpenCV/NumPy,
 OpenCV's own pool off, GIL switch interval 1 ms) each run ahead of the next stage through a queue of 8 frames; the encoder is the
