@@ -48,6 +48,41 @@ SEQUENTIAL = (
 )
 
 
+#: The CLI's stages timed by CPU per thread (run with the project at `cwd`, any version): the
+#: engine streaming into the encoder as `animate` does, frames decoded from the file; CPU time
+#: per frame of each of our threads and of the rest (MediaPipe's graph threads, FFmpeg's).
+STAGES = (
+    "import json, sys, threading, time\n"
+    "cpu = {}\n"
+    "run = threading.Thread.run\n"
+    "def timed(self):\n"
+    "    try: run(self)\n"
+    "    finally: cpu[self.name.split('_')[0]] = cpu.get(self.name.split('_')[0], 0) + time.thread_time()\n"
+    "threading.Thread.run = timed\n"
+    "from vivid.engines import PreviewEngine\n"
+    "from vivid.media import load_image, read_video, write_video\n"
+    "reference, clip, out = sys.argv[1:4]\n"
+    "engine = PreviewEngine(whole_process=True)\n"
+    "ref = load_image(reference).rgb\n"
+    "write_video(out, engine.animate(ref, read_video(clip, max_frames=10), 30.0), 30.0, encoding=engine.encoding)\n"
+    "cpu.clear()\n"
+    "wall, main, total = time.perf_counter(), time.thread_time(), time.process_time()\n"
+    "n = write_video(out, engine.animate(ref, read_video(clip), 30.0), 30.0, encoding=engine.encoding)\n"
+    "wall, main, total = time.perf_counter() - wall, time.thread_time() - main, time.process_time() - total\n"
+    "rest = total - main - sum(cpu.values())\n"
+    "print(json.dumps({'frames': n, 'wall': wall, 'total': total, 'encode (main thread)': main, **cpu, 'other threads': rest}))\n"
+)
+
+
+def stage_cpu(reference: str, clip: str, out: str, root: Path = ROOT) -> dict:
+    """CPU ms per frame of each stage's thread (see `STAGES`), and wall and total ms per frame."""
+    done = subprocess.run([sys.executable, "-c", STAGES, reference, clip, out], cwd=root, check=True,
+                          capture_output=True, text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    n = figures.pop("frames")
+    return {k: 1000 * v / n for k, v in figures.items()}
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / max(mse, 1e-10)))
@@ -314,12 +349,17 @@ def main() -> None:
     parser.add_argument("--warp", action="store_true", help="only the warp before issue 22 against now (its own section)")
     parser.add_argument("--warp-frames", type=int, default=20, help="frames per callgrind run of --warp")
     parser.add_argument("--warp-child", help=argparse.SUPPRESS)
+    parser.add_argument("--stages", action="store_true", help="only the CPU per frame of each stage's thread, now and "
+                        "at --against (its own section)")
     args = parser.parse_args()
     if args.warp_child:
         warp_child(**json.loads(args.warp_child))
         return
     if args.warp:
         record("Preview engine: the warp", warp_section(args.warp_frames))
+        return
+    if args.stages:
+        record("Preview engine: CPU per stage", stages_section(args))
         return
     from PIL import Image
 
@@ -428,6 +468,36 @@ on a portrait the app has not seen before the click"""
 
     shutil.rmtree(tmp, ignore_errors=True)
     record("Preview engine", body)
+
+
+def stages_section(args: argparse.Namespace) -> str:
+    """CPU ms per frame of each thread of the CLI's pipeline, now and at `args.against`,
+    interleaved rounds, the median of each figure."""
+    from PIL import Image
+    from skimage import data
+
+    tmp = Path(tempfile.mkdtemp(prefix="vivid-bench-"))
+    reference = args.reference or str(tmp / "astronaut.png")
+    if not args.reference:
+        Image.fromarray(data.astronaut()).save(reference)
+    roots = {"now": ROOT}
+    if args.against:
+        roots[f"at {args.against}"] = checkout(args.against, tmp / "previous")
+    load = os.getloadavg()[0]
+    rounds = {name: [] for name in roots}
+    for _ in range(args.runs):
+        for name, root in roots.items():
+            rounds[name].append(stage_cpu(reference, args.clip, str(tmp / "stages.mp4"), root))
+    keys = list(dict.fromkeys(k for runs in rounds.values() for r in runs for k in r))
+    rows = "\n".join(f"| {k} | " + " | ".join(f"{statistics.median(r.get(k, 0.0) for r in runs):.2f}"
+                                               for runs in rounds.values()) + " |" for k in keys)
+    return (f"The CLI's pipeline in one process ({Path(args.clip).name}, {Path(reference).name}; the engine streaming "
+            "into the encoder as `animate` does, frames decoded from the file): CPU milliseconds per frame of each "
+            "thread (decode, track, warp: ours; encode: the consuming loop; other threads: MediaPipe's graph "
+            "threads, which run the face mesh, and FFmpeg's), wall and total time per frame, median of "
+            f"{args.runs} interleaved rounds; 1-min load average {load:.1f} at the start on 2 cores (other work was "
+            "sharing the machine, and CPU times grow with it too).\n\n"
+            f"| ms per frame | {' | '.join(roots)} |\n|---|{'---|' * len(roots)}\n{rows}\n")
 
 
 def _same_frames(now: Path, before: Path) -> str:
