@@ -120,9 +120,12 @@ REFUSALS = (InputError, NoFaceError, TemplateError, OptionError, WeightsError, G
 
 
 def warm_up(portrait: Path = ASSETS / "grace_hopper.jpg") -> None:
-    """The face analysers built and run once before the server listens (`launch`), so the first
-    visitor's click does not pay for it."""
+    """The face analysers built and run once before the server listens (`launch`), and the
+    preview's C passes built (once per machine), so the first visitor's click does not pay for it."""
+    from vivid import native_warp
+
     warm_up_analyzers(portrait, HOST.parser)
+    native_warp.library()
 
 
 def visitor_text(message: str) -> str:
