@@ -7,8 +7,9 @@ import logging
 import sys
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -98,6 +99,7 @@ class FaceAnalyzer:
         self._finders = FinderPool(finder)  # each look and each video borrows one
         # The last stills analysed, by picture: a job's check, then its engine; an upload, then its job.
         self._remembered: OrderedDict[tuple, FaceAnalysis] = OrderedDict()
+        self._making: dict[tuple, Future] = {}  # pictures being analysed now, by key
         self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
         if backend == "farl" and farl_models is None:
@@ -149,8 +151,9 @@ class FaceAnalyzer:
         """Analyse the largest, most central human face of an RGB image (other forms are
         converted, with a note), or the face the user chose (`face`, counted from the image's
         left, from 1); when there are several, a note says so and `other_faces` holds the
-        boxes of the rest. The same picture asked for again (a job's check, then its engine)
-        is answered from memory.
+        boxes of the rest. The same picture asked for again (a job's check, then its engine;
+        an upload, then its job) is answered from memory, and while it is being analysed, by
+        that analysis.
 
         Raises NoFaceError when there is no human face, media.InputError for unusable images,
         OptionError when `face` counts beyond the faces shown.
@@ -159,19 +162,43 @@ class FaceAnalyzer:
         rgb = loaded.rgb
         key = (self.segment, face, rgb.shape,
                hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
-        with self._lock:
-            known = self._remembered.get(key)
-            analysis = None if known is None else copy.deepcopy(known)
-        if analysis is None:  # MediaPipe graphs are borrowed per look: other looks need not wait
-            analysis = self._analyze(rgb, name, face)
-            with self._lock:
-                self._remembered[key] = copy.deepcopy(analysis)
-                while len(self._remembered) > REMEMBERED_ANALYSES:
-                    self._remembered.popitem(last=False)  # the oldest
+        analysis = self._remembered_or_made(key, lambda: self._analyze(rgb, name, face))
         analysis.notes = list(loaded.notes) + analysis.notes
         for note in analysis.notes:
             log.info("%s: %s", name, note)
         return analysis
+
+    def _remembered_or_made(self, key: tuple, make: Callable[[], FaceAnalysis]) -> FaceAnalysis:
+        """A copy of the analysis remembered for `key`; if another thread is making it (an
+        upload's analysis when Animate is pressed), that one, once made; otherwise `make()`,
+        remembered. Looks at different pictures run side by side (finders are borrowed)."""
+        with self._lock:
+            known = self._remembered.get(key)
+            if known is not None:
+                return copy.deepcopy(known)
+            pending = self._making.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._making[key] = Future()
+        if not mine:
+            try:
+                return copy.deepcopy(pending.result())
+            except Exception:  # its refusal names its caller's picture: make ours, with our own name
+                return make()
+        try:
+            analysis = make()
+        except BaseException as exc:
+            with self._lock:
+                del self._making[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            del self._making[key]
+            self._remembered[key] = analysis
+            while len(self._remembered) > REMEMBERED_ANALYSES:
+                self._remembered.popitem(last=False)  # the oldest
+        pending.set_result(analysis)
+        return copy.deepcopy(analysis)
 
     def _analyze(self, rgb: np.ndarray, name: str, face: int | None = None) -> FaceAnalysis:
         """`analyze` of an RGB picture; its notes are about the faces only (the caller adds what
