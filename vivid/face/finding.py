@@ -92,8 +92,8 @@ class FaceFinder:
         only when neither shows a face, at the image shrunk into a frame twice its size (a
         face that fills the whole picture). `every_face=False` wants the face to use alone:
         the tiles are skipped when the whole image already shows a face that no face the
-        whole look could have missed would outweigh (`_settled`). The last picture's answer
-        is remembered: asked again for the same picture, nothing is looked at twice."""
+        whole look could have missed would outweigh (`_settled`). The last pictures' answers
+        are remembered (`memory`): asked again for the same picture, nothing is looked at twice."""
         key = _picture_key(rgb, every_face)
         faces = self.memory.get(key)  # the same picture asked for again (a job's check, then its tracker)
         if faces is None:
@@ -220,7 +220,7 @@ MESH_OVER_DETECTION = 1.5
 
 #: The look at the whole image misses no face whose mesh box is at least this share of the
 #: window's side (the image's longer side). Measured: nine sample portraits shrunk into 1080p
-#: frames, landscape and portrait, were each found by the whole look from 7% of the window up
+#: frames, landscape and portrait, were each found by the whole look from 8% of the window up
 #: (some from 3%); this keeps a margin above that.
 WHOLE_LOOK_SEES = 0.1
 
