@@ -19,7 +19,8 @@ def test_mediapipe_loads_without_running_pyplot_and_pyplot_still_works_when_used
     out = run("""
         import sys
         from vivid.deferred_imports import defer
-        assert defer() == ["matplotlib", "matplotlib.pyplot", "sounddevice"]
+        from vivid.deferred_imports import UNUSED_MEDIAPIPE_IMPORTS
+        assert defer() == list(UNUSED_MEDIAPIPE_IMPORTS)
         import mediapipe
         from vivid.face import FaceAnalyzer
         # Imported by MediaPipe, but none of their code has run yet.
@@ -57,3 +58,18 @@ def test_every_front_end_starts_mediapipe_without_pyplot():
         print(type(sys.modules["matplotlib.pyplot"]).__name__, len(found))
     """).split()
     assert out == ["DeferredModule", "0"]
+
+
+def test_mediapipe_parts_the_mesh_does_not_use_load_when_used():
+    """Its Tasks API and the hand, body and drawing solutions wait until first used, then work
+    as if imported at once (as attributes of their packages too)."""
+    out = run("""
+        import sys
+        import vivid.face.mediapipe_models
+        import mediapipe as mp
+        print(type(sys.modules["mediapipe.tasks.python"]).__name__, type(sys.modules["mediapipe.python.solutions.hands"]).__name__)
+        from mediapipe.tasks.python import vision
+        print(vision.FaceLandmarker.__name__, mp.tasks.BaseOptions.__name__, int(mp.solutions.hands.HandLandmark.WRIST))
+        print(callable(mp.solutions.drawing_utils.draw_landmarks), callable(mp.solutions.drawing_styles.get_default_pose_landmarks_style))
+    """).split()
+    assert out == ["DeferredModule", "DeferredModule", "FaceLandmarker", "BaseOptions", "0", "True", "True"]

@@ -205,3 +205,36 @@ def test_finds_face_says_whether_there_is_a_human_face(analyzer, astronaut):
     assert analyzer.finds_face(astronaut)
     assert not analyzer.finds_face(load_image(shared_file("source", "s25.jpg")).rgb)  # the dog
     assert not analyzer.finds_face(np.full((300, 400, 3), 128, np.uint8))
+
+
+def test_a_picture_asked_for_while_it_is_analysed_is_analysed_once(astronaut, monkeypatch):
+    """An upload's analysis still running when Animate asks for the same portrait: the job
+    waits for it instead of looking again beside it; both get the same answer, each its own copy."""
+    import threading
+
+    from vivid.face import FaceAnalyzer
+    from vivid.face.finding import FaceFinder
+
+    finds, started, go = [], threading.Event(), threading.Event()
+    find = FaceFinder.find
+
+    def slow_find(self, rgb, every_face=True):
+        finds.append(1)
+        started.set()
+        go.wait(10)
+        return find(self, rgb, every_face)
+
+    monkeypatch.setattr(FaceFinder, "find", slow_find)
+    with FaceAnalyzer("mesh", segment=False) as analyzer:
+        answers = {}
+        upload = threading.Thread(target=lambda: answers.setdefault("upload", analyzer.analyze(astronaut)))
+        upload.start()
+        assert started.wait(10)
+        job = threading.Thread(target=lambda: answers.setdefault("job", analyzer.analyze(astronaut.copy())))
+        job.start()
+        go.set()
+        upload.join(30)
+        job.join(30)
+    assert len(finds) == 1
+    np.testing.assert_array_equal(answers["upload"].landmarks, answers["job"].landmarks)
+    assert answers["upload"] is not answers["job"] and answers["upload"].labels is not answers["job"].labels

@@ -313,10 +313,12 @@ def test_the_face_to_use_alone_skips_the_tiles_only_when_no_small_face_could_out
 
 
 @pytest.mark.parametrize("width", [10.0, 100.0, 300.0])
-def test_no_face_that_only_the_tiles_find_outweighs_a_settled_one(width):
-    """`_settled`'s bound, at its edge: a tile face's detection is under half a tile, and its
-    mesh box at most `MESH_OVER_DETECTION` times that, at the very centre."""
-    from vivid.face.finding import MESH_OVER_DETECTION, FoundFace, _settled
+@pytest.mark.parametrize("whole", [512.0, 1920.0])
+def test_no_face_that_only_the_tiles_find_outweighs_a_settled_one(width, whole):
+    """`_settled`'s bound, at its edge: a tile face's detection is under half a tile, its mesh
+    box at most `MESH_OVER_DETECTION` times that, and under `WHOLE_LOOK_SEES` of the whole
+    look's window (larger ones that look saw), at the very centre."""
+    from vivid.face.finding import MESH_OVER_DETECTION, WHOLE_LOOK_SEES, FoundFace, _largest_unseen_face, _settled
     from vivid.face.regions import main_face
 
     def face(cx: float, cy: float, side: float) -> FoundFace:
@@ -326,11 +328,13 @@ def test_no_face_that_only_the_tiles_find_outweighs_a_settled_one(width):
 
     tile = 2 * width
     w, h = 1920, 1080
-    worst = face(w / 2, h / 2, tile / 2 * MESH_OVER_DETECTION * 0.999)  # the largest a tile face can be
+    unseen = _largest_unseen_face(tile, whole)
+    assert unseen == min(tile / 2 * MESH_OVER_DETECTION, WHOLE_LOOK_SEES * whole)
+    worst = face(w / 2, h / 2, unseen * 0.999)  # the largest a face only the tiles find can be
     for corner in ((0.02 * w, 0.03 * h), (0.5 * w, 0.6 * h), (0.97 * w, 0.9 * h)):
         for side in np.linspace(tile / 4, 3 * tile, 12):
             found = face(*corner, side)
-            if _settled([found], tile, w, h):
+            if _settled([found], unseen, w, h):
                 assert main_face([found.box, worst.box], w, h) == 0
 
 

@@ -15,7 +15,7 @@ LAYERS = [
     ("foundations", ["vivid.errors", "vivid.checks", "vivid.paths", "vivid.memory", "vivid.interrupts",
                      "vivid.native_log", "vivid.deferred_imports", "vivid.terminal", "vivid.background",
                      "vivid.precision", "vivid.events", "vivid.windows", "vivid.sampling", "vivid.media",
-                     "vivid.job_folders", "vivid.server_limits"]),
+                     "vivid.job_folders", "vivid.server_limits", "vivid.native_warp"]),
     ("faces", ["vivid.face"]),
     ("conditioning and networks", ["vivid.conditioning", "vivid.models"]),
     ("the engines' own code", ["vivid.pipeline", "vivid.preview", "vivid.preview_stream", "vivid.warp_guidance",

@@ -196,3 +196,19 @@ def test_warp_maps_equal_a_per_pixel_reference(seed, n, motion):
     # A window of the crop gives the same maps as the whole crop there.
     part_x, part_y = PreviewAnimator._backward_maps(ref, src, dst, 9, 5, 40, 31)
     assert np.abs(part_x - want_x[5:31, 9:40]).max() < 1e-3 and np.abs(part_y - want_y[5:31, 9:40]).max() < 1e-3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(-40, 40), st.integers(-40, 40), st.integers(1, 70), st.integers(1, 70), st.booleans())
+def test_a_whole_pixel_shift_copies_what_warp_affine_draws(dx, dy, w, h, replicate):
+    """The blend's fast path for a crop at the portrait's own scale gives OpenCV's pixels."""
+    import cv2
+
+    from vivid.preview import _shifted, _whole_pixel_shift
+
+    image = np.random.default_rng((dx + 40) * 100 + dy + 40).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    m = np.float64([[1, 0, dx], [0, 1, dy]])
+    assert _whole_pixel_shift(m) == (dx, dy) and _whole_pixel_shift(m + [[0, 0, 0.5], [0, 0, 0]]) is None
+    border = dict(borderMode=cv2.BORDER_REPLICATE) if replicate else dict(borderValue=0)
+    want = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, **border)
+    np.testing.assert_array_equal(_shifted(image, (dx, dy), (w, h), replicate), want)

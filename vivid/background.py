@@ -78,6 +78,9 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, dept
     at most `depth` items are in flight."""
     if workers < 1 or depth < 1:
         raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
+    if workers == 1:  # each result handed on as soon as it is made (the first one too)
+        yield from run_ahead(map(fn, items), depth, name)
+        return
     pending: list[Future] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"vivid-{name}") as pool:
         try:

@@ -332,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(verbose=args.verbose)
     stop_on_signals()  # `kill` stops like Ctrl-C: partial outputs are removed
     try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
+        from .terminal import logging_above_progress_bars
 
-        with logging_redirect_tqdm():  # warnings between progress-bar redraws, not on their end
+        with logging_above_progress_bars():  # warnings between progress-bar redraws, not on their end
             if args.command == "evaluate":
                 from .evaluation.command import run as evaluate
 

@@ -17,8 +17,15 @@ import sys
 import threading
 import types
 
-#: What MediaPipe imports but the face mesh never uses (parents before their submodules).
-UNUSED_MEDIAPIPE_IMPORTS = ("matplotlib", "matplotlib.pyplot", "sounddevice")
+#: What MediaPipe imports but the face mesh never uses (parents before their submodules): the
+#: plotting and audio modules, its Tasks API (we run its graphs through `solutions`), and the
+#: solutions for hands, whole bodies and objects, drawing and model downloads (~0.1 s more).
+UNUSED_MEDIAPIPE_IMPORTS = (
+    "matplotlib", "matplotlib.pyplot", "sounddevice", "mediapipe.tasks", "mediapipe.tasks.python",
+    "mediapipe.python.solutions.drawing_styles", "mediapipe.python.solutions.drawing_utils",
+    "mediapipe.python.solutions.hands", "mediapipe.python.solutions.holistic", "mediapipe.python.solutions.objectron",
+    "mediapipe.python.solutions.download_utils",
+)
 
 
 class DeferredModule(types.ModuleType):
@@ -36,22 +43,49 @@ class DeferredModule(types.ModuleType):
 
 def defer(names: tuple[str, ...] = UNUSED_MEDIAPIPE_IMPORTS) -> list[str]:
     """Put deferred stand-ins for `names` into `sys.modules`; returns the names deferred.
-    Modules already imported, or not installed, are left alone."""
+    Modules already imported, or not installed, are left alone. A submodule of a package not
+    imported yet is found without running the package; `attach` then hangs it on its parent
+    once the parent has been imported."""
     deferred = []
     for name in names:
         if name in sys.modules:
             continue
         parent, _, child = name.rpartition(".")
-        if parent and not isinstance(sys.modules.get(parent), DeferredModule):
-            continue  # a real parent: importing the submodule the normal way costs the same
-        search = sys.modules[parent].__spec__.submodule_search_locations if parent else None
-        spec = importlib.machinery.PathFinder.find_spec(name, search)
+        if parent in sys.modules and not isinstance(sys.modules[parent], DeferredModule):
+            continue  # a real parent already imported: importing the submodule the normal way costs the same
+        spec = _find_spec(name)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             continue
         module = importlib.util.module_from_spec(spec)
         module.__class__ = DeferredModule
         sys.modules[name] = module
-        if parent:
+        if parent in sys.modules:
             setattr(sys.modules[parent], child, module)
         deferred.append(name)
     return deferred
+
+
+def attach() -> None:
+    """Make each deferred module an attribute of its parent package where the parent was
+    imported after it was deferred (`import a.b` finds `a.b` in `sys.modules` and does not)."""
+    for name, module in list(sys.modules.items()):
+        parent, _, child = name.rpartition(".")
+        if isinstance(module, DeferredModule) and parent in sys.modules and not hasattr(sys.modules[parent], child):
+            setattr(sys.modules[parent], child, module)
+
+
+def _find_spec(name: str):
+    """The spec of module `name`, found along its parents' paths without importing any of them."""
+    search = None
+    spec = None
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:depth])
+        known = sys.modules.get(prefix)
+        spec = known.__spec__ if known is not None and depth < len(parts) else importlib.machinery.PathFinder.find_spec(prefix, search)
+        if spec is None:
+            return None
+        search = spec.submodule_search_locations
+        if depth < len(parts) and search is None:
+            return None  # a parent that is not a package
+    return spec

@@ -23,6 +23,7 @@ from .face.edit_rig import EditRig
 from .face.motion_edits import MotionEdits
 from .face.motion_transfer import EYES, Target, apply, polygon_area, transfer_motion
 from .face.template import MotionTemplate
+from . import native_warp
 from .media import checked_frames, to_rgb
 
 @dataclass(frozen=True)
@@ -219,7 +220,11 @@ class PreviewAnimator:
             map_x, map_y = self._backward_maps(ref, src, dst, x0, y0, x1, y1, _triangle_depths(ref, goal.depth))
             ys, xs = ref.grid[:, y0:y1, x0:x1]
             out[window] = cv2.remap(ref.crop, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            moved[window] = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
+            lib = native_warp.library()
+            if lib is not None and map_x.flags.c_contiguous and map_y.flags.c_contiguous:
+                native_warp.moved_pixels(lib, map_x, map_y, x0, y0, moved[window])
+            else:
+                moved[window] = (np.abs(map_x - xs) + np.abs(map_y - ys)) > 0.05
         self._paint_mouth(out, ref, target, moved)
         if goal.iris_shift is not None:
             for eye, shift in zip(EYES, goal.iris_shift):
@@ -266,6 +271,13 @@ class PreviewAnimator:
         turned head's parts overlap the nearer one shows."""
         lin, shift, order = triangle_affines(src, dst, depths)
         h, w = y1 - y0, x1 - x0
+        lib = native_warp.library()
+        if lib is not None:  # the same maps, in C, without the GIL
+            ys, xs = ref.grid[:, y0:y1, x0:x1]
+            map_x, map_y = np.ascontiguousarray(xs), np.ascontiguousarray(ys)
+            affine = np.concatenate([lin.reshape(-1, 4), shift], axis=1)[order]
+            native_warp.backward_maps(lib, dst[order] - (x0, y0), affine, x0, y0, map_x, map_y)
+            return map_x, map_y
         row, first, length, k = _row_runs(dst[order] - (x0, y0), h, w)  # runs in drawing order
         tri = order[k]
         a = lin[tri]  # (R, 2, 2)
@@ -378,8 +390,17 @@ class PreviewAnimator:
         roi = inverse.copy()
         roi[:, 2] -= (ix0, iy0)  # image -> ROI coordinates, composed into the crop -> image map
         size = (int(ix1 - ix0), int(iy1 - iy0))
-        back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None].astype(np.float32) / 255
+        shift = _whole_pixel_shift(roi)
+        if shift is not None:  # the crop at the portrait's own scale (the default): plain copies
+            back, a = _shifted(crop, shift, size, replicate=True), _shifted(alpha, shift, size, replicate=False)
+        else:
+            back = cv2.warpAffine(crop, roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            a = cv2.warpAffine(alpha, roi, size, flags=cv2.INTER_LINEAR, borderValue=0)
+        lib = native_warp.library()
+        if lib is not None:  # the same blend, in C, without the GIL
+            native_warp.blend(lib, out[iy0:iy1, ix0:ix1], back, a)
+            return out
+        a = a[..., None].astype(np.float32) / 255
         region = out[iy0:iy1, ix0:ix1].astype(np.float32)
         out[iy0:iy1, ix0:ix1] = (region * (1 - a) + back.astype(np.float32) * a).round().astype(np.uint8)
         return out
@@ -502,6 +523,28 @@ def _row_runs(triangles: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.nda
     length = np.minimum(np.floor(np.maximum(long, short)), w - 1).astype(np.intp) - first + 1
     keep = length > 0
     return y[keep], first[keep], length[keep], k[keep]
+
+
+def _whole_pixel_shift(m: np.ndarray) -> tuple[int, int] | None:
+    """(dx, dy) when the 2x3 affine `m` moves by whole pixels only; None otherwise."""
+    if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and (m[:, 2] == np.round(m[:, 2])).all():
+        return int(m[0, 2]), int(m[1, 2])
+    return None
+
+
+def _shifted(image: np.ndarray, shift: tuple[int, int], size: tuple[int, int], replicate: bool) -> np.ndarray:
+    """`cv2.warpAffine(image, [[1, 0, dx], [0, 1, dy]], size)` for a whole-pixel shift, by copying:
+    pixels from beyond the image repeat its edge (`replicate`) or are 0."""
+    (dx, dy), (w, h) = shift, size
+    rows, cols = np.arange(h) - dy, np.arange(w) - dx
+    if rows[0] >= 0 and cols[0] >= 0 and rows[-1] < image.shape[0] and cols[-1] < image.shape[1]:
+        return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    inside_rows, inside_cols = (rows >= 0) & (rows < image.shape[0]), (cols >= 0) & (cols < image.shape[1])
+    out = image[np.clip(rows, 0, image.shape[0] - 1)][:, np.clip(cols, 0, image.shape[1] - 1)]
+    if not replicate:
+        out[~inside_rows] = 0
+        out[:, ~inside_cols] = 0
+    return out
 
 
 def _inside(square: SquareBox, shape: tuple[int, int]) -> SquareBox:

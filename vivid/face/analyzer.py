@@ -6,8 +6,10 @@ import hashlib
 import logging
 import sys
 import threading
+from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -15,7 +17,8 @@ import numpy as np
 from ..media import to_rgb
 from .crop import SquareBox, crop_image
 from .analysis import FaceAnalysis, NoFaceError
-from .finding import FaceFinder, FaceTracker, FinderConfig, chosen_first
+from .finder_pool import FinderPool
+from .finding import FaceTracker, FinderConfig, chosen_first
 from .regions import faces_from_left
 from .found import FoundFace
 from .gaps import fill_gaps
@@ -34,6 +37,10 @@ PARSERS: tuple[str, ...] = ("auto", "mesh", "farl")
 #: Around a face smaller than a sixth of the image, the person mask is made again in a window
 #: this many face sizes wide (the animation's crops are 2-2.6 face sizes).
 PERSON_WINDOW = 3.0
+
+#: Still pictures whose analysis an analyser remembers (a server's visitors upload theirs, then
+#: press Animate; each analysis holds two picture-sized maps).
+REMEMBERED_ANALYSES = 3
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, roughly frontal and at least 64 px wide"
 
@@ -87,9 +94,12 @@ class FaceAnalyzer:
             raise ValueError(f"backend must be 'auto', 'mesh' or 'farl', not {backend!r}")
         self.segment = segment
         self.finder_config = finder
-        self._lock = threading.Lock()  # MediaPipe graphs are not thread-safe (Gradio uses threads)
-        self._finder: FaceFinder | None = None
-        self._last: tuple | None = None  # (picture's key, its analysis): the last still analysed
+        self._lock = threading.Lock()  # the remembered analyses (Gradio uses threads)
+        self._segmenter_lock = threading.Lock()
+        self._finders = FinderPool(finder)  # each look and each video borrows one
+        # The last stills analysed, by picture: a job's check, then its engine; an upload, then its job.
+        self._remembered: OrderedDict[tuple, FaceAnalysis] = OrderedDict()
+        self._making: dict[tuple, Future] = {}  # pictures being analysed now, by key
         self._segmenter: PersonSegmenter | None = None
         self._farl = farl_models
         if backend == "farl" and farl_models is None:
@@ -115,14 +125,13 @@ class FaceAnalyzer:
         log.info("face backend: %s", self.backend_note)
 
     # -- single images ------------------------------------------------------------------
-    def _faces(self) -> FaceFinder:
-        if self._finder is None:
-            self._finder = FaceFinder(self.finder_config)
-        return self._finder
-
     def _person_mask(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         """Selfie segmentation of the whole image; around a small face (a wide shot) again at
         the model's resolution, so the crops the animation uses get a mask of their own detail."""
+        with self._segmenter_lock:  # one graph, not thread-safe
+            return self._person_mask_locked(rgb, face)
+
+    def _person_mask_locked(self, rgb: np.ndarray, face: FoundFace) -> np.ndarray:
         if self._segmenter is None:
             self._segmenter = PersonSegmenter()
         mask = self._segmenter.mask(rgb)
@@ -142,8 +151,9 @@ class FaceAnalyzer:
         """Analyse the largest, most central human face of an RGB image (other forms are
         converted, with a note), or the face the user chose (`face`, counted from the image's
         left, from 1); when there are several, a note says so and `other_faces` holds the
-        boxes of the rest. The same picture asked for again (a job's check, then its engine)
-        is answered from memory.
+        boxes of the rest. The same picture asked for again (a job's check, then its engine;
+        an upload, then its job) is answered from memory, and while it is being analysed, by
+        that analysis.
 
         Raises NoFaceError when there is no human face, media.InputError for unusable images,
         OptionError when `face` counts beyond the faces shown.
@@ -152,21 +162,51 @@ class FaceAnalyzer:
         rgb = loaded.rgb
         key = (self.segment, face, rgb.shape,
                hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
-        with self._lock:
-            if self._last is not None and self._last[0] == key:
-                analysis = copy.deepcopy(self._last[1])
-            else:
-                analysis = self._analyze(rgb, name, face)
-                self._last = (key, copy.deepcopy(analysis))
+        analysis = self._remembered_or_made(key, lambda: self._analyze(rgb, name, face))
         analysis.notes = list(loaded.notes) + analysis.notes
         for note in analysis.notes:
             log.info("%s: %s", name, note)
         return analysis
 
+    def _remembered_or_made(self, key: tuple, make: Callable[[], FaceAnalysis]) -> FaceAnalysis:
+        """A copy of the analysis remembered for `key`; if another thread is making it (an
+        upload's analysis when Animate is pressed), that one, once made; otherwise `make()`,
+        remembered. Looks at different pictures run side by side (finders are borrowed)."""
+        with self._lock:
+            known = self._remembered.get(key)
+            if known is not None:
+                return copy.deepcopy(known)
+            pending = self._making.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._making[key] = Future()
+        if not mine:
+            try:
+                return copy.deepcopy(pending.result())
+            except Exception:  # its refusal names its caller's picture: make ours, with our own name
+                return make()
+        try:
+            analysis = make()
+        except BaseException as exc:
+            with self._lock:
+                del self._making[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            del self._making[key]
+            self._remembered[key] = analysis
+            while len(self._remembered) > REMEMBERED_ANALYSES:
+                self._remembered.popitem(last=False)  # the oldest
+        pending.set_result(analysis)
+        return copy.deepcopy(analysis)
+
     def _analyze(self, rgb: np.ndarray, name: str, face: int | None = None) -> FaceAnalysis:
-        """`analyze` of an RGB picture, under the lock; its notes are about the faces only (the
-        caller adds what converting the picture called for)."""
-        faces = self._faces().find(rgb)
+        """`analyze` of an RGB picture; its notes are about the faces only (the caller adds what
+        converting the picture called for)."""
+        # The face to use alone needs no look for small faces once one settles it; a face
+        # chosen by its place among the others needs them all.
+        with self._finders.lent() as finder:
+            faces = finder.find(rgb, every_face=face is not None)
         if not faces:
             raise NoFaceError(f"no face found in {name}: {NO_FACE_HINT}")
         faces = chosen_first(faces, face, name)
@@ -186,16 +226,16 @@ class FaceAnalyzer:
         """The boxes (x0, y0, x1, y1) of the human faces in an image, from its left to its right:
         face N of `analyze(..., face=N)` is the N-th box (what a picker offers)."""
         rgb = to_rgb(image, name).rgb
-        with self._lock:
-            boxes = [f.box for f in self._faces().find(rgb)]
+        with self._finders.lent() as finder:
+            boxes = [f.box for f in finder.find(rgb)]
         return [boxes[i] for i in faces_from_left(boxes)]
 
     def finds_face(self, image: np.ndarray, name: str = "image") -> bool:
         """Whether `image` shows a human face: `analyze`'s finding alone (no maps, and no look
         for smaller faces once one settles which face it would be)."""
         rgb = to_rgb(image, name).rgb
-        with self._lock:
-            return bool(self._faces().find(rgb, every_face=False))
+        with self._finders.lent() as finder:
+            return bool(finder.find(rgb, every_face=False))
 
     # -- videos -------------------------------------------------------------------------
     def iter_track(self, frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig()) -> Iterator[FaceAnalysis | None]:
@@ -235,7 +275,7 @@ class FaceAnalyzer:
         """(smoothed points, filled in?, detection, frame shape) per frame; None: no face."""
         shapes: list[tuple[int, int]] = []
         counts = {"frames": 0, "missing": 0}
-        finder = FaceFinder(self.finder_config)
+        finder = self._finders.borrow()
         tracker = FaceTracker(finder, config.face)
 
         def detections() -> Iterator[_Detection | None]:
@@ -263,7 +303,7 @@ class FaceAnalyzer:
             for i, (points, (was_filled, detection)) in enumerate(stream):
                 yield None if points is None else (points, was_filled, detection, shapes[i])
         finally:
-            finder.close()
+            self._finders.give_back(finder)
         if counts["frames"] == 0:
             raise NoFaceError("the video has no frames")
         if counts["missing"] > config.max_missing * counts["frames"]:
@@ -284,10 +324,8 @@ class FaceAnalyzer:
     def close(self) -> None:
         """Free the native MediaPipe graphs now rather than at garbage collection (and the
         remembered analysis with them)."""
-        self._last = None
-        if self._finder is not None:
-            self._finder.close()
-            self._finder = None
+        self._remembered.clear()
+        self._finders.close()
         if self._segmenter is not None:
             self._segmenter.close()
             self._segmenter = None

@@ -96,7 +96,14 @@ class MotionTrack:
         relative: bool = True,
         edits: MotionEdits = MotionEdits(),
     ) -> "MotionTrack":
-        """Track the driving face in `frames` with `analyzer` (see `from_analyses`)."""
+        """Track the driving face in `frames` with `analyzer` (see `from_analyses`). With the mesh
+        as the parser nothing is drawn per frame: the maps are drawn from the mesh in the crop,
+        at the model's resolution, when they are needed (a 1080p wide shot costs what a
+        close-up does); another parser's maps are parsed per frame and kept in a face crop."""
+        if analyzer.backend == "mesh":
+            meshes = analyzer.iter_landmarks(frames, TrackConfig(fps=fps, parse=False))
+            raw = [None if p is None else np.asarray(p, np.float32) for p in meshes]  # the precision analyses keep
+            return cls._from_meshes(raw, [None] * len(raw), resolution, crop, reference, relative, edits)
         return cls.from_analyses(analyzer.iter_track(frames, TrackConfig(fps=fps)), resolution, crop, reference, relative,
                                  edits)
 
@@ -124,6 +131,13 @@ class MotionTrack:
             raw.append(None if a is None else a.landmarks)
             keep = a is not None and a.backend not in ("", "mesh")
             parses.append(ParsedFrame.from_analysis(a, resolution) if keep else None)
+        return cls._from_meshes(raw, parses, resolution, crop, reference, relative, edits, rest)
+
+    @classmethod
+    def _from_meshes(cls, raw: list[np.ndarray | None], parses: list["ParsedFrame | None"], resolution: int,
+                     crop: CropConfig, reference: tuple[np.ndarray, SquareBox] | None, relative: bool,
+                     edits: MotionEdits, rest: np.ndarray | None = None) -> "MotionTrack":
+        """`from_analyses` from each frame's mesh in frame pixels (None: no face) and parse."""
         found = [i for i, p in enumerate(raw) if p is not None]
         if not found:
             raise NoFaceError("no face in the driving video")
