@@ -93,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for line in summary.lines():
         print(line)
+    if summary.system_failures:  # not the videos' fault: a script running this must notice
+        print(f"prepare_data: error: {summary.system_failures} videos failed for a reason other than their content "
+              "(listed above); fix it and run the same command again to prepare them", file=sys.stderr)
+        return 1
     return 0
 
 

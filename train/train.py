@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
                         format="%(levelname)s: %(message)s")
+    from vivid.errors import DiskFullError
     from vivid.training import ConfigError, DataError, InitError, ResumeError, Trainer
 
     try:
@@ -79,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, InitError, ResumeError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
-    trainer.run()
+    try:
+        trainer.run()
+    except DiskFullError as exc:  # the earlier checkpoints and model are intact; --resume continues
+        print(f"train.py: error: {exc}; then continue with --resume", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -43,6 +43,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .disk_space import check_room, video_bytes
 from .driving import Driving
 from .engines import Engine, make_engine
 from .errors import OptionError
@@ -211,6 +212,7 @@ class AnimationJob:
             self.driving = Driving.from_photo(r.driving, self.reference, faces, o.photo_seconds, o.face, r.limits,
                                               o.max_frames)
             self.on_event(Notice("photo", f"the driving photo read as: {self.driving.photo_edits.describe()}"))
+            self._check_disk_room()
             return
         info = self.driving.info
         wanted = info and (min(info.frames, o.max_frames) if o.max_frames else info.frames)
@@ -218,9 +220,18 @@ class AnimationJob:
             self.on_event(Notice("cut_short", f"the driving video is cut short or damaged: {info.present} of its "
                                               f"{wanted} frames are in the file; animating those"))
         self.driving.check_first_seconds(faces)
+        self._check_disk_room()
         if info and info.present == 1 and o.max_frames != 1:
             self.on_event(Notice("single_frame", "the driving video has a single frame: the result will be a still "
                                                  "picture, not an animation; use a clip of a few seconds"))
+
+    def _check_disk_room(self) -> None:
+        """Refuse before any work when the output's disk cannot hold even a small video of this
+        length (a write that runs out later still says so, naming the output)."""
+        total, (h, w) = self.total, self.reference.shape[:2]
+        if total:
+            copies = 2 if self.has_sound else 1  # the silent video, then the one with sound, side by side
+            check_room(self.request.output, video_bytes(total, w, h) * copies, str(self.request.output))
 
     def _check_source_engine(self) -> None:
         """A source video is the preview engine's: "auto" takes it, another engine is refused."""

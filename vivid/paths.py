@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .disk_space import disk_full
 from .errors import InputError, OptionError
 from .interrupts import check_not_stopped
 
@@ -52,19 +53,21 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write the output to. When the block ends normally
     the file is renamed to `path` (replacing any earlier file in one step); when it fails or
-    is interrupted the temporary file is removed and an existing `path` is left untouched."""
+    is interrupted the temporary file is removed and an existing `path` is left untouched; a
+    write that finds the disk full is a DiskFullError naming `path` and the space it needs."""
     path = Path(path)
     remove_stale_leftovers(path)
     tmp = path.with_name(f".{path.name}.{owner_tag()}-{secrets.token_hex(4)}.partial{path.suffix}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise InputError(f"nothing was written for {path.name}")
-        check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full(path):  # outside the clean-up: the message's free figure counts the partial's space
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise InputError(f"nothing was written for {path.name}")
+            check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def host_tag() -> str:
