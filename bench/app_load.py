@@ -31,18 +31,19 @@ PREVIEW = "Preview (fast, no model weights)"
 
 # -- the server ---------------------------------------------------------------------------------
 class AppServer:
-    """`python app.py` in its own process on a free port, with the given limits (environment
+    """`python app.py [args]` in its own process on a free port, with the given limits (environment
     variables, see app.AppLimits) and its files under `folder`."""
 
-    def __init__(self, folder: Path, **limits: str):
+    def __init__(self, folder: Path, *args: str, **limits: str):
         self.folder = folder
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(folder), GRADIO_TEMP_DIR=str(folder / "gradio"),
-                   **limits)
-        self.log = open(folder / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port)], cwd=ROOT,
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(folder),
+               "GRADIO_TEMP_DIR": str(folder / "gradio"), **limits}  # a limit given may move TMPDIR too
+        self.log = open(folder / "server.log", "a")
+        started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port), *args], cwd=ROOT,
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
         deadline = time.monotonic() + 180
@@ -55,6 +56,7 @@ class AppServer:
                     self.stop()
                     raise RuntimeError(f"the app did not start; see {folder / 'server.log'}")
                 time.sleep(0.3)
+        self.start_seconds = time.monotonic() - started  # from launch until it answers
 
     def rss_mb(self) -> float:
         """Resident memory of the server process, MB (Linux /proc)."""
@@ -62,6 +64,12 @@ class AppServer:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
+
+    def kill(self) -> None:
+        """SIGKILL, as the system's out-of-memory killer or a forced restart does: no clean-up runs."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None

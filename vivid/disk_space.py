@@ -65,10 +65,12 @@ def disk_full_error(path: str | Path, needed: int | None = None, what: str | Non
     free, folder = free_bytes(Path(path).parent), Path(path).absolute().parent
     if needed and needed > free:
         need = f"at least {size_text(needed)} and {size_text(free)} is free in {folder}"
+        figures = f"needs at least {size_text(needed)}, {size_text(free)} free"
     else:
         need = f"more than the {size_text(free)} free in {folder}"
+        figures = f"needs more than the {size_text(free)} free"
     return DiskFullError(f"no space left on the disk for {what or path}: it needs {need}; "
-                         "free some space or write elsewhere", str(path))
+                         "free some space or write elsewhere", str(path), figures)
 
 
 def check_room(path: str | Path, needed: int, what: str | None = None) -> None:

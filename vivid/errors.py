@@ -33,9 +33,10 @@ class DiskFullError(OSError):
     """An output did not fit on its disk: the message names the output (the path the user gave,
     not a temporary name), the space it needs and the space there is."""
 
-    def __init__(self, message: str, path: str | None = None):
+    def __init__(self, message: str, path: str | None = None, figures: str = ""):
         super().__init__(errno.ENOSPC, message)
         self.path = path
+        self.figures = figures  # the space needed and free, without paths: "needs at least 2 MB, 1 MB free"
 
     def __str__(self) -> str:
         return self.strerror

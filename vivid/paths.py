@@ -91,17 +91,31 @@ def remove_stale_leftovers(path: Path) -> None:
     outright (SIGKILL, power loss: no clean-up code runs): partial files and scratch folders,
     recognised by their whole name, whose process is gone. A living process's files, other
     machines' files (a shared folder) and anything else are left alone."""
-    name, host = re.escape(path.name), re.escape(host_tag())
-    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}"
+    _remove_dead(path.parent.glob(f".{glob.escape(path.name)}.*"), re.escape(path.name), re.escape(path.suffix))
+
+
+def remove_dead_leftovers(folder: Path) -> int:
+    """`remove_stale_leftovers` for every output in `folder` (a restarted server's job folders,
+    whose targets it does not know); returns how many went."""
+    return _remove_dead(folder.glob(".*"), r"[^/]+", r"(\.[^./]+)?")
+
+
+def _remove_dead(candidates: Iterable[Path], name: str, suffix: str) -> int:
+    """Remove the `candidates` that are partial files or scratch folders (of an output named
+    like `name`, ending in `suffix`) of this machine's processes that are gone."""
+    host, removed = re.escape(host_tag()), 0
+    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{suffix}"
                       rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
-    for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
+    for old in candidates:
         found = ours.fullmatch(old.name)
-        if not found or process_alive(int(found.group(1) or found.group(2))):
+        if not found or process_alive(int(next(g for g in found.groups() if g and g.isdigit()))):
             continue
         try:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            removed += 1
         except OSError:  # gone already, or not ours to delete
             continue
+    return removed
 
 
 def process_alive(pid: int) -> bool:
@@ -168,5 +182,5 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 __all__ = [
     "atomic_output", "check_output", "check_output_folder", "existing_file", "host_tag", "is_inside", "owner_tag",
-    "process_alive", "remove_stale_leftovers", "same_file", "scratch_prefix",
+    "process_alive", "remove_dead_leftovers", "remove_stale_leftovers", "same_file", "scratch_prefix",
 ]
