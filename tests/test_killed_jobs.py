@@ -1,0 +1,79 @@
+"""Runs killed outright (SIGKILL: no clean-up code runs) mid-write (issue 32): the CLI while it
+writes its video, a training run while it writes a checkpoint. The earlier output stays as it
+was, nothing half-written is ever taken as a result (or by --resume), and the next run sweeps
+what the killed one left. (prepare_data killed mid-clip: tests/test_prepare_data.py; the app:
+tests/test_app_faults.py.)"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from test_reliability import make_clip
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def kill_when(proc: subprocess.Popen, condition, seconds: float = 600) -> bool:
+    """SIGKILL `proc` (and its process group) as soon as `condition()` holds; whether it did."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        if condition():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.kill()
+    proc.wait()
+    return False
+
+
+def test_cli_killed_while_writing_keeps_the_earlier_output_and_the_next_run_sweeps(tmp_path, grace_hopper, astronaut):
+    Image.fromarray(grace_hopper).save(tmp_path / "portrait.png")
+    clip = make_clip(tmp_path / "driving.mp4", [np.roll(astronaut[::2, ::2], i, axis=1) for i in range(300)], gop=50)
+    out = tmp_path / "results" / "out.mp4"
+    out.parent.mkdir()
+    out.write_bytes(os.urandom(4096))
+    earlier = digest(out)
+    args = [sys.executable, "-m", "vivid", "animate", str(tmp_path / "portrait.png"), str(clip), "-o", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = lambda: [p for p in out.parent.iterdir() if p.name.endswith(".partial.mp4")]  # noqa: E731
+    assert kill_when(proc, lambda: any(p.stat().st_size > 0 for p in partial())), "the run ended before the kill"
+    assert digest(out) == earlier and partial()  # the kill left its partial file, and the earlier output
+
+    again = subprocess.run([*args[:-3], str(tmp_path / "driving.mp4"), "--max-frames", "10", "-o", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4"] and digest(out) != earlier  # swept, replaced
+
+
+@pytest.mark.slow
+def test_training_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(data, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "train" / "train.py"), "--stage", "1", "--tiny", "--data", str(data),
+            "--output", str(run), "--batch-size", "2", "--set", "num_workers=0", "--set", "val_samples=2",
+            "--val-every", "100", "--save-every", "2", "--max-steps", "6"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    unfinished = run / "checkpoints" / ".step-4.tmp"
+    assert kill_when(proc, unfinished.is_dir), "the run wrote step 4 before it could be killed"
+    assert (run / "checkpoints" / "step-2" / "training_state.json").is_file()
+    model = {p.relative_to(run).as_posix(): digest(p) for p in (run / "model").rglob("*") if p.is_file()}
+
+    resumed = subprocess.run([*args, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "(step 2)" in resumed.stderr  # not the unfinished step 4
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert not any(n.startswith(".") for n in names) and "step-6" in names
+    assert model  # the model exported at step 2 was complete while the kill happened
