@@ -288,11 +288,14 @@ class AnimationJob:
                     self.driving.template is not None and self.driving.photo is None,
                     time.monotonic() - self._clock.start)
 
-    def _waiting(self) -> None:
-        """While another job holds the engine's model: say so, and end the wait on a stop (or
+    def _waiting(self, ahead: int = 1) -> None:
+        """While other jobs hold the engine's model or are before this one in its queue: say
+        how many (the status changes when the queue moves), and end the wait on a stop (or
         when nobody watches any more)."""
-        if self.latest is None or self.latest.stage != "waiting":
-            self._progress("waiting", 0, None, "frame", None, "waiting: the diffusion model is busy with another job")
+        status = (f"waiting: the diffusion model is busy with another job; {ahead} job{'s' if ahead > 1 else ''} "
+                  f"ahead of yours in the queue")
+        if self.latest is None or self.latest.status != status:
+            self._progress("waiting", 0, None, "frame", None, status)
         self._check()
 
     def stop(self) -> None:

@@ -72,9 +72,10 @@ class Engine:
             if event.kind == "frame":
                 yield event.frame
 
-    def turn(self, waiting: Callable[[], None]) -> ContextManager[None]:
+    def turn(self, waiting: Callable[[int], None]) -> ContextManager[None]:
         """Held while a job runs on this engine: at once, unless the engine serves one job at
-        a time (a shared model); then `waiting()` is called while another job holds it."""
+        a time (a shared model, in arrival order); then `waiting(jobs ahead)` is called while
+        others hold it or are before it in the queue."""
         return nullcontext()
 
     def stream_source(self, source: "SourceVideo", driving: DrivingInput, fps: float,
@@ -167,7 +168,7 @@ class DiffusionEngine(Engine):
         return self.host.stream(reference, driving, fps=fps, relative=self.relative, paste_back=not self.crop_only,
                                 edits=self.edits, face=self.face, **self.sampling.keywords())
 
-    def turn(self, waiting: Callable[[], None]) -> ContextManager[None]:
+    def turn(self, waiting: Callable[[int], None]) -> ContextManager[None]:
         return self.host.turn(waiting)
 
 
