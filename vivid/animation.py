@@ -47,6 +47,7 @@ from .disk_space import check_room, video_bytes
 from .driving import Driving
 from .engines import Engine, make_engine
 from .errors import OptionError
+from .job_memory import check_fits
 from .face import FaceAnalyzer
 from .face.shared_analyzers import mesh_analyzer
 from .media import DEFAULT_LIMITS, MediaLimits, fit_within, is_image_file, load_image, read_video, write_video
@@ -233,6 +234,15 @@ class AnimationJob:
             copies = 2 if self.has_sound else 1  # the silent video, then the one with sound, side by side
             check_room(self.request.output, video_bytes(total, w, h) * copies, str(self.request.output))
 
+    def _check_memory(self, engine: Engine) -> None:
+        """Refuse before any work a job that would need more memory than is available, with
+        the figures and the setting that would make it fit (`vivid.job_memory`)."""
+        h, w = self.reference.shape[:2]
+        dh, dw = self.driving.size if self.driving.size[0] else (h, w)
+        need = engine.memory_need(self.total or 0, h * w, dh * dw)
+        if need is not None:
+            check_fits(need)
+
     def _check_source_engine(self) -> None:
         """A source video is the preview engine's: "auto" takes it, another engine is refused."""
         asked = self.request.options.engine
@@ -278,6 +288,7 @@ class AnimationJob:
         engine = engine or make_engine(self.options, analyzer=self.faces)
         r = self.request
         with engine.turn(self._waiting):
+            self._check_memory(engine)  # in its turn: a job before it on a shared model has handed its memory back
             self._clock.start = time.monotonic()
             self._clock.deadline = None if r.time_limit is None else self._clock.start + r.time_limit
             self._progress("starting", 0, None, "frame", 0.0, "analysing the driving motion…")
