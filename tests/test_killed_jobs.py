@@ -59,6 +59,32 @@ def test_cli_killed_while_writing_keeps_the_earlier_output_and_the_next_run_swee
 
 
 @pytest.mark.slow
+def test_cli_killed_while_loading_the_diffusion_model_leaves_nothing_the_next_run_keeps(tmp_path, grace_hopper,
+                                                                                      astronaut):
+    """Killed while it converts the model's weights for streaming from disk (its offload
+    folder exists): the next run removes the dead process's folder and animates."""
+    from vivid import VividPipeline
+
+    weights = tmp_path / "weights"
+    VividPipeline.tiny(seed=0).save_pretrained(weights)
+    Image.fromarray(grace_hopper).save(tmp_path / "portrait.png")
+    make_clip(tmp_path / "driving.mp4", [np.roll(astronaut[::2, ::2], i, axis=1) for i in range(12)])
+    out, offload = tmp_path / "out.mp4", tmp_path / "offload"
+    args = [sys.executable, "-m", "vivid", "animate", str(tmp_path / "portrait.png"), str(tmp_path / "driving.mp4"),
+            "-o", str(out), "--engine", "diffusion", "--weights", str(weights), "--disk-offload", "--steps", "1",
+            "--window", "8", "--overlap", "2"]
+    env = {**os.environ, "VIVID_OFFLOAD_DIR": str(offload)}
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    assert kill_when(proc, lambda: offload.is_dir() and any(offload.iterdir())), "the model loaded before the kill"
+    dead = list(offload.iterdir())
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert out.is_file() and not any(p.exists() for p in dead)  # the killed run's folder is gone
+    assert not any(offload.iterdir())  # and the finished run removed its own
+
+
+@pytest.mark.slow
 def test_training_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_one(data, tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "train" / "train.py"), "--stage", "1", "--tiny", "--data", str(data),
