@@ -103,3 +103,37 @@ def test_training_killed_while_writing_a_checkpoint_resumes_from_the_last_comple
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert not any(n.startswith(".") for n in names) and "step-6" in names
     assert model  # the model exported at step 2 was complete while the kill happened
+
+
+def test_a_restarted_server_sweeps_what_dead_processes_left_and_nothing_else(tmp_path):
+    """What `sweep_dead_jobs` removes at start: the unfinished jobs of processes that are gone,
+    including one that had this process's PID before (a restarted container's app is often
+    PID 1 again), and the partial files beside the finished results of dead processes; it keeps
+    finished results, living processes' jobs and this process's own."""
+    from vivid.job_folders import sweep_dead_jobs
+    from vivid.paths import PROCESS_STARTED, host_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host, me = host_tag(), os.getpid()
+
+    def job(owner: int, name: str, *files: str, old: bool = False) -> Path:
+        folder = tmp_path / f"animate_{host}-{owner}_{name}"
+        folder.mkdir()
+        for f in files:
+            (folder / f).write_bytes(b"x")
+        if old:
+            for p in [*folder.iterdir(), folder]:
+                os.utime(p, (PROCESS_STARTED - 100, PROCESS_STARTED - 100))
+        return folder
+
+    partial = lambda owner: f".animation.mp4.{host}-{owner}-0123abcd.partial.mp4"  # noqa: E731
+    killed = job(gone.pid, "killed", partial(gone.pid))
+    finished = job(gone.pid, "finished", "animation.mp4", partial(gone.pid))
+    same_pid_before = job(me, "before", partial(me), old=True)
+    mine_now = job(me, "now", partial(me))
+    living = job(1, "living", partial(1))
+    assert sweep_dead_jobs(tmp_path) == 2
+    assert not killed.exists() and not same_pid_before.exists()
+    assert [p.name for p in finished.iterdir()] == ["animation.mp4"]
+    assert mine_now.exists() and living.exists() and len(list(living.iterdir())) == 1

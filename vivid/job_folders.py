@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .disk_space import disk_full
-from .paths import host_tag, owner_tag, process_alive, remove_dead_leftovers
+from .paths import host_tag, owner_gone, owner_tag, remove_dead_leftovers
 
 
 def sweep_job_folders(root: Path, max_age: float) -> int:
@@ -47,7 +47,7 @@ def sweep_dead_jobs(root: Path) -> int:
     owned, removed = re.compile(rf"[a-z_]+?_{re.escape(host_tag())}-(\d+)_\w+"), 0
     for job in root.iterdir():
         found = owned.fullmatch(job.name)
-        if not found or not job.is_dir() or process_alive(int(found.group(1))):
+        if not found or not job.is_dir() or not owner_gone(int(found.group(1)), job):
             continue
         remove_dead_leftovers(job)
         if not any(job.iterdir()):

@@ -108,7 +108,7 @@ def _remove_dead(candidates: Iterable[Path], name: str, suffix: str) -> int:
                       rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
     for old in candidates:
         found = ours.fullmatch(old.name)
-        if not found or process_alive(int(next(g for g in found.groups() if g and g.isdigit()))):
+        if not found or not owner_gone(int(next(g for g in found.groups() if g and g.isdigit())), old):
             continue
         try:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
@@ -116,6 +116,35 @@ def _remove_dead(candidates: Iterable[Path], name: str, suffix: str) -> int:
         except OSError:  # gone already, or not ours to delete
             continue
     return removed
+
+
+def _process_started() -> float:
+    """When this process started (seconds since the epoch; Linux /proc, else the first import)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        import time
+
+        return time.time()
+
+
+#: When this process started: a file named with its PID but older than that is a previous
+#: process's that had the same PID (a restarted container's app is often PID 1 again).
+PROCESS_STARTED = _process_started()
+
+
+def owner_gone(pid: int, path: Path) -> bool:
+    """Whether process `pid`, named in `path`'s name as its owner, is gone: another PID that no
+    longer runs, or this process's PID on a file made before this process started."""
+    if pid == os.getpid():
+        try:
+            return path.lstat().st_mtime < PROCESS_STARTED - 1  # a second's slack: clocks and file times round
+        except OSError:
+            return False
+    return not process_alive(pid)
 
 
 def process_alive(pid: int) -> bool:
@@ -182,5 +211,5 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 __all__ = [
     "atomic_output", "check_output", "check_output_folder", "existing_file", "host_tag", "is_inside", "owner_tag",
-    "process_alive", "remove_dead_leftovers", "remove_stale_leftovers", "same_file", "scratch_prefix",
+    "owner_gone", "process_alive", "remove_dead_leftovers", "remove_stale_leftovers", "same_file", "scratch_prefix",
 ]
