@@ -39,6 +39,7 @@ from vivid.face.pictures import eye_closeup, mask_picture, overlay  # noqa: E402
 from vivid.face.shared_analyzers import mesh_analyzer  # noqa: E402
 from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E402
 from vivid.face.template import TemplateError  # noqa: E402
+from vivid.disk_space import as_disk_full  # noqa: E402
 from vivid.job_folders import new_job_folder, sweep_dead_jobs  # noqa: E402
 from vivid.media import check_image, fit_within, is_image_file, load_image, probe_video  # noqa: E402
 from vivid.models.disk_streaming import sweep_dead_offload_folders  # noqa: E402
@@ -49,6 +50,7 @@ from vivid.models.shipped import model_available  # noqa: E402
 from vivid.option_flags import add_option_flags, given_options  # noqa: E402
 from vivid.options import SOUNDS, AnimateOptions  # noqa: E402
 from vivid.page_jobs import PageJobs  # noqa: E402
+from vivid.paths import atomic_output  # noqa: E402
 from vivid.sampling import DEFAULT_MAX_WINDOW  # noqa: E402
 from vivid.server_limits import LIMIT_VARIABLES, AppLimits  # noqa: E402
 from vivid.windows import check_windows  # noqa: E402
@@ -421,6 +423,8 @@ def _finished(job: AnimationJob, folder: Path) -> tuple:
         raise _error(exc) from None
     except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if as_disk_full(exc) is not None:  # a write no output check named
+            raise _error(as_disk_full(exc)) from None
         log.exception("animation failed", exc_info=exc)
         raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None
     sound = {"driving": ", with the driving sound", "source": ", with the source video's sound"}
@@ -523,8 +527,12 @@ def edit_download(state: dict | None) -> str:
         raise gr.Error("Choose a portrait first.")
     from PIL import Image
 
-    out = new_job_folder(OUTPUT_DIR, "edit", MAX_AGE) / f"{state['name']}-edited.png"
-    Image.fromarray(state["editor"].render(state["edits"])).save(out)
+    try:
+        out = new_job_folder(OUTPUT_DIR, "edit", MAX_AGE) / f"{state['name']}-edited.png"
+        with atomic_output(out) as tmp:
+            Image.fromarray(state["editor"].render(state["edits"])).save(tmp, format="PNG")
+    except DiskFullError as exc:
+        raise _error(exc) from None
     return str(out)
 
 

@@ -147,3 +147,30 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint_and_resumes(data):
                                   "--resume"], capture_output=True, text=True, timeout=900, cwd=ROOT)
         assert resumed.returncode == 0 and "resumed from" in resumed.stderr and "step 2" in resumed.stderr
         assert (run / "checkpoints" / "step-4" / "training_state.json").is_file()
+
+
+def test_a_full_disk_anywhere_else_is_still_one_line_with_the_figures(tmp_path):
+    """A write that no output check named (a log, a report, a library's own file) reaches the
+    front ends as the system's "[Errno 28] ...: '/x/.tmp'" or a library's own error class; they
+    still say it in one line naming the file and the free space."""
+    from vivid.cli import describe_error
+    from vivid.disk_space import as_disk_full
+
+    raw = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+    message, anticipated = describe_error(raw)
+    assert anticipated and message.startswith(f"no space left on the disk for {tmp_path / 'metrics.jsonl'}: it needs "
+                                              "more than the ") and SIZE.search(message)
+
+    class LibraryError(Exception):  # as safetensors words it
+        pass
+
+    try:
+        try:
+            raise raw
+        except OSError as inner:
+            raise LibraryError("Error while serializing: I/O error: No space left on device (os error 28)") from inner
+    except LibraryError as wrapped:
+        assert "metrics.jsonl" in str(as_disk_full(wrapped))
+    assert as_disk_full(LibraryError("I/O error: No space left on device (os error 28)")) is not None
+    assert as_disk_full(OSError(errno.EACCES, "Permission denied")) is None
+    assert as_disk_full(ValueError("no space for this face")) is None

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
                         format="%(levelname)s: %(message)s")
-    from vivid.errors import DiskFullError
+    from vivid.disk_space import as_disk_full
     from vivid.training import ConfigError, DataError, InitError, ResumeError, Trainer
 
     try:
@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         trainer.run()
-    except DiskFullError as exc:  # the earlier checkpoints and model are intact; --resume continues
-        print(f"train.py: error: {exc}; then continue with --resume", file=sys.stderr)
+    except Exception as exc:
+        full = as_disk_full(exc)  # wherever the disk filled: checkpoints, the model, metrics, samples
+        if full is None:
+            raise
+        print(f"train.py: error: {full}; then continue with --resume", file=sys.stderr)  # earlier checkpoints intact
         return 1
     return 0
 

@@ -106,6 +106,22 @@ def video_bytes(frames: int, width: int, height: int) -> int:
     return int(frames * width * height * VIDEO_BYTES_PER_PIXEL) + 64_000
 
 
+def as_disk_full(exc: BaseException) -> DiskFullError | None:
+    """`exc` as the one-line DiskFullError when it is a write that found no room (one raised
+    where no `disk_full` block named the output: the file the system names is used, or the
+    current folder); None otherwise. For front ends' last line of defence."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not is_disk_full(exc):
+        return None
+    cause, seen = exc, set()
+    while cause is not None and getattr(cause, "filename", None) is None and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    name = getattr(cause, "filename", None) if cause is not None else None
+    return disk_full_error(Path(name) if name else Path.cwd() / "output")
+
+
 def directory_bytes(folder: str | Path) -> int:
     """Bytes the files under `folder` take (0 when it is gone)."""
     total = 0
@@ -118,5 +134,5 @@ def directory_bytes(folder: str | Path) -> int:
     return total
 
 
-__all__ = ["DISK_FULL", "check_room", "directory_bytes", "disk_full", "disk_full_error", "free_bytes",
+__all__ = ["DISK_FULL", "as_disk_full", "check_room", "directory_bytes", "disk_full", "disk_full_error", "free_bytes",
            "is_disk_full", "size_text", "video_bytes"]
