@@ -75,6 +75,8 @@ def main() -> None:
             frames = np.stack([e.frame for e in pipe.generate(ref, motion, window=args.window, overlap=args.overlap,
                                                               steps=steps, guidance=guidance, seed=seed, **flags)
                                if e.kind == "frame"]).astype(np.float64)
+            h, w = frames.shape[1] - frames.shape[1] % 8, frames.shape[2] - frames.shape[2] % 8
+            frames = frames[:, :h, :w]  # whole 8x8 cells
             full.append(smoothness(frame_steps(frames), cuts, 4))
             cells.append(smoothness(frame_steps(coarse(frames)), cuts, 4))
         f, c = summarise(full), summarise(cells)

@@ -18,7 +18,7 @@ from conftest import ROOT
 from test_reliability import lines, make_clip
 from vivid.job_memory import JobMemoryError, MemoryNeed, check_fits, diffusion_need, preview_need
 
-FIGURES = re.compile(r"needs about (\d+(\.\d+)? [MG]B) of memory and (\d+(\.\d+)? [MG]B) is available")
+FIGURES = re.compile(r"needs about (\d+(\.\d+)? [MG]B) of memory \(.*\) and (\d+(\.\d+)? [MG]B) is available")
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +36,30 @@ def animate(inputs, out, *flags, limit_mb: float):
                           text=True, timeout=300, env=env)
 
 
+def mb(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * (1024 if unit == "GB" else 1)
+
+
 def test_cli_refuses_a_clip_too_long_for_the_memory_and_the_frame_count_it_names_fits(inputs, tmp_path):
     out = tmp_path / "out.mp4"
-    # what the CLI holds at the check (~200 MB) plus a little: 300 frames at 512 px do not fit
-    refused = animate(inputs, out, limit_mb=360)
+    first = animate(inputs, out, limit_mb=1)  # nothing fits: the figures say what the job and the program take
+    line = lines(first.stderr)[-1]
+    assert first.returncode == 2 and FIGURES.search(line), first.stderr[-2000:]
+    need = mb(FIGURES.search(line).group(1))
+    frames = mb(re.search(r"300 frames hold (\d+(\.\d+)? [MG]B)", line).group(1))
+    held = mb(re.search(r"this program holds (\d+(\.\d+)? [MG]B)", line).group(1))
+    assert "under VIVID_MEMORY_LIMIT_MB=1" in line and "Traceback" not in first.stderr
+    # room for the job's working memory and half its frames (the program's own size varies a little)
+    limit = held + need - frames / 2
+    refused = animate(inputs, out, limit_mb=limit)
     assert refused.returncode == 2, refused.stderr[-2000:]
     line = lines(refused.stderr)[-1]
-    assert line.startswith("vivid: error: this job needs about") and FIGURES.search(line), line
-    assert "300 frames hold" in line and "Traceback" not in refused.stderr
+    assert line.startswith("vivid: error: this job needs about") and "300 frames hold" in line, line
     assert not out.exists() and not list(tmp_path.iterdir())  # refused before any work: nothing written
     fits = int(re.search(r"at most (\d+) frames \(--max-frames\)", line).group(1))
     assert 0 < fits < 300
-    done = animate(inputs, out, "--max-frames", str(fits), limit_mb=360)
+    done = animate(inputs, out, "--max-frames", str(fits), limit_mb=limit)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file()
 

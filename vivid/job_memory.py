@@ -78,16 +78,25 @@ def diffusion_need(frames: int, driving_pixels: int, output_pixels: int, *, late
 
 def available_memory() -> int:
     """Bytes this process may still allocate (see the module docstring)."""
-    figures = [_meminfo("MemAvailable")]
-    figures.append(_cgroup_room())
+    return memory_room()[0]
+
+
+def memory_room() -> tuple[int, str]:
+    """Bytes this process may still allocate, and where that limit comes from, in words."""
+    figures = [(_meminfo("MemAvailable"), "on this machine"), (_cgroup_room(), "under the container's memory limit")]
     limit = os.environ.get("VIVID_MEMORY_LIMIT_MB")
     if limit:
         try:
-            figures.append(int(float(limit) * 2**20) - _own_rss())
+            held = _own_rss()
+            figures.append((int(float(limit) * 2**20) - held, f"under VIVID_MEMORY_LIMIT_MB={limit} (this program "
+                                                                f"holds {size_text(held)})"))
         except ValueError:
             raise OptionError(f"$VIVID_MEMORY_LIMIT_MB must be a number of MB, got {limit!r}") from None
-    known = [f for f in figures if f is not None]
-    return max(0, min(known)) if known else 2**62
+    known = [(f, where) for f, where in figures if f is not None]
+    if not known:
+        return 2**62, "(no limit known)"
+    room, where = min(known)
+    return max(0, room), where
 
 
 def size_text(nbytes: float) -> str:
@@ -98,15 +107,15 @@ def size_text(nbytes: float) -> str:
 def check_fits(need: MemoryNeed, available: int | None = None, what: str = "this job") -> None:
     """Refuse `need` when it exceeds the available memory, saying what it needs, what there is,
     and the frame count, window or output size that would fit."""
-    available = available_memory() if available is None else available
+    available, where = memory_room() if available is None else (available, "")
     if need.total <= available:
         return
     held = need.frames * need.per_frame
     parts = [f"{need.frames} frames hold {size_text(held)}"]
     if need.window:
         parts.append(f"a {need.window}-frame window {size_text(need.window * need.per_window_frame)}")
-    head = (f"{what} needs about {size_text(need.total)} of memory and {size_text(available)} is available "
-            f"({', '.join(parts)})")
+    head = (f"{what} needs about {size_text(need.total)} of memory ({', '.join(parts)}) and {size_text(available)} "
+            f"is available" + (f" {where}" if where else ""))
     frames_fit = (available - need.working) // need.per_frame if need.per_frame else 0
     if need.window and held <= available and need.window > 1:
         room = available - held - (need.working - need.window * need.per_window_frame)
@@ -165,4 +174,5 @@ def _cgroup_room() -> int | None:
     return None
 
 
-__all__ = ["JobMemoryError", "MemoryNeed", "available_memory", "check_fits", "diffusion_need", "preview_need"]
+__all__ = ["JobMemoryError", "MemoryNeed", "available_memory", "check_fits", "diffusion_need", "memory_room",
+           "preview_need"]

@@ -9,7 +9,7 @@ gives a doubt from 0 to 1:
 - body: BlazePose (a person detector and body-landmark model) on the head and shoulders
   finds no person, or puts the nose and eyes elsewhere than the mesh (doubt from 0.5 to 0.8
   eye distances apart; people 0.1-0.5, a cheetah 1.1). A person found with its face 0.9 eye
-  distances or more from the mesh's is decisive alone (`BODY_ELSEWHERE`): a primate's face
+  distances or more from the mesh's, yet on this face, is decisive alone (`BODY_ELSEWHERE`): a primate's face
   (OpenCV's mandrill at 256 px: 1.03) passes every other view as a human one, since a
   monkey's face is near enough to ours for the mesh, the presence score and the person mask;
   BlazePose fits its own face model elsewhere. Finding no person at all is not decisive:
@@ -86,10 +86,12 @@ WEIGHTS = {"pose": 1.0, "first_look": 0.5, "steadiness": 1.0, "person": 1.0, "bo
 LARGEST = {"pose": 1.0, "first_look": 1.0, "steadiness": 1.0, "person": 1.0, "body": REFUSE_AT}
 
 
-def body_doubt(disagreement: float) -> float:
+def body_doubt(disagreement: float, on_this_face: bool) -> float:
     """The body view's doubt: a ramp from 0.5 to 0.8 eye distances apart, and `REFUSE_AT` (a
-    verdict alone) when BlazePose found a person whose face is `BODY_ELSEWHERE` or further away."""
-    if BODY_ELSEWHERE <= disagreement < NO_BODY:
+    verdict alone) when BlazePose fitted its face `BODY_ELSEWHERE` or further away but still
+    on this face (`on_this_face`: its nose and eyes inside the mesh's box). BlazePose's face on
+    another person beside this one (a smaller face next to a larger one) is no verdict."""
+    if BODY_ELSEWHERE <= disagreement < NO_BODY and on_this_face:
         return REFUSE_AT
     return _ramp(disagreement, 0.5, 0.8)
 
@@ -126,7 +128,7 @@ class HumanCheck:
             "first_look": lambda: _ramp(first_presence, 0.5, 0.05),
             "steadiness": lambda: _ramp(self._steadiness(rgb, face), 0.9, 0.5),
             "person": lambda: _ramp(self._person_cover(rgb, face.points), 0.6, 0.1),
-            "body": lambda: body_doubt(self._body_disagreement(rgb, face.points)),
+            "body": lambda: body_doubt(*self._body_view(rgb, face.points)),
         }
         d = Doubts()
         still_possible = sum(WEIGHTS[name] * LARGEST[name] for name in WEIGHTS)
@@ -157,8 +159,13 @@ class HumanCheck:
         return float(probability[inside > 0].mean()) if inside.any() else 0.0
 
     def _body_disagreement(self, rgb: np.ndarray, points: np.ndarray) -> float:
+        """How far BlazePose puts the nose and eyes from the mesh's, in eye distances (`_body_view`)."""
+        return self._body_view(rgb, points)[0]
+
+    def _body_view(self, rgb: np.ndarray, points: np.ndarray) -> tuple[float, bool]:
         """How far BlazePose puts the nose and eyes from the mesh's, in eye distances, on a
-        square around the face and shoulders; `NO_BODY` when it finds no person there."""
+        square around the face and shoulders (`NO_BODY` when it finds no person there), and
+        whether they lie on this face (inside the mesh's box)."""
         if self._body is None:
             self._body = BodyModel()
         box = landmark_box(points)
@@ -167,13 +174,15 @@ class HumanCheck:
         square = SquareBox(float(c[0]), float(c[1]) + BODY_DROP * side, BODY_VIEW * side)
         body = self._body.head_points(crop_image(rgb, square, BODY_INPUT, fill=0))
         if body is None:
-            return NO_BODY
+            return NO_BODY, False
         m = square.matrix(BODY_INPUT)
         mesh = points[[mt.NOSE_TIP, mt.SUBJECT_RIGHT_IRIS[0], mt.SUBJECT_LEFT_IRIS[0]]] @ m[:, :2].T + m[:, 2]
         eye_distance = max(float(np.linalg.norm(mesh[1] - mesh[2])), 1e-6)
         eyes = min(np.linalg.norm(body[1:] - mesh[1:], axis=1).mean(),
                    np.linalg.norm(body[:0:-1] - mesh[1:], axis=1).mean())  # either eye order
-        return float((np.linalg.norm(body[0] - mesh[0]) + eyes) / 2 / eye_distance)
+        face_box = np.array(landmark_box(points[:, :2] @ m[:, :2].T + m[:, 2]))  # in the view's pixels, as `body`
+        on_face = bool(np.all((body >= face_box[:2]) & (body <= face_box[2:])))
+        return float((np.linalg.norm(body[0] - mesh[0]) + eyes) / 2 / eye_distance), on_face
 
     def _steadiness(self, rgb: np.ndarray, face: FoundFace) -> float:
         """Mean presence score over the face's own square and the moved ones."""
