@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from ..disk_space import disk_full, disk_full_error, is_disk_full
+from ..disk_space import directory_bytes, disk_full, disk_full_error, is_disk_full
 from .clip_maker import ClipMaker, PrepareConfig
 from .clips import ARRAYS_FILE, CLIPS, INDEX, REJECTED, SETTINGS, SOURCES, write_atomic, write_jsonl
 
@@ -137,17 +137,6 @@ class Summary:
         return lines
 
 
-def _disk_bytes(folder: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def rebuild_index(data: str | Path) -> Summary:
     """Rewrite DATA/index.jsonl and rejected.jsonl from the video records in DATA/sources
     (sorted, atomically). A record whose clip folders have gone is dropped, so its video is
@@ -174,7 +163,7 @@ def rebuild_index(data: str | Path) -> Summary:
     return Summary(
         clips=len(clips), clip_seconds=sum(c["seconds"] for c in clips), videos=len(records),
         source_seconds=sum(r["seconds"] for r in records), rejected=Counter(x["reason"] for x in rejected),
-        disk_bytes=_disk_bytes(data / CLIPS),
+        disk_bytes=directory_bytes(data / CLIPS),
     )
 
 
