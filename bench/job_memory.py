@@ -47,8 +47,6 @@ print(json.dumps({"before": before, "peak": status("VmHWM"), "estimate": need.to
 
 #: (label, engine options, frames, side of portrait and clip)
 CASES = [
-    ("preview, 100 frames, 256 px", dict(engine="preview"), 100, 256),
-    ("preview, 400 frames, 256 px", dict(engine="preview"), 400, 256),
     ("preview, 100 frames, 512 px", dict(engine="preview"), 100, 512),
     ("preview, 400 frames, 512 px", dict(engine="preview"), 400, 512),
     ("mini diffusion, 100 frames, window 8", dict(engine="diffusion", window=8, overlap=2, steps=1), 100, 256),
