@@ -23,20 +23,26 @@ from pathlib import Path
 from .errors import OptionError
 
 #: Bytes the tracked driving motion holds per pixel of a driving frame, for every frame
-#: (measured: preview engine at 512 px, 100 vs 400 frames: 0.35 MB a frame).
-TRACK_BYTES_PER_PIXEL = 1.5
-#: Bytes the preview engine's picture buffers take per pixel of the output (frames in flight
-#: between its threads, warp maps, the encoder's copies).
-PREVIEW_BYTES_PER_PIXEL = 120
+#: (measured: preview engine at 512 px, 100 vs 400 frames: 27 KB a frame, 0.1 B/px; bench/job_memory.py).
+TRACK_BYTES_PER_PIXEL = 0.25
+#: Bytes the preview engine's working memory takes per pixel of the output (frames in flight
+#: between its threads, warp maps, the encoder's copies, the face models' first-run buffers:
+#: 206-214 MB above a loaded process at 512 px).
+PREVIEW_BYTES_PER_PIXEL = 600
 #: The diffusion engine's copies of each frame's latents over the whole video (latents, the
 #: averaged prediction, the scheduler's output and estimate, the windows' predictions).
 LATENT_COPIES = 8
 #: Activations of the UNet for one frame of a window (per batch entry), in feature maps of its
-#: first block's width at the latent resolution (measured on the tiny and mini models; the
-#: skip connections the up blocks wait for, and the layer being computed).
-ACTIVATION_MAPS = 40
+#: first block's width at the latent resolution (mini model, bf16: 1.75 MB a window frame).
+ACTIVATION_MAPS = 56
 #: A floor for any job's working memory (decoders, the encoder, small buffers).
 BASE_JOB_BYTES = 64 * 2**20
+#: What a diffusion job holds whatever its size: the face analysers' and motion maps' buffers,
+#: CLIP's and the VAE's activations (mini model: 375 MB above the loaded model in a fresh process).
+DIFFUSION_BASE_BYTES = 384 * 2**20
+#: What a suggested frame count or window leaves free at the least (or 5% of what is available):
+#: the program's own size moves a little from run to run.
+SUGGESTION_MARGIN = 32 * 2**20
 
 
 class JobMemoryError(OptionError):
@@ -72,7 +78,7 @@ def diffusion_need(frames: int, driving_pixels: int, output_pixels: int, *, late
     branches run in one batch)."""
     latents = latent_pixels * latent_channels * 4 * (LATENT_COPIES + (2 if warp_guidance else 0))
     per_window_frame = latent_pixels * unet_width * ACTIVATION_MAPS * dtype_bytes * (2 if guided else 1)
-    working = BASE_JOB_BYTES + window * per_window_frame + output_pixels * PREVIEW_BYTES_PER_PIXEL // 4
+    working = DIFFUSION_BASE_BYTES + window * per_window_frame + output_pixels * PREVIEW_BYTES_PER_PIXEL // 4
     return MemoryNeed(frames, int(driving_pixels * TRACK_BYTES_PER_PIXEL) + latents, working, window, per_window_frame)
 
 
@@ -116,9 +122,10 @@ def check_fits(need: MemoryNeed, available: int | None = None, what: str = "this
         parts.append(f"a {need.window}-frame window {size_text(need.window * need.per_window_frame)}")
     head = (f"{what} needs about {size_text(need.total)} of memory ({', '.join(parts)}) and {size_text(available)} "
             f"is available" + (f" {where}" if where else ""))
-    frames_fit = (available - need.working) // need.per_frame if need.per_frame else 0
-    if need.window and held <= available and need.window > 1:
-        room = available - held - (need.working - need.window * need.per_window_frame)
+    spare = available - max(SUGGESTION_MARGIN, available // 20)  # what is suggested fits with room to spare
+    frames_fit = (spare - need.working) // need.per_frame if need.per_frame else 0
+    if need.window and held <= spare and need.window > 1:
+        room = spare - held - (need.working - need.window * need.per_window_frame)
         window_fit = int(room // need.per_window_frame) if need.per_window_frame else 0
         if window_fit >= 2:
             raise JobMemoryError(f"{head}: use a window of at most {window_fit} frames (window), or close other "
