@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from vivid.animation import AnimationJob, AnimationRequest, Cancelled, Notice, TimeLimitExceeded  # noqa: E402
 from vivid.driving import Driving, MotionMapVideo, template_motion_video  # noqa: E402
 from vivid.engines import make_engine  # noqa: E402
-from vivid.errors import GpuMemoryError, InputError, OptionError, WeightsError  # noqa: E402
+from vivid.errors import DiskFullError, GpuMemoryError, InputError, OptionError, WeightsError  # noqa: E402
 from vivid.face import NoFaceError, render_motion_map  # noqa: E402
 from vivid.face.motion_edits import LEVEL, SHARE, MotionEdits  # noqa: E402
 from vivid.face.labels import LABELS, PARSING_PALETTE  # noqa: E402
@@ -39,8 +39,10 @@ from vivid.face.pictures import eye_closeup, mask_picture, overlay  # noqa: E402
 from vivid.face.shared_analyzers import mesh_analyzer  # noqa: E402
 from vivid.face.shared_analyzers import warm_up as warm_up_analyzers  # noqa: E402
 from vivid.face.template import TemplateError  # noqa: E402
-from vivid.job_folders import new_job_folder  # noqa: E402
+from vivid.disk_space import as_disk_full  # noqa: E402
+from vivid.job_folders import new_job_folder, sweep_dead_jobs  # noqa: E402
 from vivid.media import check_image, fit_within, is_image_file, load_image, probe_video  # noqa: E402
+from vivid.models.disk_streaming import sweep_dead_offload_folders  # noqa: E402
 from vivid.models.shipped import SHIPPED_MODEL_SUMMARY  # noqa: E402
 from vivid.memory import freeze_startup_objects, limit_heap_arenas, release_memory  # noqa: E402
 from vivid.model_host import ModelHost  # noqa: E402
@@ -48,6 +50,7 @@ from vivid.models.shipped import model_available  # noqa: E402
 from vivid.option_flags import add_option_flags, given_options  # noqa: E402
 from vivid.options import SOUNDS, AnimateOptions  # noqa: E402
 from vivid.page_jobs import PageJobs  # noqa: E402
+from vivid.paths import atomic_output  # noqa: E402
 from vivid.sampling import DEFAULT_MAX_WINDOW  # noqa: E402
 from vivid.server_limits import LIMIT_VARIABLES, AppLimits  # noqa: E402
 from vivid.windows import check_windows  # noqa: E402
@@ -116,7 +119,7 @@ PAGES = PageJobs()
 MODEL_OPTIONS = ("weights", "dtype", "disk_offload")
 
 #: What a visitor is told as it is: refusals of inputs, options and models.
-REFUSALS = (InputError, NoFaceError, TemplateError, OptionError, WeightsError, GpuMemoryError)
+REFUSALS = (InputError, NoFaceError, TemplateError, OptionError, WeightsError, GpuMemoryError, DiskFullError)
 
 
 def warm_up(portrait: Path = ASSETS / "grace_hopper.jpg") -> None:
@@ -134,6 +137,9 @@ def visitor_text(message: str) -> str:
 
 
 def _error(exc: BaseException) -> gr.Error:
+    if isinstance(exc, DiskFullError):  # the operator's problem: the full line in the log, the figures for the visitor
+        log.warning("%s", exc)
+        return gr.Error(f"The server's disk is full: the result {exc.figures}. Try again later.")
     return gr.Error(visitor_text(str(exc)))
 
 
@@ -192,6 +198,7 @@ def parse_video(path: str | None, template: str | None = None, progress=gr.Progr
     and the frames without a face."""
     if not (path or template):
         raise gr.Error("Upload a driving video or a motion template first.")
+    out = None
     try:
         driving = Driving.open(template or path, LIMITS.media, PARSE_VIDEO_MAX_FRAMES)
         tracked = progress.tqdm(driving.analyses(HOST.analyzer()), total=driving.total, desc="Tracking")
@@ -199,6 +206,8 @@ def parse_video(path: str | None, template: str | None = None, progress=gr.Progr
         out = new_job_folder(OUTPUT_DIR, "parse", MAX_AGE) / "motion_maps.mp4"
         n = driving.write(out, maps)
     except REFUSALS as exc:
+        if out is not None:
+            shutil.rmtree(out.parent, ignore_errors=True)
         raise _error(exc) from None
     finally:
         release_memory()
@@ -417,6 +426,8 @@ def _finished(job: AnimationJob, folder: Path) -> tuple:
         raise _error(exc) from None
     except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if as_disk_full(exc) is not None:  # a write no output check named
+            raise _error(as_disk_full(exc)) from None
         log.exception("animation failed", exc_info=exc)
         raise gr.Error(f"Animation failed: {visitor_text(str(exc))}") from None
     sound = {"driving": ", with the driving sound", "source": ", with the source video's sound"}
@@ -523,8 +534,12 @@ def edit_download(state: dict | None) -> str:
         raise gr.Error("Choose a portrait first.")
     from PIL import Image
 
-    out = new_job_folder(OUTPUT_DIR, "edit", MAX_AGE) / f"{state['name']}-edited.png"
-    Image.fromarray(state["editor"].render(state["edits"])).save(out)
+    try:
+        out = new_job_folder(OUTPUT_DIR, "edit", MAX_AGE) / f"{state['name']}-edited.png"
+        with atomic_output(out) as tmp:
+            Image.fromarray(state["editor"].render(state["edits"])).save(tmp, format="PNG")
+    except DiskFullError as exc:
+        raise _error(exc) from None
     return str(out)
 
 
@@ -849,6 +864,10 @@ def launch(demo: gr.Blocks, **kwargs) -> None:
 
     Image.MAX_IMAGE_PIXELS = LIMITS.image_pixels  # PIL's own guard, for images Gradio decodes (webcam frames)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    swept = sweep_dead_jobs(OUTPUT_DIR)  # what a server killed mid-job left (its finished results stay)
+    sweep_dead_offload_folders()
+    if swept:
+        log.info("removed %d unfinished job folders of a server that was stopped mid-job", swept)
     warm_up()  # before the freeze: what it imports and builds lives as long as the server
     freeze_startup_objects()
     demo.launch(css=CSS, **kwargs)

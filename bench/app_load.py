@@ -31,18 +31,20 @@ PREVIEW = "Preview (fast, no model weights)"
 
 # -- the server ---------------------------------------------------------------------------------
 class AppServer:
-    """`python app.py` in its own process on a free port, with the given limits (environment
-    variables, see app.AppLimits) and its files under `folder`."""
+    """`python app.py [args]` (of this checkout, or of `root`) in its own process on a free port,
+    with the given limits (environment variables, see app.AppLimits) and its files under `folder`."""
 
-    def __init__(self, folder: Path, **limits: str):
+    def __init__(self, folder: Path, *args: str, root: Path | None = None, **limits: str):
         self.folder = folder
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(folder), GRADIO_TEMP_DIR=str(folder / "gradio"),
-                   **limits)
-        self.log = open(folder / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port)], cwd=ROOT,
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(folder),
+               "GRADIO_TEMP_DIR": str(folder / "gradio"), **limits}  # a limit given may move TMPDIR too
+        self.log = open(folder / "server.log", "a")
+        started = time.monotonic()
+        root = root or ROOT  # another checkout's app (a baseline version) when given
+        self.proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(self.port), *args], cwd=root,
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
         deadline = time.monotonic() + 180
@@ -55,6 +57,7 @@ class AppServer:
                     self.stop()
                     raise RuntimeError(f"the app did not start; see {folder / 'server.log'}")
                 time.sleep(0.3)
+        self.start_seconds = time.monotonic() - started  # from launch until it answers
 
     def rss_mb(self) -> float:
         """Resident memory of the server process, MB (Linux /proc)."""
@@ -62,6 +65,12 @@ class AppServer:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
+
+    def kill(self) -> None:
+        """SIGKILL, as the system's out-of-memory killer or a forced restart does: no clean-up runs."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -233,7 +242,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=75, help="driving frames per job")
     parser.add_argument("--side", type=int, default=512, help="portrait and driving-frame side, px")
     parser.add_argument("--rounds", type=int, default=3, help="the load repeated; memory is read after each round")
+    parser.add_argument("--crowd", action="store_true", help="the crowd instead (bench/app_crowd.py): 8 visitors "
+                        "mixing preview and diffusion jobs and a cancel storm")
+    parser.add_argument("--visitors", type=int, default=8, help="--crowd: visitors at once")
+    parser.add_argument("--against", type=Path, help="--crowd: another checkout (the version before) measured too")
     args = parser.parse_args()
+    if args.crowd:
+        sys.path.insert(0, str(ROOT))
+        from bench.app_crowd import main as crowd
+
+        crowd(visitors=args.visitors, jobs=args.jobs if args.jobs != 3 else 2, against=args.against)
+        return
     import tempfile
 
     sys.path.insert(0, str(ROOT))

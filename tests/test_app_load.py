@@ -83,3 +83,27 @@ def test_memory_returns_to_its_baseline(loaded):
           f"after {loaded['after']:.0f} MB")
     assert loaded["peak"] > loaded["baseline"]  # the sampler saw the jobs run
     assert loaded["after"] - loaded["baseline"] < MEMORY_SLACK_MB
+
+
+@pytest.mark.slow
+def test_a_crowd_mixing_diffusion_preview_and_cancels_ends_every_job(tmp_path):
+    """Issue 32: visitors at once mixing preview and diffusion jobs (the tiny random model) and a
+    cancel storm: every job finishes, is refused with a message or is cancelled, none hangs;
+    the diffusion model works for one job at a time and a waiting visitor is shown its place;
+    memory returns to its baseline. (bench/app_load.py --crowd measures 8 visitors.)"""
+    from bench.app_crowd import DIFFUSION, PREVIEW, CrowdJob, diffusion_overlaps, measure
+
+    inputs = make_inputs(tmp_path / "inputs", side=256, frames=24, upload_mb=1, video_seconds=10)
+    plan = [[CrowdJob(0, PREVIEW, None)], [CrowdJob(1, DIFFUSION, None)], [CrowdJob(2, DIFFUSION, None)],
+            [CrowdJob(3, DIFFUSION, 0.5, "button"), CrowdJob(3, PREVIEW, 0.3, "leaving"),
+             CrowdJob(3, DIFFUSION, 1.5, "leaving")]]
+    result = measure(tmp_path / "server", inputs, plan)
+    assert result.alive
+    for job in result.jobs:
+        assert job.outcome in ("done", "cancelled") or (job.outcome == "refused" and job.message), vars(job)
+        if job.cancel_after is None:
+            assert job.outcome == "done", vars(job)
+    assert result.count("hung") == 0
+    assert diffusion_overlaps(result.jobs) == 0
+    assert result.queue_shown
+    assert result.after_mb - result.baseline_mb < MEMORY_SLACK_MB, (result.baseline_mb, result.after_mb)

@@ -206,3 +206,45 @@ def test_a_network_is_read_into_tensors_allocated_once_expanded_buffers_included
     assert torch.equal(loaded.positions, state["positions"])
     assert torch.equal(loaded.proj.weight, state["proj.weight"].to(torch.bfloat16))
     assert loaded.proj.weight.dtype == torch.bfloat16 and loaded.positions.dtype == torch.int64
+
+
+def test_a_base_model_without_safetensors_is_read_without_the_libraries_loaders(base, tmp_path, monkeypatch):
+    """A repository holding only torch-format files (`diffusion_pytorch_model.bin`,
+    `pytorch_model.bin`) is read by our loader (weights_only, strict): the libraries' loaders
+    patch process-wide state while they build (issue 32), so they must not run at all, and
+    no process-wide function is left replaced."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionModelWithProjection
+
+    from vivid.models.builders import load_base_network
+
+    _, parts = base
+    parts.vae.save_pretrained(tmp_path / "vae")
+    parts.image_encoder.save_pretrained(tmp_path / "clip" / "image_encoder")
+    from safetensors.torch import load_file
+    for file in list(tmp_path.rglob("*.safetensors")):  # as older repositories hold them
+        name = "diffusion_pytorch_model.bin" if file.parent.name == "vae" else "pytorch_model.bin"
+        torch.save(load_file(str(file)), file.with_name(name))
+        file.unlink()
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a library loader ran")
+
+    monkeypatch.setattr(AutoencoderKL, "from_pretrained", refused)
+    monkeypatch.setattr(CLIPVisionModelWithProjection, "from_pretrained", refused)
+    process_wide = (torch.nn.Module.register_parameter, torch.nn.Module.register_buffer, torch.nn.init.normal_,
+                    torch.nn.init.kaiming_uniform_)
+    vae = load_base_network(AutoencoderKL, str(tmp_path / "vae"), None, torch.bfloat16)
+    encoder = load_base_network(CLIPVisionModelWithProjection, str(tmp_path / "clip"), "image_encoder", torch.float32)
+    assert (torch.nn.Module.register_parameter, torch.nn.Module.register_buffer, torch.nn.init.normal_,
+            torch.nn.init.kaiming_uniform_) == process_wide
+    for loaded, original, dtype in ((vae, parts.vae, torch.bfloat16), (encoder, parts.image_encoder, torch.float32)):
+        want = original.state_dict()
+        got = loaded.state_dict()
+        assert set(want) <= set(got)
+        assert all(torch.equal(got[k], want[k].to(dtype) if want[k].is_floating_point() else want[k]) for k in want)
+        assert all(p.device.type == "cpu" for p in loaded.parameters())
+
+    (tmp_path / "vae" / "diffusion_pytorch_model.bin").unlink()
+    with pytest.raises(WeightsError, match="neither diffusion_pytorch_model.safetensors nor"):
+        load_base_network(AutoencoderKL, str(tmp_path / "vae"), None, torch.float32)

@@ -12,7 +12,7 @@ from conftest import ROOT
 #: The README's layers, bottom first: (name, module prefixes). A module is in the layer of its
 #: longest matching prefix; "vivid" alone is the package's own __init__ (its public names).
 LAYERS = [
-    ("foundations", ["vivid.errors", "vivid.checks", "vivid.paths", "vivid.memory", "vivid.interrupts",
+    ("foundations", ["vivid.errors", "vivid.disk_space", "vivid.turns", "vivid.job_memory", "vivid.checks", "vivid.paths", "vivid.memory", "vivid.interrupts",
                      "vivid.native_log", "vivid.deferred_imports", "vivid.terminal", "vivid.background",
                      "vivid.precision", "vivid.events", "vivid.windows", "vivid.sampling", "vivid.media",
                      "vivid.job_folders", "vivid.server_limits", "vivid.native_warp"]),

@@ -243,6 +243,28 @@ def test_stage1_run_writes_metrics_checkpoints_samples_and_a_loadable_model(stag
 
 
 @pytest.mark.slow
+def test_stage1_in_bf16_exports_the_vae_and_image_encoder_unrounded(data, tmp_path):
+    """Stage 1 holds the frozen VAE and image encoder in the compute dtype; its export re-reads
+    them from their source (here the tiny parts made again from the seed), so the model keeps
+    their fp32 weights (and the VAE's calibrated scaling factor), not their bf16 rounding."""
+    from vivid import VividPipeline
+    from vivid.training.networks import random_training_parts
+
+    run = tmp_path / "run1"
+    done = train("--stage", "1", "--data", str(data), "--output", str(run), "--max-steps", "2", "--save-every", "2",
+                 "--val-every", "100", *QUICK, "--mixed-precision", "bf16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = VividPipeline.from_pretrained(run / "model", torch_dtype=torch.float32, disk_offload=False)
+    seed = json.loads((run / "model" / "training.json").read_text())["config"]["seed"]
+    source = random_training_parts(seed)
+    for name in ("vae", "image_encoder"):
+        want, got = getattr(source, name).state_dict(), getattr(model, name).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+        assert any(not torch.equal(v, v.bfloat16().float()) for v in got.values() if v.is_floating_point()), name
+    assert model.vae.config.scaling_factor != source.vae.config.scaling_factor  # calibrated, and kept
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_stage2_trains_exactly_the_temporal_layers(stage1, data, tmp_path, precision):
     """Every other weight comes out as stage 1 left it, bit for bit, also when stage 2 held

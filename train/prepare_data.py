@@ -16,6 +16,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from vivid.disk_space import as_disk_full  # noqa: E402
 from vivid.training.clip_maker import PrepareConfig  # noqa: E402
 
 DEFAULTS = PrepareConfig()
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = prepare(args.inputs, args.output, config, workers=args.workers, shard=shard,
                               progress=not args.quiet)
     except (UsageError, DataError, OSError) as exc:
-        print(f"prepare_data: error: {exc}", file=sys.stderr)
+        print(f"prepare_data: error: {as_disk_full(exc) or exc}", file=sys.stderr)  # a full disk: its figures
         return 2
     except KeyboardInterrupt:
         print(f"prepare_data: interrupted; finished clips are in {args.output}/index.jsonl, "
@@ -93,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for line in summary.lines():
         print(line)
+    if summary.system_failures:  # not the videos' fault: a script running this must notice
+        print(f"prepare_data: error: {summary.system_failures} videos failed for a reason other than their content "
+              "(listed above); fix it and run the same command again to prepare them", file=sys.stderr)
+        return 1
     return 0
 
 

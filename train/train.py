@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("LOCAL_RANK", "0") == "0" else logging.WARNING,
                         format="%(levelname)s: %(message)s")
+    from vivid.disk_space import as_disk_full
     from vivid.training import ConfigError, DataError, InitError, ResumeError, Trainer
 
     try:
@@ -79,7 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, InitError, ResumeError) as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
-    trainer.run()
+    try:
+        trainer.run()
+    except Exception as exc:
+        full = as_disk_full(exc)  # wherever the disk filled: checkpoints, the model, metrics, samples
+        if full is None:
+            raise
+        print(f"train.py: error: {full}; then continue with --resume", file=sys.stderr)  # earlier checkpoints intact
+        return 1
     return 0
 
 

@@ -43,9 +43,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .disk_space import check_room, video_bytes
 from .driving import Driving
 from .engines import Engine, make_engine
 from .errors import OptionError
+from .job_memory import check_fits
 from .face import FaceAnalyzer
 from .face.shared_analyzers import mesh_analyzer
 from .media import DEFAULT_LIMITS, MediaLimits, fit_within, is_image_file, load_image, read_video, write_video
@@ -211,6 +213,7 @@ class AnimationJob:
             self.driving = Driving.from_photo(r.driving, self.reference, faces, o.photo_seconds, o.face, r.limits,
                                               o.max_frames)
             self.on_event(Notice("photo", f"the driving photo read as: {self.driving.photo_edits.describe()}"))
+            self._check_disk_room()
             return
         info = self.driving.info
         wanted = info and (min(info.frames, o.max_frames) if o.max_frames else info.frames)
@@ -218,9 +221,27 @@ class AnimationJob:
             self.on_event(Notice("cut_short", f"the driving video is cut short or damaged: {info.present} of its "
                                               f"{wanted} frames are in the file; animating those"))
         self.driving.check_first_seconds(faces)
+        self._check_disk_room()
         if info and info.present == 1 and o.max_frames != 1:
             self.on_event(Notice("single_frame", "the driving video has a single frame: the result will be a still "
                                                  "picture, not an animation; use a clip of a few seconds"))
+
+    def _check_disk_room(self) -> None:
+        """Refuse before any work when the output's disk cannot hold even a small video of this
+        length (a write that runs out later still says so, naming the output)."""
+        total, (h, w) = self.total, self.reference.shape[:2]
+        if total:
+            copies = 2 if self.has_sound else 1  # the silent video, then the one with sound, side by side
+            check_room(self.request.output, video_bytes(total, w, h) * copies, str(self.request.output))
+
+    def _check_memory(self, engine: Engine) -> None:
+        """Refuse before any work a job that would need more memory than is available, with
+        the figures and the setting that would make it fit (`vivid.job_memory`)."""
+        h, w = self.reference.shape[:2]
+        dh, dw = self.driving.size if self.driving.size[0] else (h, w)
+        need = engine.memory_need(self.total or 0, h * w, dh * dw)
+        if need is not None:
+            check_fits(need)
 
     def _check_source_engine(self) -> None:
         """A source video is the preview engine's: "auto" takes it, another engine is refused."""
@@ -267,6 +288,7 @@ class AnimationJob:
         engine = engine or make_engine(self.options, analyzer=self.faces)
         r = self.request
         with engine.turn(self._waiting):
+            self._check_memory(engine)  # in its turn: a job before it on a shared model has handed its memory back
             self._clock.start = time.monotonic()
             self._clock.deadline = None if r.time_limit is None else self._clock.start + r.time_limit
             self._progress("starting", 0, None, "frame", 0.0, "analysing the driving motion…")
@@ -277,11 +299,14 @@ class AnimationJob:
                     self.driving.template is not None and self.driving.photo is None,
                     time.monotonic() - self._clock.start)
 
-    def _waiting(self) -> None:
-        """While another job holds the engine's model: say so, and end the wait on a stop (or
+    def _waiting(self, ahead: int = 1) -> None:
+        """While other jobs hold the engine's model or are before this one in its queue: say
+        how many (the status changes when the queue moves), and end the wait on a stop (or
         when nobody watches any more)."""
-        if self.latest is None or self.latest.stage != "waiting":
-            self._progress("waiting", 0, None, "frame", None, "waiting: the diffusion model is busy with another job")
+        status = (f"waiting: the diffusion model is busy with another job; {ahead} job{'s' if ahead > 1 else ''} "
+                  f"ahead of yours in the queue")
+        if self.latest is None or self.latest.status != status:
+            self._progress("waiting", 0, None, "frame", None, status)
         self._check()
 
     def stop(self) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from .animation import AnimationJob, AnimationRequest, Notice, Progress, Stopped
 from .driving import Driving, MotionMapVideo
 from .engines import make_engine
+from .disk_space import as_disk_full, disk_full
 from .errors import GpuMemoryError, flag_message
 from .face import FaceAnalyzer, MotionTemplate, colorize, render_motion_map
 from .face.analyzer import PARSERS
@@ -298,7 +299,8 @@ def _output_folder(folder: Path) -> Iterator[Path]:
     """Create the output folder for the block; if the block fails, remove it again when it was
     created here and is still empty (a failed run leaves nothing behind)."""
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    with disk_full(folder, f"the folder {folder}"):
+        folder.mkdir(parents=True, exist_ok=True)
     try:
         yield folder
     except BaseException:
@@ -364,6 +366,9 @@ def describe_error(exc: BaseException) -> tuple[str, bool]:
     ValueError subclasses, files that cannot be read or written, memory) or a bug."""
     if isinstance(exc, ValueError) and type(exc).__module__.split(".")[0] in ("vivid", "train"):
         return flag_message(exc), True  # an option's field name shown as its flag
+    full = as_disk_full(exc)
+    if full is not None:  # also a write no `disk_full` block named: the space, not "[Errno 28]"
+        return str(full), True
     if isinstance(exc, OSError):  # a file that cannot be read or written, or a message of ours
         from urllib.error import URLError
 

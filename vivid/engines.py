@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, 
 import numpy as np
 
 from .errors import OptionError
+from .job_memory import MemoryNeed, diffusion_need, preview_need
 from .events import FrameEvent, ProgressEvent
 from .face import FaceAnalyzer, MotionTemplate
 from .face.motion_edits import MotionEdits
@@ -72,10 +73,16 @@ class Engine:
             if event.kind == "frame":
                 yield event.frame
 
-    def turn(self, waiting: Callable[[], None]) -> ContextManager[None]:
+    def turn(self, waiting: Callable[[int], None]) -> ContextManager[None]:
         """Held while a job runs on this engine: at once, unless the engine serves one job at
-        a time (a shared model); then `waiting()` is called while another job holds it."""
+        a time (a shared model, in arrival order); then `waiting(jobs ahead)` is called while
+        others hold it or are before it in the queue."""
         return nullcontext()
+
+    def memory_need(self, frames: int, output_pixels: int, driving_pixels: int) -> MemoryNeed | None:
+        """What a job of `frames` frames takes beyond the loaded models (`vivid.job_memory`);
+        None when it is too little to matter."""
+        return None
 
     def stream_source(self, source: "SourceVideo", driving: DrivingInput, fps: float,
                       check: Callable[[], None] | None = None) -> Iterator[FrameEvent]:
@@ -109,6 +116,9 @@ class PreviewEngine(Engine):
         self.animator = PreviewAnimator(config or PreviewConfig(), analyzer or mesh_analyzer())
         if whole_process:
             dedicate_process_to_preview()
+
+    def memory_need(self, frames: int, output_pixels: int, driving_pixels: int) -> MemoryNeed:
+        return preview_need(frames, output_pixels, driving_pixels)
 
     def stream(self, reference: np.ndarray, driving: DrivingInput, fps: float) -> Iterator[FrameEvent]:
         from . import preview_stream  # looked up per call: bench/preview_engine.py swaps stream_in_threads
@@ -167,8 +177,18 @@ class DiffusionEngine(Engine):
         return self.host.stream(reference, driving, fps=fps, relative=self.relative, paste_back=not self.crop_only,
                                 edits=self.edits, face=self.face, **self.sampling.keywords())
 
-    def turn(self, waiting: Callable[[], None]) -> ContextManager[None]:
+    def turn(self, waiting: Callable[[int], None]) -> ContextManager[None]:
         return self.host.turn(waiting)
+
+    def memory_need(self, frames: int, output_pixels: int, driving_pixels: int) -> MemoryNeed:
+        pipe, sampling = self.pipeline, self.sampling
+        guidance = pipe.sampling_defaults.guidance if sampling.guidance is None else sampling.guidance
+        side = pipe.config.resolution // pipe.vae_scale_factor
+        return diffusion_need(frames, driving_pixels, output_pixels, latent_pixels=side * side,
+                              latent_channels=pipe.unet.config.out_channels,
+                              unet_width=pipe.unet.config.block_out_channels[0], window=min(sampling.window, frames or 1),
+                              guided=guidance > 1.0, dtype_bytes=pipe.precision.dtype.itemsize,
+                              warp_guidance=bool(pipe.config.warp_guidance))
 
 
 def make_engine(options: AnimateOptions, *, host: ModelHost | None = None, analyzer: FaceAnalyzer | None = None,

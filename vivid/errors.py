@@ -7,6 +7,7 @@ ValueError (or MemoryError) whose message says what is wrong and what to do.
 """
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -28,6 +29,19 @@ class WeightsError(ValueError):
     it is meant for."""
 
 
+class DiskFullError(OSError):
+    """An output did not fit on its disk: the message names the output (the path the user gave,
+    not a temporary name), the space it needs and the space there is."""
+
+    def __init__(self, message: str, path: str | None = None, figures: str = ""):
+        super().__init__(errno.ENOSPC, message)
+        self.path = path
+        self.figures = figures  # the space needed and free, without paths: "needs at least 2 MB, 1 MB free"
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class GpuMemoryError(MemoryError):
     """The GPU ran out of memory; the message says which settings need less of it."""
 
@@ -42,4 +56,4 @@ def flag_message(exc: BaseException) -> str:
     return re.sub(rf"(?<![\w-]){re.escape(option)}\b", "--" + option.replace("_", "-"), message, count=1)
 
 
-__all__ = ["GpuMemoryError", "InputError", "OptionError", "WeightsError", "flag_message"]
+__all__ = ["DiskFullError", "GpuMemoryError", "InputError", "OptionError", "WeightsError", "flag_message"]

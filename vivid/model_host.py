@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -26,6 +25,7 @@ from .events import FrameEvent, ProgressEvent
 from .face.shared_analyzers import parsing_analyzer
 from .models.saved import SamplingDefaults, SavedModel, inspect_model
 from .models.shipped import is_shipped_name, resolve_weights
+from .turns import TurnQueue
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +84,7 @@ class ModelHost:
         self._pipe: VividPipeline | None = None
         self._folder_read: tuple[SavedModel | None] | None = None  # `_saved`, once read
         self._loading = threading.Lock()
-        self._turn = threading.Lock()
+        self._turns = TurnQueue()  # one job at a time, in arrival order
         _HOSTS[id(self)] = self
 
     @classmethod
@@ -157,18 +157,13 @@ class ModelHost:
     @property
     def busy(self) -> bool:
         """Whether a job holds the model now."""
-        return self._turn.locked()
+        return self._turns.busy
 
-    @contextmanager
-    def turn(self, waiting: Callable[[], None] = lambda: None, interval: float = 0.25) -> Iterator[None]:
-        """The model for one job at a time: waits until no other job holds it, calling
-        `waiting()` every `interval` seconds meanwhile (it may raise to give up waiting)."""
-        while not self._turn.acquire(timeout=interval):
-            waiting()
-        try:
-            yield
-        finally:
-            self._turn.release()
+    def turn(self, waiting: Callable[[int], None] = lambda ahead: None, interval: float = 0.25):
+        """The model for one job at a time, in arrival order: waits until the jobs before it are
+        done, calling `waiting(jobs ahead)` every `interval` seconds meanwhile (it may raise to
+        give up waiting)."""
+        return self._turns.turn(waiting, interval)
 
     def stream(self, reference: "np.ndarray", driving, **options) -> Iterator[ProgressEvent | FrameEvent]:
         """`VividPipeline.stream` of the hosted model (keywords as there), on a borrowed GPU

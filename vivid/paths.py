@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .disk_space import disk_full
 from .errors import InputError, OptionError
 from .interrupts import check_not_stopped
 
@@ -52,19 +53,21 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write the output to. When the block ends normally
     the file is renamed to `path` (replacing any earlier file in one step); when it fails or
-    is interrupted the temporary file is removed and an existing `path` is left untouched."""
+    is interrupted the temporary file is removed and an existing `path` is left untouched; a
+    write that finds the disk full is a DiskFullError naming `path` and the space it needs."""
     path = Path(path)
     remove_stale_leftovers(path)
     tmp = path.with_name(f".{path.name}.{owner_tag()}-{secrets.token_hex(4)}.partial{path.suffix}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise InputError(f"nothing was written for {path.name}")
-        check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full(path):  # outside the clean-up: the message's free figure counts the partial's space
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise InputError(f"nothing was written for {path.name}")
+            check_not_stopped()  # a Ctrl-C whose exception a finaliser swallowed still keeps the earlier file
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def host_tag() -> str:
@@ -88,17 +91,60 @@ def remove_stale_leftovers(path: Path) -> None:
     outright (SIGKILL, power loss: no clean-up code runs): partial files and scratch folders,
     recognised by their whole name, whose process is gone. A living process's files, other
     machines' files (a shared folder) and anything else are left alone."""
-    name, host = re.escape(path.name), re.escape(host_tag())
-    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}"
+    _remove_dead(path.parent.glob(f".{glob.escape(path.name)}.*"), re.escape(path.name), re.escape(path.suffix))
+
+
+def remove_dead_leftovers(folder: Path) -> int:
+    """`remove_stale_leftovers` for every output in `folder` (a restarted server's job folders,
+    whose targets it does not know); returns how many went."""
+    return _remove_dead(folder.glob(".*"), r"[^/]+", r"(\.[^./]+)?")
+
+
+def _remove_dead(candidates: Iterable[Path], name: str, suffix: str) -> int:
+    """Remove the `candidates` that are partial files or scratch folders (of an output named
+    like `name`, ending in `suffix`) of this machine's processes that are gone."""
+    host, removed = re.escape(host_tag()), 0
+    ours = re.compile(rf"\.{name}\.{host}-(\d+)-[0-9a-f]{{8}}\.partial{suffix}"
                       rf"|\.{name}\.vivid-{host}-(\d+)-[a-z0-9_]{{8}}")
-    for old in path.parent.glob(f".{glob.escape(path.name)}.*"):
+    for old in candidates:
         found = ours.fullmatch(old.name)
-        if not found or process_alive(int(found.group(1) or found.group(2))):
+        if not found or not owner_gone(int(next(g for g in found.groups() if g and g.isdigit())), old):
             continue
         try:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            removed += 1
         except OSError:  # gone already, or not ours to delete
             continue
+    return removed
+
+
+def _process_started() -> float:
+    """When this process started (seconds since the epoch; Linux /proc, else the first import)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        import time
+
+        return time.time()
+
+
+#: When this process started: a file named with its PID but older than that is a previous
+#: process's that had the same PID (a restarted container's app is often PID 1 again).
+PROCESS_STARTED = _process_started()
+
+
+def owner_gone(pid: int, path: Path) -> bool:
+    """Whether process `pid`, named in `path`'s name as its owner, is gone: another PID that no
+    longer runs, or this process's PID on a file made before this process started."""
+    if pid == os.getpid():
+        try:
+            return path.lstat().st_mtime < PROCESS_STARTED - 1  # a second's slack: clocks and file times round
+        except OSError:
+            return False
+    return not process_alive(pid)
 
 
 def process_alive(pid: int) -> bool:
@@ -165,5 +211,5 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 __all__ = [
     "atomic_output", "check_output", "check_output_folder", "existing_file", "host_tag", "is_inside", "owner_tag",
-    "process_alive", "remove_stale_leftovers", "same_file", "scratch_prefix",
+    "owner_gone", "process_alive", "remove_dead_leftovers", "remove_stale_leftovers", "same_file", "scratch_prefix",
 ]

@@ -25,6 +25,29 @@ def hub_snapshot(repo_id: str, patterns: list[str], **options) -> Path:
                            f"Hugging Face hub ({reason})") from exc
 
 
+def pickled_weights_name(cls: type[nn.Module]) -> str:
+    """The name a library gives a network's weights file in torch's (pickle) format."""
+    from diffusers import ModelMixin
+
+    if issubclass(cls, ModelMixin):
+        from diffusers.utils import WEIGHTS_NAME as name
+    else:
+        from transformers.utils import WEIGHTS_NAME as name
+    return name
+
+
+def pickled_weights_file(source: str, subfolder: str | None, cls: type[nn.Module]) -> Path:
+    """The config folder and torch-format weights file of the `cls` network in `source`, for a
+    repository without safetensors files (fetched from the hub when `source` is an id)."""
+    name, prefix = pickled_weights_name(cls), f"{subfolder}/" if subfolder else ""
+    folder = Path(source, subfolder or "") if Path(source).is_dir() else \
+        hub_snapshot(source, [f"{prefix}config.json", f"{prefix}{name}"]) / (subfolder or "")
+    if not (folder / name).is_file():
+        raise WeightsError(f"{source}: no weights for its {cls.__name__} ({subfolder or 'top'} folder holds neither "
+                           f"{weights_stem(cls)}.safetensors nor {name})")
+    return folder / name
+
+
 def weights_stem(cls: type[nn.Module]) -> str:
     """The name a library gives a network's weights file, without `.safetensors`."""
     from diffusers import ModelMixin

@@ -12,11 +12,11 @@ from torch import nn
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .base_files import config_folder, network_folder
+from .base_files import config_folder, network_folder, pickled_weights_file
 from .disk_streaming import stream_from_files, stream_from_memory
 from .empty_init import empty_parameters
 from .pose_guider import PoseGuider
-from .weights import empty_network, load_network, weight_files
+from .weights import empty_network, load_network, load_pickled_network, weight_files
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
@@ -130,11 +130,13 @@ def built(factory: Callable[[], M], dtype: torch.dtype) -> M:
 def load_base_network(cls: type[M], source: str, subfolder: str | None, dtype: torch.dtype) -> M:
     """One network of a base model in `dtype`, read tensor by tensor from its safetensors
     files (`weights.load_network`; see `base_files` for why not the libraries' loaders). A
-    repository without safetensors files goes through the library's own loader."""
+    repository without safetensors files is read from its torch-format file without running
+    code (`weights.load_pickled_network`), never through the libraries' loaders either."""
     folder = network_folder(source, subfolder, cls)
     if weight_files(folder):
         return load_network(cls, folder, dtype)
-    return cls.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype)
+    file = pickled_weights_file(source, subfolder, cls)
+    return load_pickled_network(cls, file.parent, file, dtype)
 
 
 def stream_base_network(cls: type[M], source: str, subfolder: str | None, dtype: torch.dtype, device: torch.device,

@@ -68,12 +68,19 @@ def new_offload_folder(label: str = "") -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError:
         root = Path(tempfile.gettempdir())
+    sweep_dead_offload_folders(root)
+    return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{owner_tag()}-{label + '-' if label else ''}", dir=root))
+
+
+def sweep_dead_offload_folders(root: Path | None = None) -> None:
+    """Remove the offload folders that processes of this machine left when they were killed
+    (a server restarted after `kill -9`); other machines' folders (a shared cache) stay."""
+    root = root or offload_root()
     mine = f"{FOLDER_PREFIX}{host_tag()}-"
-    for old in root.glob(mine + "*"):
+    for old in root.glob(mine + "*") if root.is_dir() else []:
         pid = old.name.removeprefix(mine).split("-")[0]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{owner_tag()}-{label + '-' if label else ''}", dir=root))
 
 
 class MappedSafetensors(Mapping):

@@ -156,11 +156,7 @@ def empty_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype,
     `files`, or the folder's own weights files. The shapes are compared with the config from
     the files' headers, so a network that does not fit its files fails here."""
     folder = Path(folder)
-    with empty_parameters():  # parameters on meta, this thread only; buffers (e.g. position ids) real
-        if hasattr(cls, "load_config"):  # diffusers' ModelMixin
-            model = cls.from_config(cls.load_config(folder))
-        else:  # transformers' PreTrainedModel
-            model = cls(cls.config_class.from_pretrained(folder))
+    model = _from_config(cls, folder)
     files = weight_files(folder) if files is None else files
     shapes, source = {}, {}
     for file in files:
@@ -181,6 +177,33 @@ def empty_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype,
         raise WeightsError(f"{where}: the weights file does not fit {folder.name}/config.json: " + "; ".join(problems)
                            + "; the weights and the config come from different models")
     return nn.Module.to(model, dtype).eval(), source
+
+
+def _from_config(cls: type[nn.Module], folder: Path) -> nn.Module:
+    """The network of `folder`'s config with its parameters on the meta device (this thread only)."""
+    with empty_parameters():  # parameters on meta, this thread only; buffers (e.g. position ids) real
+        if hasattr(cls, "load_config"):  # diffusers' ModelMixin
+            return cls.from_config(cls.load_config(folder))
+        return cls(cls.config_class.from_pretrained(folder))  # transformers' PreTrainedModel
+
+
+def load_pickled_network(cls: type[nn.Module], folder: str | Path, file: str | Path, dtype: torch.dtype) -> nn.Module:
+    """A saved network whose weights are in torch's format (`file`, read with weights_only: no
+    code runs), in `dtype`, checked strictly. Never through the libraries' own loaders: they
+    patch process-wide state while they build (accelerate's `init_empty_weights` replaces
+    `nn.Module.register_parameter`, transformers' `no_init_weights` torch's init functions),
+    which the app's other threads, building their own networks meanwhile, would inherit."""
+    folder = Path(folder)
+    model = _from_config(cls, folder)
+    own = model.state_dict()
+    state = {k: v for k, v in read_state_dict(file).items()
+             if k in own or not k.endswith("position_ids")}  # older files keep a buffer now not saved
+    problems = _problems(own, {k: tuple(v.shape) for k, v in state.items()})
+    if problems:
+        raise WeightsError(f"{file} does not fit {folder.name}/config.json: " + "; ".join(problems))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)  # strict by `_problems`; unsaved buffers stay as built
+    return nn.Module.to(model, dtype).eval()
 
 
 def load_network(cls: type[nn.Module], folder: str | Path, dtype: torch.dtype) -> nn.Module:

@@ -83,11 +83,15 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` so a reader (or a kill) never sees a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{_writer_tag()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no partial record left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _writer_tag() -> str:

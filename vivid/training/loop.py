@@ -29,7 +29,9 @@ from .config import TrainConfig
 from .latent_cache import cache_latents
 from .losses import add_noise, denoising_loss, denoising_target, training_scheduler
 from .denoiser import cast_frozen, checkpoint_temporal_layers, freeze_unused
-from .networks import Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of
+from ..disk_space import directory_bytes, disk_full
+from .networks import (Networks, build_networks, calibrate_latent_scale, check_init, export_model, pipeline_of,
+                       recover_export)
 from .samples import FrameRange, SampleSpec, TrainingSamples, split_frames
 from .validation import build_checks, checksum, score_checks, write_sample_video
 
@@ -77,6 +79,15 @@ def latest_checkpoint(paths: Paths) -> tuple[Path, int] | None:
         return None
     step, folder = max(found)
     return folder, step
+
+
+def sweep_leftovers(paths: Paths) -> None:
+    """Remove what a run killed while writing left (unfinished checkpoint folders, an unfinished
+    model export) and put a model moved aside mid-export back: `--resume` and readers of
+    RUN/model only ever see complete ones."""
+    for tmp in paths.checkpoints.glob(".step-*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    recover_export(paths.model)
 
 
 def choose_validation_clips(entries: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -171,6 +182,8 @@ class Trainer:
         self.accelerator = acc = self._accelerator()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         paths.run.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            sweep_leftovers(paths)
         train_clips, val_clips = _open(self.train_entries), _open(self.val_entries)
         nets = build_networks(c, self.init)
         if c.tiny and c.stage == 1:
@@ -321,14 +334,22 @@ class Trainer:
         acc, paths = self.accelerator, self.paths
         final = paths.checkpoints / f"step-{step}"
         tmp = paths.checkpoints / f".step-{step}.tmp"
+        last = latest_checkpoint(paths)
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        # A full disk: one line naming the checkpoint and its size; earlier checkpoints stay.
+        with disk_full(final, f"the checkpoint {final}", needed=last and directory_bytes(last[0])):
+            try:
+                acc.save_state(str(tmp))
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": self.config.stage}))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps({"step": step, "stage": self.config.stage}))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             done = sorted((int(f.name[5:]), f) for f in paths.checkpoints.glob("step-*") if f.name[5:].isdigit())

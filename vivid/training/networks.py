@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import MotionAdapter, UNetMotionModel
+from diffusers import AutoencoderKL, MotionAdapter, UNetMotionModel
 from torch import nn
+from transformers import CLIPVisionModelWithProjection
 
-from ..models.builders import Parts, load_base_parts, mini_parts, scheduler_config, tiny_parts, widen_input
+from ..disk_space import directory_bytes, disk_full
+from ..models.builders import Parts, load_base_network, load_base_parts, mini_parts, scheduler_config, tiny_parts, widen_input
 from .config import TrainConfig
 from .denoiser import Denoiser, freeze_for_stage, temporal_parameter_names
 
@@ -177,6 +179,26 @@ def with_frozen_from(nets: Networks, init: Path) -> Networks:
                    image_encoder=source.image_encoder)
 
 
+def source_encoders(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """Stage 1's VAE and image encoder in fp32 as their source holds them (the base models, or
+    the tiny/mini parts made again from the seed): training keeps them in the compute dtype."""
+    if config.tiny or config.mini:
+        with torch.random.fork_rng(devices=[]):  # made from the seed without touching training's random state
+            parts = random_training_parts(config.seed, mini=config.mini)
+        return parts.vae, parts.image_encoder
+    base = config.base_models
+    return (load_base_network(AutoencoderKL, base.vae, None, torch.float32),
+            load_base_network(CLIPVisionModelWithProjection, base.image_encoder, "image_encoder", torch.float32))
+
+
+def with_source_encoders(nets: Networks, config: TrainConfig) -> Networks:
+    """Stage 1's networks with the VAE and image encoder re-read unrounded (`source_encoders`),
+    the VAE's scaling factor kept (a tiny run calibrates it)."""
+    vae, image_encoder = source_encoders(config)
+    vae.register_to_config(scaling_factor=nets.vae.config.scaling_factor)
+    return replace(nets, vae=vae, image_encoder=image_encoder)
+
+
 def export_model(nets: Networks, folder: Path, stage: int, step: int, config: TrainConfig,
                  frozen_from: Path | None = None) -> None:
     """Write the current model to `folder` as a VividPipeline folder (loadable by
@@ -186,14 +208,33 @@ def export_model(nets: Networks, folder: Path, stage: int, step: int, config: Tr
     weights exactly as they were (`with_frozen_from`)."""
     if frozen_from is not None:
         nets = with_frozen_from(nets, frozen_from)
+    elif stage == 1 and next(nets.vae.parameters()).dtype != torch.float32:
+        nets = with_source_encoders(nets, config)
     pipe = pipeline_of(nets, config.resolution)
+    recover_export(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    (tmp / TRAINING_FILE).write_text(json.dumps({"stage": stage, "step": step, "config": config.to_dict()}, indent=1))
+    with disk_full(folder, f"the model {folder}", needed=directory_bytes(folder)):
+        try:
+            pipe.save_pretrained(tmp)
+            (tmp / TRAINING_FILE).write_text(json.dumps({"stage": stage, "step": step, "config": config.to_dict()},
+                                                        indent=1))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_export(folder: Path) -> None:
+    """Undo what a run killed while exporting left: the earlier model back in place when the
+    kill came between moving it aside and moving the new one in, and the unfinished one removed."""
+    old = folder.with_name(folder.name + ".old")
+    if old.is_dir() and not folder.exists():
+        old.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(folder.with_name(folder.name + ".tmp"), ignore_errors=True)

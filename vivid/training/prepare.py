@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from ..disk_space import directory_bytes, disk_full, disk_full_error, is_disk_full
 from .clip_maker import ClipMaker, PrepareConfig
 from .clips import ARRAYS_FILE, CLIPS, INDEX, REJECTED, SETTINGS, SOURCES, write_atomic, write_jsonl
 
@@ -118,6 +119,7 @@ class Summary:
     prepared: int = 0  # videos prepared by this run
     skipped: int = 0  # videos this run found finished already
     failed: list[str] = field(default_factory=list)  # "source: error" for videos that raised
+    system_failures: int = 0  # of those, the ones that failed for a reason other than their content
 
     def lines(self) -> list[str]:
         """The closing report, for people."""
@@ -133,17 +135,6 @@ class Summary:
         ]
         lines += [f"failed: {f}" for f in self.failed]
         return lines
-
-
-def _disk_bytes(folder: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def rebuild_index(data: str | Path) -> Summary:
@@ -172,7 +163,7 @@ def rebuild_index(data: str | Path) -> Summary:
     return Summary(
         clips=len(clips), clip_seconds=sum(c["seconds"] for c in clips), videos=len(records),
         source_seconds=sum(r["seconds"] for r in records), rejected=Counter(x["reason"] for x in rejected),
-        disk_bytes=_disk_bytes(data / CLIPS),
+        disk_bytes=directory_bytes(data / CLIPS),
     )
 
 
@@ -199,11 +190,20 @@ def _prepare_one(maker: ClipMaker, source: Source, data: Path) -> dict:
     (no record is written, so the next run tries the video again)."""
     try:
         record = maker.make(source.path, str(source.path), source.id, data / CLIPS)
+        write_atomic(data / SOURCES / f"{source.id}.json", json.dumps(record, sort_keys=True))
     except Exception as exc:  # one bad video must not end a long run
         log.debug("failed on %s", source.path, exc_info=True)
-        return {"error": f"{source.path}: {type(exc).__name__}: {exc}"}
-    write_atomic(data / SOURCES / f"{source.id}.json", json.dumps(record, sort_keys=True))
+        return {"error": f"{source.path}: {type(exc).__name__}: {exc}", "cause": failure_cause(exc)}
     return record
+
+
+def failure_cause(exc: BaseException) -> str:
+    """Why a video failed: "disk full" (no other video will fit either), "content" (the video
+    itself: damaged, undecodable: a ValueError that is no OSError) or "system" (anything else:
+    a file that cannot be read or written, memory, a bug), which a script must notice."""
+    if is_disk_full(exc):
+        return "disk full"
+    return "content" if isinstance(exc, ValueError) and not isinstance(exc, OSError) else "system"
 
 
 def _init_worker(config: PrepareConfig, parent: int) -> None:
@@ -253,14 +253,18 @@ def prepare(
     (data / SOURCES).mkdir(exist_ok=True)
     check_settings(data, config)
     todo = [s for s in mine if not (data / SOURCES / f"{s.id}.json").is_file()]
-    prepared, failed, kept, rejected = 0, [], 0, 0
+    prepared, failed, kept, rejected, system_failures = 0, [], 0, 0, 0
     last_index = time.monotonic()
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="video", desc="preparing", disable=not progress)
     try:
         for result in _results(todo, data, config, workers):
             bar.update(1)
             if "error" in result:
+                if result.get("cause") == "disk full":  # the next videos would find the disk full too
+                    raise disk_full_error(data / CLIPS, None, f"the clips in {data / CLIPS}")
                 failed.append(result["error"])
+                if result.get("cause") != "content":
+                    system_failures += 1
                 log.warning("%s", result["error"])
                 continue
             prepared += 1
@@ -272,8 +276,10 @@ def prepare(
                 last_index = time.monotonic()
     finally:
         bar.close()
-        summary = rebuild_index(data)  # also when interrupted: the index lists what is finished
+        with disk_full(data / INDEX, f"the index {data / INDEX}"):
+            summary = rebuild_index(data)  # also when interrupted: the index lists what is finished
     summary.prepared, summary.skipped, summary.failed = prepared, len(mine) - len(todo), failed
+    summary.system_failures = system_failures
     return summary
 
 
