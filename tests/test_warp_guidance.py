@@ -101,6 +101,20 @@ def test_the_models_changes_reach_the_face_and_nothing_outside_the_head(paste, a
     assert np.array_equal(frame[-40:], astronaut[-40:])
 
 
+def test_sampling_noise_leaves_the_portrait_and_a_real_correction_passes_whole(paste, astronaut):
+    """Changes within `agree_below` grey levels are the sample's own noise, not a correction."""
+    warp_paste, points = paste
+    copy = np.full((64, 64, 3), 90, np.uint8)
+    noise = np.random.default_rng(0).integers(-2, 3, copy.shape)
+    picture = (copy + noise).astype(np.uint8)
+    assert np.array_equal(warp_paste.frame(points, picture, copy), warp_paste.frame(points, copy, copy))
+    repaint = copy + np.uint8(60)
+    crop, _ = warp_paste.crop(points, repaint, copy)
+    warped, _ = warp_paste.warp.warp(warp_paste._enlarged(points))
+    centre = warp_paste.size // 2
+    assert abs(int(crop[centre, centre, 0]) - int(warped[centre, centre, 0]) - 60) <= 2 or crop[centre, centre, 0] == 255
+
+
 def test_the_head_mask_covers_the_face_and_stays_soft():
     from vivid.face import mesh_topology as mt
 

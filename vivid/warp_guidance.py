@@ -83,6 +83,12 @@ class PasteConfig:
     max_size: int = 1024  # the portrait is warped at its own resolution, up to this side (px)
     head_ring: float = 1.3  # the model's changes count inside this ring (face radii about the face centre)
     softness: float = 0.04  # blur of the head mask's edge, in crop sides
+    # Changes the model makes smaller than `agree_below` (grey levels, a pixel's colour distance,
+    # smoothed over a few pixels) count as agreement: the 2-step sample's own noise would
+    # otherwise blur the portrait's detail where the warp was right. From `agree_below` to
+    # `change_above` the change fades in; larger changes (an opening mouth) pass whole.
+    agree_below: float = 4.0
+    change_above: float = 12.0
 
 
 def head_mask(meshes: Sequence[np.ndarray], size: int, config: PasteConfig = PasteConfig()) -> np.ndarray:
@@ -130,12 +136,19 @@ class WarpPaste:
         warped, moved = self.warp.warp(self._enlarged(target))
         change = picture.astype(np.float32) - warp_copy.astype(np.float32)
         mask = head_mask([target, self.reference_points], self.resolution, self.config)
-        change *= mask[..., None]
+        change *= (mask * self._disagreement(change))[..., None]
         if self.size != self.resolution:
             change = cv2.resize(change, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
             mask = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         out = np.clip(warped.astype(np.float32) + change, 0, 255).round().astype(np.uint8)
         return out, moved | (mask > 0.02)
+
+    def _disagreement(self, change: np.ndarray) -> np.ndarray:
+        """(R, R) in [0, 1]: how much of the model's `change` at each pixel is a real correction
+        rather than sampling noise (`PasteConfig.agree_below`, `change_above`)."""
+        c = self.config
+        distance = cv2.GaussianBlur(np.linalg.norm(change, axis=-1), (0, 0), 1.0)
+        return np.clip((distance - c.agree_below) / max(c.change_above - c.agree_below, 1e-6), 0, 1)
 
     def frame(self, target: np.ndarray, picture: np.ndarray, warp_copy: np.ndarray, whole: bool = True) -> np.ndarray:
         """One output frame: the whole portrait with the animated crop blended in (`whole`), or the crop."""
