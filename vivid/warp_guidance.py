@@ -87,8 +87,8 @@ class PasteConfig:
     # smoothed over a few pixels) count as agreement: the 2-step sample's own noise would
     # otherwise blur the portrait's detail where the warp was right. From `agree_below` to
     # `change_above` the change fades in; larger changes (an opening mouth) pass whole.
-    agree_below: float = 4.0
-    change_above: float = 12.0
+    agree_below: float = 6.0
+    change_above: float = 16.0
 
 
 def head_mask(meshes: Sequence[np.ndarray], size: int, config: PasteConfig = PasteConfig()) -> np.ndarray:
