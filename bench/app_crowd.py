@@ -9,19 +9,22 @@ Figures: jobs per minute, time to the first frame (the first picture the visitor
 frame, or the diffusion engine's first estimate), median and p95, peak and settled memory;
 for this version and for another checkout (`--against DIR`, e.g. a `git worktree` of the
 version before) in the same run, same inputs, same seeds.
-`python bench/app_load.py --crowd [--against DIR] [--visitors 8]`.
+`python bench/app_crowd.py [--against DIR] [--visitors 8]`.
 """
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.app_load import AppServer, MemorySampler, make_inputs, settled_rss
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.app_load import AppServer, MemorySampler, make_inputs, settled_rss  # noqa: E402
 
 PREVIEW, DIFFUSION = "Preview (fast, no model weights)", "Diffusion model"
 #: Seconds a job may take before it counts as hung (the longest job alone takes a few seconds).
@@ -229,3 +232,12 @@ def main(visitors: int = 8, jobs: int = 2, storm: int = 2, frames: int = 48, aga
 def _short(message: str, n: int = 140) -> str:
     message = message.replace("|", "/").replace("\n", " ")
     return message if len(message) <= n else message[: n - 1] + "…"
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("--visitors", type=int, default=8, help="visitors at once")
+    cli.add_argument("--jobs", type=int, default=2, help="jobs per visitor")
+    cli.add_argument("--against", type=Path, help="another checkout (the version before) measured too")
+    a = cli.parse_args()
+    main(visitors=a.visitors, jobs=a.jobs, against=a.against)

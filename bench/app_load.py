@@ -242,17 +242,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=75, help="driving frames per job")
     parser.add_argument("--side", type=int, default=512, help="portrait and driving-frame side, px")
     parser.add_argument("--rounds", type=int, default=3, help="the load repeated; memory is read after each round")
-    parser.add_argument("--crowd", action="store_true", help="the crowd instead (bench/app_crowd.py): 8 visitors "
-                        "mixing preview and diffusion jobs and a cancel storm")
-    parser.add_argument("--visitors", type=int, default=8, help="--crowd: visitors at once")
-    parser.add_argument("--against", type=Path, help="--crowd: another checkout (the version before) measured too")
     args = parser.parse_args()
-    if args.crowd:
-        sys.path.insert(0, str(ROOT))
-        from bench.app_crowd import main as crowd
-
-        crowd(visitors=args.visitors, jobs=args.jobs if args.jobs != 3 else 2, against=args.against)
-        return
     import tempfile
 
     sys.path.insert(0, str(ROOT))

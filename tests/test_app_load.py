@@ -90,7 +90,7 @@ def test_a_crowd_mixing_diffusion_preview_and_cancels_ends_every_job(tmp_path):
     """Issue 32: visitors at once mixing preview and diffusion jobs (the tiny random model) and a
     cancel storm: every job finishes, is refused with a message or is cancelled, none hangs;
     the diffusion model works for one job at a time and a waiting visitor is shown its place;
-    memory returns to its baseline. (bench/app_load.py --crowd measures 8 visitors.)"""
+    memory returns to its baseline. (bench/app_crowd.py measures 8 visitors.)"""
     from bench.app_crowd import DIFFUSION, PREVIEW, CrowdJob, diffusion_overlaps, measure
 
     inputs = make_inputs(tmp_path / "inputs", side=256, frames=24, upload_mb=1, video_seconds=10)
